@@ -1,0 +1,1 @@
+"""The ClassifyBatch container function: TensorFlow inference over a batch of image versions."""

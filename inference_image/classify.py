@@ -1,0 +1,149 @@
+"""ClassifyBatch: read a batch of image versions concurrently, classify them in one forward pass,
+write the predictions idempotently, and turn every bad image into a failure record."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from botocore.exceptions import ClientError
+
+from inference_image.preprocess import BadImage, decode_image
+from lambdas.records import BadRecord, Batch, Failure, ImageVersion, Prediction
+from lambdas.settings import Settings
+from lambdas.stores import FailureStore, ImageSource, ImageTooLarge, PredictionStore, RunStateStore
+
+# Images per forward pass inside a batch: small enough that reading the next sub-batch overlaps
+# the model, large enough to keep the forward pass as fast per image as a whole batch.
+SUB_BATCH = 8
+
+
+class Model(Protocol):
+    version: str
+    labels: list[str]
+    input_size: tuple[int, int]
+    channels: int
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ClassifyRequest:
+    run_id: str
+    batch: Batch
+
+    @classmethod
+    def from_event(cls, event: Any) -> ClassifyRequest:
+        if not isinstance(event, dict) or not event.get("run_id") or "batch" not in event:
+            raise BadRecord("ClassifyBatch needs an object with 'run_id' and 'batch'")
+        return cls(run_id=str(event["run_id"]), batch=Batch.from_dict(event["batch"]))
+
+
+def _load(
+    image: ImageVersion, source: ImageSource, model: Model, settings: Settings
+) -> np.ndarray | tuple[str, str, str]:
+    """The model input for one image, or (stage, error type, reason) when it cannot be had."""
+    try:
+        data = source.read(image, settings.max_image_bytes)
+    except ImageTooLarge as error:
+        return "read", "ImageTooLarge", str(error)
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if code in ("NoSuchKey", "NoSuchVersion", "404"):
+            return "read", code, "the object version was deleted before it was scored"
+        if code in ("AccessDenied", "403"):
+            return "read", code, "access denied reading the object version"
+        raise  # throttling and other transient errors fail the batch, so its retry policy applies
+    try:
+        return decode_image(data, model.input_size, model.channels, settings.max_image_pixels)
+    except BadImage as error:
+        return "decode", "BadImage", str(error)
+
+
+def classify_batch(
+    request: ClassifyRequest,
+    settings: Settings,
+    model: Model,
+    source: ImageSource,
+    predictions: PredictionStore,
+    failures: FailureStore,
+    state: RunStateStore,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    items = request.batch.items
+    loaded: list[np.ndarray | tuple[str, str, str]] = []
+    good: list[tuple[ImageVersion, np.ndarray]] = []
+    parts: list[np.ndarray] = []
+    read_seconds = inference_seconds = 0.0
+    with ThreadPoolExecutor(max_workers=min(settings.read_threads, max(1, len(items)))) as pool:
+        futures = [pool.submit(_load, image, source, model, settings) for image in items]
+        # Each sub-batch goes through the model as soon as its images are in, while the pool
+        # goes on reading and decoding the next ones (the forward pass releases the GIL).
+        for start in range(0, len(items), SUB_BATCH):
+            waited = time.perf_counter()
+            chunk = [(image, future.result()) for image, future in
+                     zip(items[start:start + SUB_BATCH], futures[start:start + SUB_BATCH], strict=True)]
+            read_seconds += time.perf_counter() - waited
+            loaded.extend(array for _, array in chunk)
+            ready = [(image, array) for image, array in chunk if isinstance(array, np.ndarray)]
+            if ready:
+                inference_started = time.perf_counter()
+                parts.append(model.predict(np.stack([array for _, array in ready])))
+                inference_seconds += time.perf_counter() - inference_started
+                good.extend(ready)
+
+    failed = [
+        Failure(image=image, stage=r[0], error_type=r[1], reason=r[2], run_id=request.run_id,
+                batch_id=request.batch.batch_id)
+        for image, r in zip(items, loaded, strict=True)
+        if not isinstance(r, np.ndarray)
+    ]
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, len(model.labels)))
+
+    zone = settings.zone
+    batch_predictions = []
+    for (image, _), row in zip(good, probabilities, strict=True):
+        best = int(np.argmax(row))
+        batch_predictions.append(
+            Prediction(
+                image=image,
+                predicted_class=model.labels[best],
+                confidence=float(row[best]),
+                probabilities={label: float(p) for label, p in zip(model.labels, row, strict=True)},
+                model_version=model.version,
+                run_id=request.run_id,
+                batch_id=request.batch.batch_id,
+                date=image.capture_date(zone),
+            )
+        )
+    outcome = predictions.write(batch_predictions)
+    counted = len(outcome.counted)
+    if outcome.duplicates:
+        # A retried batch finds its own earlier writes: they still count as this run's work.
+        runs = predictions.counted_by_run([p.image.image_id for p in outcome.duplicates])
+        counted += sum(1 for p in outcome.duplicates if runs.get(p.image.image_id) == request.run_id)
+    if failed:
+        failures.record(failed)
+        predictions.mark_failed(failed)
+    result = {
+        "batch_id": request.batch.batch_id,
+        "model_version": model.version,
+        "images": len(items),
+        "written": len(outcome.written),
+        "counted": counted,
+        "duplicates": len(outcome.duplicates),
+        "scored": len(good),
+        "failed": len(failed),
+        "dates": sorted({p.date for p in batch_predictions}),
+        "failures": [{"image_id": f.image.image_id, "stage": f.stage, "reason": f.reason} for f in failed],
+        "seconds": {
+            "read_decode": round(read_seconds, 4),
+            "inference": round(inference_seconds, 4),
+            "total": round(time.perf_counter() - started, 4),
+        },
+    }
+    state.put_batch_result(request.run_id, request.batch.batch_id, result)
+    return result

@@ -1,0 +1,42 @@
+"""Lambda entry point of the ClassifyBatch step (the container image's CMD)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from inference_image.classifier import ClassifierCache
+from inference_image.classify import ClassifyRequest, classify_batch
+from inference_image.model_registry import ModelRegistry
+from lambdas.dependencies import stores
+from lambdas.observability import logger, metrics
+
+
+@lru_cache(maxsize=1)
+def classifiers() -> ClassifierCache:
+    s = stores()
+    registry = ModelRegistry(s.settings.model_registry, s3_client=s.source.client)
+    return ClassifierCache(registry, s.settings.model_refresh_seconds)
+
+
+def reset() -> None:
+    classifiers.cache_clear()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = ClassifyRequest.from_event(event)
+    logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
+    s = stores()
+    result = classify_batch(
+        request, s.settings, classifiers().current(), s.source, s.predictions, s.failures, s.state
+    )
+    for failure in result["failures"]:
+        logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
+                                              "reason": failure["reason"]})
+    metrics.add_metric(name="ImagesScored", unit="Count", value=result["scored"])
+    metrics.add_metric(name="ImagesFailed", unit="Count", value=result["failed"])
+    metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result["seconds"]["total"])
+    metrics.flush_metrics()
+    logger.info("batch classified", extra={k: result[k] for k in ("scored", "failed", "counted", "duplicates")})
+    return result

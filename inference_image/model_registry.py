@@ -1,0 +1,145 @@
+"""Model registry: versions under <root>/<version>/ and a pointer to the current one.
+
+The root is an S3 URI (s3://bucket/models/<name>) or a local folder. A version holds
+`model.keras`, `labels.json` (class names in output order) and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lambdas.records import utc_now
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+POINTER_FILE = "current.json"
+
+
+class ModelError(RuntimeError):
+    """The registry, the model file or its labels cannot be used; the message says which."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    model_path: Path  # local file, downloaded if the registry is in S3
+    labels: list[str]
+    metrics: dict[str, Any]
+
+
+class ModelRegistry:
+    def __init__(self, location: str, s3_client: Any = None, cache_dir: str | None = None):
+        self.location = location.rstrip("/")
+        parsed = urlparse(self.location)
+        self.is_s3 = parsed.scheme == "s3"
+        if self.is_s3:
+            self.bucket, self.prefix = parsed.netloc, parsed.path.lstrip("/")
+            if s3_client is None:
+                import boto3
+
+                s3_client = boto3.client("s3")
+            self.s3 = s3_client
+        else:
+            self.root = Path(parsed.path if parsed.scheme == "file" else self.location)
+        self.cache_dir = Path(cache_dir or os.path.join(tempfile.gettempdir(), "batchinfer-models"))
+
+    @property
+    def name(self) -> str:
+        return self.location.rsplit("/", 1)[-1]
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self, relative: str) -> bytes:
+        if self.is_s3:
+            try:
+                response = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}")
+            except Exception as error:  # botocore raises a family of errors here
+                raise ModelError(f"cannot read {self.location}/{relative}: {error}") from None
+            return bytes(response["Body"].read())
+        path = self.root / relative
+        if not path.exists():
+            raise ModelError(f"cannot read {path}: no such file")
+        return path.read_bytes()
+
+    def _read_json(self, relative: str) -> Any:
+        raw = self._read(relative)
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise ModelError(f"{self.location}/{relative} is not valid JSON: {error}") from None
+
+    def current_version(self) -> str:
+        pointer = self._read_json(POINTER_FILE)
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+            raise ModelError(f"{self.location}/{POINTER_FILE} must be an object with a 'version' string")
+        return str(pointer["version"])
+
+    def fetch(self, version: str) -> ModelVersion:
+        labels = self._read_json(f"{version}/{LABELS_FILE}")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise ModelError(f"{self.location}/{version}/{LABELS_FILE} must be a non-empty list of class names")
+        try:
+            metrics = self._read_json(f"{version}/{METRICS_FILE}")
+        except ModelError:
+            metrics = {}
+        if self.is_s3:
+            local = self.cache_dir / self.bucket / self.prefix / version / MODEL_FILE
+            if not local.exists():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                partial = local.with_suffix(".partial")
+                partial.write_bytes(self._read(f"{version}/{MODEL_FILE}"))
+                partial.replace(local)
+        else:
+            local = self.root / version / MODEL_FILE
+            if not local.exists():
+                raise ModelError(f"cannot read {local}: no such file")
+        return ModelVersion(version=version, model_path=local, labels=labels, metrics=metrics)
+
+    def versions(self) -> list[str]:
+        if self.is_s3:
+            paginator = self.s3.get_paginator("list_objects_v2")
+            found = set()
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/", Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    found.add(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+            return sorted(found)
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def metrics(self, version: str) -> dict[str, Any]:
+        try:
+            value = self._read_json(f"{version}/{METRICS_FILE}")
+        except ModelError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write(self, relative: str, data: bytes) -> None:
+        if self.is_s3:
+            self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}", Body=data)
+        else:
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any]) -> None:
+        """Store a version; it serves nothing until it is promoted."""
+        self._write(f"{version}/{LABELS_FILE}", json.dumps(labels).encode())
+        self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
+        if self.is_s3:
+            self._write(f"{version}/{MODEL_FILE}", model_file.read_bytes())
+        else:
+            target = self.root / version / MODEL_FILE
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_file, target)
+
+    def promote(self, version: str) -> None:
+        self._write(POINTER_FILE, json.dumps({"version": version, "promoted_at": utc_now()}).encode())

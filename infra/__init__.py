@@ -1,0 +1,1 @@
+"""AWS CDK app for batchinfer, plus the resource spec it shares with the local engine."""

@@ -1,0 +1,120 @@
+"""One source of truth for resource shapes: table keys and indexes, bucket prefixes, placeholders.
+
+Both the CDK stack and the embedded engine build their resources from this module, and a test
+holds the synthesized template against it. It imports nothing from aws_cdk on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KeyAttribute:
+    name: str
+    type: str = "S"  # DynamoDB scalar type: S, N or B
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    partition_key: KeyAttribute
+    sort_key: KeyAttribute | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A DynamoDB table; `setting` is the environment variable that carries its name."""
+
+    logical_id: str
+    setting: str
+    partition_key: KeyAttribute
+    sort_key: KeyAttribute | None = None
+    indexes: tuple[IndexSpec, ...] = field(default_factory=tuple)
+
+    def key_schema(self) -> list[dict[str, str]]:
+        schema = [{"AttributeName": self.partition_key.name, "KeyType": "HASH"}]
+        if self.sort_key:
+            schema.append({"AttributeName": self.sort_key.name, "KeyType": "RANGE"})
+        return schema
+
+    def attribute_definitions(self) -> list[dict[str, str]]:
+        attributes: dict[str, str] = {}
+        keys = [self.partition_key, self.sort_key]
+        for index in self.indexes:
+            keys += [index.partition_key, index.sort_key]
+        for key in keys:
+            if key is not None:
+                attributes[key.name] = key.type
+        return [{"AttributeName": n, "AttributeType": t} for n, t in sorted(attributes.items())]
+
+    def global_secondary_indexes(self) -> list[dict[str, object]]:
+        indexes: list[dict[str, object]] = []
+        for index in self.indexes:
+            schema = [{"AttributeName": index.partition_key.name, "KeyType": "HASH"}]
+            if index.sort_key:
+                schema.append({"AttributeName": index.sort_key.name, "KeyType": "RANGE"})
+            indexes.append(
+                {"IndexName": index.name, "KeySchema": schema, "Projection": {"ProjectionType": "ALL"}}
+            )
+        return indexes
+
+
+# Predictions, one item per kind of fact about an image version:
+#   sk = "MODEL#<model version>"  a prediction made by that model version
+#   sk = "COUNTED"                the prediction that entered the daily counts (exactly one)
+#   sk = "FAILED"                 the version failed; replay takes it from the failures table
+# `date_shard` ("<date>#<nn>") spreads one day's rows over several index partitions.
+PREDICTIONS = TableSpec(
+    logical_id="PredictionsTable",
+    setting="BATCHINFER_PREDICTIONS_TABLE",
+    partition_key=KeyAttribute("image_id"),
+    sort_key=KeyAttribute("sk"),
+    indexes=(IndexSpec("by_date", KeyAttribute("date_shard"), KeyAttribute("image_id")),),
+)
+
+# Daily counts: sharded counters pk="<date>#<nn>", sk=<class>, and the per-day rollup that the
+# aggregation step writes, pk="<date>", sk=<class>.
+DAILY_COUNTS = TableSpec(
+    logical_id="DailyCountsTable",
+    setting="BATCHINFER_COUNTS_TABLE",
+    partition_key=KeyAttribute("pk"),
+    sort_key=KeyAttribute("sk"),
+)
+
+# Failures, kept with the run that saw them: pk=<run id>, sk=<image id>.
+FAILURES = TableSpec(
+    logical_id="FailuresTable",
+    setting="BATCHINFER_FAILURES_TABLE",
+    partition_key=KeyAttribute("run_id"),
+    sort_key=KeyAttribute("image_id"),
+)
+
+# Run state: listing checkpoints and per-batch results of each run.
+RUN_STATE = TableSpec(
+    logical_id="RunStateTable",
+    setting="BATCHINFER_STATE_TABLE",
+    partition_key=KeyAttribute("pk"),
+    sort_key=KeyAttribute("sk"),
+)
+
+TABLES: tuple[TableSpec, ...] = (PREDICTIONS, DAILY_COUNTS, FAILURES, RUN_STATE)
+
+# Bucket layout. Uploads land under IMAGES_PREFIX; everything else is written by batchinfer.
+IMAGES_PREFIX = "incoming/"
+RUNS_PREFIX = "runs/"
+MODELS_PREFIX = "models/"
+LABELS_PREFIX = "labels/"
+
+# Names of the Lambda functions, as the local engine registers them and CDK suffixes them.
+FUNCTIONS = {
+    "ListNewVersions": "lambdas.handlers.list_new_versions.handler",
+    "ClassifyBatch": "inference_image.handler.handler",
+    "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
+    "AggregateDailyCounts": "lambdas.handlers.aggregate_daily_counts.handler",
+}
+
+
+def function_arn_placeholder(function: str) -> str:
+    """The ${Placeholder} in the ASL file that stands for a function's ARN."""
+    return f"{function}FunctionArn"

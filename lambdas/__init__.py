@@ -1,0 +1,1 @@
+"""batchinfer's Lambda code: settings, records, stores and the domain steps of a run."""

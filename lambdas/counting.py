@@ -1,0 +1,43 @@
+"""AggregateDailyCounts: close a run, roll its days' counter shards into per-day totals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lambdas.stores import FailureStore, PredictionStore, RunStateStore
+
+
+def aggregate_daily_counts(
+    run_id: str,
+    mode: str,
+    checkpoint: dict[str, Any] | None,
+    notes: list[str],
+    predictions: PredictionStore,
+    failures: FailureStore,
+    state: RunStateStore,
+) -> dict[str, Any]:
+    results = state.batch_results(run_id)
+    dates = sorted({d for r in results for d in r.get("dates", [])})
+    days = {}
+    for date in dates:
+        counts = predictions.day_counts(date)
+        predictions.write_rollup(date, counts)
+        days[date] = counts
+    failed = len(failures.for_run(run_id))
+    if checkpoint and checkpoint.get("last_modified"):
+        state.advance_checkpoint(checkpoint["scope"], checkpoint["last_modified"], run_id)
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "mode": mode,
+        "batches": len(results),
+        "images_scored": sum(int(r.get("counted", 0)) for r in results),
+        "predictions_written": sum(int(r.get("written", 0)) for r in results),
+        "already_scored": sum(int(r.get("duplicates", 0)) for r in results),
+        "images_failed": failed,
+        "daily_counts": days,
+    }
+    if notes:
+        summary["notes"] = notes
+    if failed:
+        summary["replay"] = f"batchinfer replay {run_id}"
+    return summary

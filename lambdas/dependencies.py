@@ -1,0 +1,50 @@
+"""Builds the AWS-backed stores from settings, once per container (reset by the local engine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from lambdas.settings import Settings, cached_settings
+from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
+
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)
+
+
+@dataclass(frozen=True)
+class Stores:
+    settings: Settings
+    source: ImageSource
+    predictions: PredictionStore
+    failures: FailureStore
+    state: RunStateStore
+
+
+def make_stores(settings: Settings, session: Any = None) -> Stores:
+    session = session or boto3.session.Session()
+    dynamodb = session.client("dynamodb", config=_CLIENT_CONFIG)
+    s3 = session.client("s3", config=_CLIENT_CONFIG)
+    return Stores(
+        settings=settings,
+        source=ImageSource(s3),
+        predictions=PredictionStore(
+            dynamodb, settings.predictions_table, settings.counts_table, settings.count_shards
+        ),
+        failures=FailureStore(dynamodb, settings.failures_table),
+        state=RunStateStore(dynamodb, settings.state_table),
+    )
+
+
+@lru_cache(maxsize=1)
+def stores() -> Stores:
+    return make_stores(cached_settings())
+
+
+def reset() -> None:
+    """Forget settings and clients: the next invocation reads the environment again."""
+    stores.cache_clear()
+    cached_settings.cache_clear()

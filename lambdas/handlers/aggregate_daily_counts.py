@@ -1,0 +1,25 @@
+"""Lambda entry point of the AggregateDailyCounts step."""
+
+from typing import Any
+
+from lambdas.counting import aggregate_daily_counts
+from lambdas.dependencies import stores
+from lambdas.observability import logger
+from lambdas.records import BadRecord
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if not isinstance(event, dict) or not event.get("run_id"):
+        raise BadRecord("AggregateDailyCounts needs 'run_id'")
+    logger.append_keys(run_id=event["run_id"])
+    s = stores()
+    return aggregate_daily_counts(
+        str(event["run_id"]),
+        str(event.get("mode") or "score"),
+        event.get("checkpoint"),
+        list(event.get("notes") or []),
+        s.predictions,
+        s.failures,
+        s.state,
+    )

@@ -1,0 +1,477 @@
+"""DynamoDB and S3 access behind small named classes; domain code takes them as arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from lambdas.records import Failure, ImageVersion, Prediction, utc_now
+
+COUNTED = "COUNTED"
+FAILED = "FAILED"
+MODEL_PREFIX = "MODEL#"
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+# Two items per image plus one counter per (date, class) stay under the 100-item transaction cap.
+_IMAGES_PER_TRANSACTION = 25
+_MAX_ATTEMPTS = 10
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(round(value, 6)))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(_plain(v)) for k, v in values.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    values = {k: _deserializer.deserialize(v) for k, v in item.items()}
+    return {k: _python(v) for k, v in values.items()}
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _python(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_python(v) for v in value]
+    return value
+
+
+def stable_shard(text: str, shards: int) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % shards
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+def chunked(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass
+class WriteOutcome:
+    written: list[Prediction] = field(default_factory=list)  # new prediction rows
+    counted: list[Prediction] = field(default_factory=list)  # of those, the ones that entered counts
+    duplicates: list[Prediction] = field(default_factory=list)  # already written by this model version
+
+
+class PredictionStore:
+    """Predictions, the per-image ledger (COUNTED / FAILED) and the sharded daily counters.
+
+    A prediction, its COUNTED marker and the counter increment are one transaction with
+    conditions, so a retried batch, a duplicate event or an overlapping run can never count an
+    image version twice, and no reader ever sees a count without its prediction.
+    """
+
+    def __init__(self, client: Any, predictions_table: str, counts_table: str, count_shards: int):
+        self.client = client
+        self.predictions_table = predictions_table
+        self.counts_table = counts_table
+        self.count_shards = count_shards
+
+    # -- writes ---------------------------------------------------------------------------
+    def write(self, predictions: Sequence[Prediction]) -> WriteOutcome:
+        outcome = WriteOutcome()
+        for chunk in chunked(list(predictions), _IMAGES_PER_TRANSACTION):
+            self._write_chunk(list(chunk), outcome)
+        return outcome
+
+    def _write_chunk(self, chunk: list[Prediction], outcome: WriteOutcome) -> None:
+        to_count = {p.image.image_id for p in chunk}
+        for attempt in range(_MAX_ATTEMPTS):
+            if not chunk:
+                return
+            actions, owners = self._transaction(chunk, to_count)
+            try:
+                self.client.transact_write_items(TransactItems=actions)
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = error.response.get("CancellationReasons") or []
+                conditional = False
+                for reason, owner in zip(reasons, owners, strict=False):
+                    if reason.get("Code") != "ConditionalCheckFailed" or owner is None:
+                        continue
+                    conditional = True
+                    prediction, kind = owner
+                    if kind == "prediction":
+                        chunk.remove(prediction)
+                        outcome.duplicates.append(prediction)
+                    else:
+                        to_count.discard(prediction.image.image_id)
+                if not conditional:  # conflict or throttling inside the transaction: wait, retry
+                    _backoff(attempt)
+                continue
+            outcome.written.extend(chunk)
+            outcome.counted.extend(p for p in chunk if p.image.image_id in to_count)
+            return
+        raise RuntimeError(f"predictions not written after {_MAX_ATTEMPTS} attempts (contention)")
+
+    def _transaction(
+        self, chunk: list[Prediction], to_count: set[str]
+    ) -> tuple[list[dict[str, Any]], list[tuple[Prediction, str] | None]]:
+        actions: list[dict[str, Any]] = []
+        owners: list[tuple[Prediction, str] | None] = []
+        increments: Counter[tuple[str, str]] = Counter()
+        now = utc_now()
+        for p in chunk:
+            actions.append(self._conditional_put(self.prediction_row(p, now)))
+            owners.append((p, "prediction"))
+            if p.image.image_id in to_count:
+                actions.append(self._conditional_put(self.counted_row(p, now)))
+                owners.append((p, "counted"))
+                increments[(p.date, p.predicted_class)] += 1
+        # One counter shard per transaction keeps a busy day off a single partition.
+        shard = random.randrange(self.count_shards)
+        for (date, label), n in sorted(increments.items()):
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.counts_table,
+                        "Key": to_item({"pk": f"{date}#{shard:02d}", "sk": label}),
+                        "UpdateExpression": "ADD #n :n SET updated_at = :now",
+                        "ExpressionAttributeNames": {"#n": "count"},
+                        "ExpressionAttributeValues": to_item({":n": n, ":now": now}),
+                    }
+                }
+            )
+            owners.append(None)
+        return actions, owners
+
+    def _conditional_put(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self.predictions_table,
+                "Item": to_item(row),
+                "ConditionExpression": "attribute_not_exists(image_id)",
+            }
+        }
+
+    @staticmethod
+    def prediction_row(p: Prediction, now: str) -> dict[str, Any]:
+        return {
+            "image_id": p.image.image_id,
+            "sk": MODEL_PREFIX + p.model_version,
+            "prediction_id": p.prediction_id,
+            "date": p.date,
+            "predicted_class": p.predicted_class,
+            "confidence": p.confidence,
+            "probabilities": p.probabilities,
+            "captured_at": p.image.captured_at().isoformat(),
+            "image_uri": p.image.image_id,
+            "bucket": p.image.bucket,
+            "key": p.image.key,
+            "version_id": p.image.version_id,
+            "model_version": p.model_version,
+            "run_id": p.run_id,
+            "batch_id": p.batch_id,
+            "created_at": now,
+        }
+
+    def counted_row(self, p: Prediction, now: str) -> dict[str, Any]:
+        shard = stable_shard(p.image.image_id, self.count_shards)
+        return {
+            "image_id": p.image.image_id,
+            "sk": COUNTED,
+            "date": p.date,
+            "date_shard": f"{p.date}#{shard:02d}",
+            "predicted_class": p.predicted_class,
+            "prediction_id": p.prediction_id,
+            "model_version": p.model_version,
+            "run_id": p.run_id,
+            "created_at": now,
+        }
+
+    def mark_failed(self, failures: Iterable[Failure]) -> None:
+        rows = [
+            {
+                "image_id": f.image.image_id,
+                "sk": FAILED,
+                "run_id": f.run_id,
+                "stage": f.stage,
+                "reason": f.reason,
+                "recorded_at": f.recorded_at,
+            }
+            for f in failures
+        ]
+        batch_write(self.client, self.predictions_table, rows)
+
+    # -- reads ----------------------------------------------------------------------------
+    def ledger(self, image_ids: Sequence[str]) -> dict[str, set[str]]:
+        """Which of COUNTED / FAILED each image id has; ids with neither are absent."""
+        found: dict[str, set[str]] = defaultdict(set)
+        keys = [{"image_id": i, "sk": s} for i in dict.fromkeys(image_ids) for s in (COUNTED, FAILED)]
+        for chunk in chunked(keys, 100):
+            request: dict[str, Any] = {
+                self.predictions_table: {
+                    "Keys": [to_item(k) for k in chunk],
+                    "ProjectionExpression": "image_id, sk",
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(_MAX_ATTEMPTS):
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.predictions_table, []):
+                    row = from_item(item)
+                    found[row["image_id"]].add(row["sk"])
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(attempt)
+        return dict(found)
+
+    def counted_by_run(self, image_ids: Sequence[str]) -> dict[str, str]:
+        """The run that counted each image id, for those that have been counted."""
+        runs: dict[str, str] = {}
+        keys = [{"image_id": i, "sk": COUNTED} for i in dict.fromkeys(image_ids)]
+        for chunk in chunked(keys, 100):
+            request: dict[str, Any] = {
+                self.predictions_table: {
+                    "Keys": [to_item(k) for k in chunk],
+                    "ProjectionExpression": "image_id, run_id",
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(_MAX_ATTEMPTS):
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.predictions_table, []):
+                    row = from_item(item)
+                    runs[row["image_id"]] = row["run_id"]
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(attempt)
+        return runs
+
+    def predictions_for(self, image_id: str) -> list[dict[str, Any]]:
+        response = self.client.query(
+            TableName=self.predictions_table,
+            KeyConditionExpression="image_id = :i",
+            ExpressionAttributeValues=to_item({":i": image_id}),
+            ConsistentRead=True,
+        )
+        return [from_item(item) for item in response["Items"]]
+
+    def day_counts(self, date: str) -> dict[str, int]:
+        """The exact count per class for one day: the sum of its counter shards."""
+        totals: Counter[str] = Counter()
+        for shard in range(self.count_shards):
+            for row in query_all(
+                self.client,
+                TableName=self.counts_table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues=to_item({":pk": f"{date}#{shard:02d}"}),
+                ConsistentRead=True,
+            ):
+                totals[row["sk"]] += int(row["count"])
+        return dict(totals)
+
+    def write_rollup(self, date: str, counts: dict[str, int]) -> None:
+        """Store the per-day totals; never lower a total that a later recount already raised."""
+        now = utc_now()
+        for label, n in counts.items():
+            try:
+                self.client.update_item(
+                    TableName=self.counts_table,
+                    Key=to_item({"pk": date, "sk": label}),
+                    UpdateExpression="SET #n = :n, updated_at = :now, #d = :d",
+                    ConditionExpression="attribute_not_exists(#n) OR #n <= :n",
+                    ExpressionAttributeNames={"#n": "count", "#d": "date"},
+                    ExpressionAttributeValues=to_item({":n": n, ":now": now, ":d": date}),
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+
+    def rollups(self) -> dict[str, dict[str, int]]:
+        """All per-day totals, {date: {class: count}}; for the CLI and tests."""
+        days: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in scan_all(self.client, TableName=self.counts_table):
+            if "#" not in row["pk"]:
+                days[row["pk"]][row["sk"]] = int(row["count"])
+        return dict(sorted(days.items()))
+
+
+class FailureStore:
+    """Failures kept with the run that saw them, so that replay can take them from there."""
+
+    def __init__(self, client: Any, table: str):
+        self.client = client
+        self.table = table
+
+    def record(self, failures: Sequence[Failure]) -> None:
+        rows = [
+            {
+                "run_id": f.run_id,
+                "image_id": f.image.image_id,
+                "stage": f.stage,
+                "reason": f.reason[:1000],
+                "error_type": f.error_type,
+                "batch_id": f.batch_id,
+                "image": f.image.to_dict(),
+                "recorded_at": f.recorded_at,
+            }
+            for f in failures
+        ]
+        batch_write(self.client, self.table, rows)
+
+    def for_run(self, run_id: str) -> list[dict[str, Any]]:
+        return list(
+            query_all(
+                self.client,
+                TableName=self.table,
+                KeyConditionExpression="run_id = :r",
+                ExpressionAttributeValues=to_item({":r": run_id}),
+                ConsistentRead=True,
+            )
+        )
+
+
+class RunStateStore:
+    """Listing checkpoints and the result of each batch of each run."""
+
+    def __init__(self, client: Any, table: str):
+        self.client = client
+        self.table = table
+
+    def checkpoint(self, scope: str) -> str | None:
+        response = self.client.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": "checkpoint", "sk": scope}),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return from_item(item)["last_modified"] if item else None
+
+    def advance_checkpoint(self, scope: str, last_modified: str, run_id: str) -> bool:
+        """Move the checkpoint forward only; an older run finishing late cannot move it back."""
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=to_item(
+                    {"pk": "checkpoint", "sk": scope, "last_modified": last_modified,
+                     "run_id": run_id, "updated_at": utc_now()}
+                ),
+                ConditionExpression="attribute_not_exists(last_modified) OR last_modified < :t",
+                ExpressionAttributeValues=to_item({":t": last_modified}),
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def put_batch_result(self, run_id: str, batch_id: str, result: dict[str, Any]) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item=to_item({"pk": f"run#{run_id}", "sk": f"batch#{batch_id}", **result,
+                          "updated_at": utc_now()}),
+        )
+
+    def batch_results(self, run_id: str) -> list[dict[str, Any]]:
+        return list(
+            query_all(
+                self.client,
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :b)",
+                ExpressionAttributeValues=to_item({":pk": f"run#{run_id}", ":b": "batch#"}),
+                ConsistentRead=True,
+            )
+        )
+
+
+def batch_write(client: Any, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """BatchWriteItem in chunks of 25, retrying unprocessed items with backoff: none is dropped."""
+    for chunk in chunked(list(rows), 25):
+        request: dict[str, Any] = {table: [{"PutRequest": {"Item": to_item(r)}} for r in chunk]}
+        for attempt in range(_MAX_ATTEMPTS):
+            response = client.batch_write_item(RequestItems=request)
+            request = response.get("UnprocessedItems") or {}
+            if not request:
+                break
+            _backoff(attempt)
+        else:
+            raise RuntimeError(f"{table}: items still unprocessed after {_MAX_ATTEMPTS} attempts")
+
+
+def query_all(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    paginator = client.get_paginator("query")
+    for page in paginator.paginate(**kwargs):
+        for item in page["Items"]:
+            yield from_item(item)
+
+
+def scan_all(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    paginator = client.get_paginator("scan")
+    for page in paginator.paginate(**kwargs):
+        for item in page["Items"]:
+            yield from_item(item)
+
+
+class ImageSource:
+    """Reads image versions and run manifests from S3."""
+
+    def __init__(self, client: Any, page_size: int = 1000):
+        self.client = client
+        self.page_size = page_size
+
+    def read(self, image: ImageVersion, max_bytes: int) -> bytes:
+        response = self.client.get_object(
+            Bucket=image.bucket, Key=image.key, VersionId=image.version_id
+        )
+        length = int(response.get("ContentLength") or 0)
+        if length > max_bytes:
+            response["Body"].close()
+            raise ImageTooLarge(f"object is {length} bytes, above the limit of {max_bytes} bytes")
+        return bytes(response["Body"].read())
+
+    def list_versions(self, bucket: str, prefix: str) -> Iterator[ImageVersion]:
+        """Every version (not delete markers) under prefix, page by page."""
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": self.page_size}
+        ):
+            for version in page.get("Versions", []):
+                if version["Key"].endswith("/"):
+                    continue  # a console-made "folder"
+                yield ImageVersion(
+                    bucket=bucket,
+                    key=version["Key"],
+                    version_id=version["VersionId"],
+                    last_modified=version["LastModified"].isoformat(),
+                    size=int(version.get("Size", 0)),
+                )
+
+    def write_json(self, bucket: str, key: str, value: Any) -> None:
+        self.client.put_object(
+            Bucket=bucket, Key=key, Body=json.dumps(value).encode(), ContentType="application/json"
+        )
+
+    def read_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+class ImageTooLarge(ValueError):
+    pass

@@ -1,0 +1,101 @@
+"""Shared fixtures: the embedded engine, the trained demo model, images to upload."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> tuple[Path, dict[str, Any]]:
+    """The digits CNN, trained once (cached across sessions by its recipe)."""
+    from workflow import digits
+
+    return digits.trained_demo_model()
+
+
+@pytest.fixture(scope="session")
+def held_out_digits() -> list[Any]:
+    from workflow import digits
+
+    return digits.split()[1]
+
+
+@pytest.fixture
+def engine() -> Iterator[Any]:
+    """An empty embedded stack: resources created, definition deployed, no model."""
+    from workflow.local_engine import LocalConfig, LocalEngine
+
+    with LocalEngine(LocalConfig(batch_size=16, max_concurrency=2)) as running:
+        yield running
+
+
+@pytest.fixture
+def scoring_engine(engine: Any, demo_model: tuple[Path, dict[str, Any]]) -> Any:
+    """The embedded stack with the demo model published and promoted as v1."""
+    from inference_image.model_registry import ModelRegistry
+    from workflow import digits
+
+    registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
+    registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
+    registry.promote("v1")
+    return engine
+
+
+def png_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), colour: Any = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(engine: Any, key: str, body: bytes, label: str | None = None) -> str:
+    extra = {"Metadata": {"true-label": label}} if label is not None else {}
+    response = engine.client("s3").put_object(Bucket=engine.config.bucket, Key=key, Body=body, **extra)
+    return str(response["VersionId"])
+
+
+def prediction_rows(engine: Any) -> list[dict[str, Any]]:
+    from lambdas.stores import MODEL_PREFIX, scan_all
+
+    return [r for r in scan_all(engine.client("dynamodb"), TableName=engine.predictions_table)
+            if r["sk"].startswith(MODEL_PREFIX)]
+
+
+def counted_rows(engine: Any) -> list[dict[str, Any]]:
+    from lambdas.stores import COUNTED, scan_all
+
+    return [r for r in scan_all(engine.client("dynamodb"), TableName=engine.predictions_table)
+            if r["sk"] == COUNTED]
+
+
+def recount(engine: Any) -> dict[str, dict[str, int]]:
+    """Per (date, class) counts recomputed from the prediction rows themselves."""
+    counts: dict[str, Counter[str]] = {}
+    seen: set[str] = set()
+    for row in sorted(prediction_rows(engine), key=lambda r: r["created_at"]):
+        if row["image_id"] in seen:
+            continue  # a later model's prediction of the same version does not count again
+        seen.add(row["image_id"])
+        counts.setdefault(row["date"], Counter())[row["predicted_class"]] += 1
+    return {day: dict(c) for day, c in sorted(counts.items())}
+
+
+def stored_counts(engine: Any) -> dict[str, dict[str, int]]:
+    from lambdas.stores import PredictionStore
+
+    store = PredictionStore(engine.client("dynamodb"), engine.predictions_table, engine.counts_table, 8)
+    return {day: {k: v for k, v in c.items() if v} for day, c in store.rollups().items()}
+
+
+def output_of(description: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(description["output"]))

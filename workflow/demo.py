@@ -1,0 +1,172 @@
+"""`batchinfer demo`: the whole system on the embedded engine, from an empty bucket to daily counts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from inference_image.model_registry import ModelRegistry
+from infra.resource_spec import IMAGES_PREFIX
+from lambdas.stores import MODEL_PREFIX, RunStateStore, scan_all
+from workflow import digits
+from workflow.local_engine import LocalConfig, LocalEngine
+
+# Objects that are not usable images, uploaded beside the digits to show that they fail alone.
+BAD_OBJECTS = {
+    "incoming/notes.png": b"this is a text file with an image's name",
+    "incoming/empty.jpg": b"",
+    "incoming/truncated.png": None,  # filled with the first half of a real PNG
+}
+
+
+@dataclass
+class DemoResult:
+    status: str
+    run_id: str
+    seconds: float
+    images_uploaded: int
+    scored: int
+    failed: int
+    accuracy: float
+    daily_counts: dict[str, dict[str, int]]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    output: dict[str, Any] = field(default_factory=dict)
+    model_version: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds else 0.0
+
+
+def publish_demo_model(engine: LocalEngine, console: Console | None = None) -> str:
+    started = time.perf_counter()
+    model_file, metrics = digits.trained_demo_model()
+    registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
+    version = "v1"
+    registry.publish(version, model_file, digits.LABELS, metrics)
+    registry.promote(version)
+    if console:
+        console.print(
+            f"model [bold]{registry.name}/{version}[/]: Keras CNN, held-out accuracy {metrics['accuracy']:.3f} "
+            f"on {metrics['held_out']} digits ({time.perf_counter() - started:.1f} s to train or load)"
+        )
+    return version
+
+
+def upload_digits(engine: LocalEngine, count: int, with_bad_objects: bool = True) -> dict[str, str]:
+    """Upload held-out digits as PNGs, their true label in object metadata; returns key -> label."""
+    _, held_out = digits.split()
+    s3 = engine.client("s3")
+    truth = {}
+    for n in range(count):
+        digit = held_out[n % len(held_out)]
+        key = f"{IMAGES_PREFIX}digit-{n:05d}.png"
+        s3.put_object(Bucket=engine.config.bucket, Key=key, Body=digit.png, ContentType="image/png",
+                      Metadata={"true-label": digit.label})
+        truth[key] = digit.label
+    if with_bad_objects:
+        for key, body in BAD_OBJECTS.items():
+            data = body if body is not None else held_out[0].png[: len(held_out[0].png) // 2]
+            s3.put_object(Bucket=engine.config.bucket, Key=key, Body=data)
+    return truth
+
+
+def accuracy(engine: LocalEngine, truth: dict[str, str]) -> tuple[float, int]:
+    rows = [
+        r for r in scan_all(engine.client("dynamodb"), TableName=engine.predictions_table)
+        if r["sk"].startswith(MODEL_PREFIX) and r["key"] in truth
+    ]
+    right = sum(1 for r in rows if r["predicted_class"] == truth[r["key"]])
+    return (right / len(rows) if rows else 0.0), len(rows)
+
+
+def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time_zone: str = "UTC",
+             console: Console | None = None) -> DemoResult:
+    console = console or Console()
+    config = LocalConfig(batch_size=batch_size, max_concurrency=concurrency, time_zone=time_zone)
+    with LocalEngine(config) as engine:
+        console.print(f"embedded engine up: bucket [bold]{config.bucket}[/], state machine [bold]{config.name}[/]")
+        model_version = publish_demo_model(engine, console)
+        truth = upload_digits(engine, images)
+        console.print(f"uploaded {images} digit images and {len(BAD_OBJECTS)} bad objects to "
+                      f"s3://{config.bucket}/{IMAGES_PREFIX}")
+        started = time.perf_counter()
+        arn = engine.start_execution({"mode": "score"})
+        run_id = arn.rsplit(":", 1)[-1]
+        console.print(f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
+        state = RunStateStore(engine.client("dynamodb"), engine.state_table)
+        expected = images + len(BAD_OBJECTS)
+        with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task("classify", total=expected)
+
+            def poll() -> None:
+                done = sum(int(r.get("images", r.get("scored", 0) + r.get("failed", 0)))
+                           for r in state.batch_results(run_id))
+                progress.update(task, completed=done)
+
+            description = engine.wait(arn, on_poll=poll)
+            poll()
+        seconds = time.perf_counter() - started
+        output = _output(description)
+        failures = _failures(engine, run_id)
+        acc, _ = accuracy(engine, truth)
+        return DemoResult(
+            status=description["status"],
+            run_id=run_id,
+            seconds=seconds,
+            images_uploaded=expected,
+            scored=int(output.get("images_scored", 0)),
+            failed=int(output.get("images_failed", 0)),
+            accuracy=acc,
+            daily_counts=output.get("daily_counts", {}),
+            failures=failures,
+            output=output,
+            model_version=model_version,
+        )
+
+
+def _output(description: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    if description.get("output"):
+        value = json.loads(description["output"])
+        return value if isinstance(value, dict) else {"output": value}
+    return {"error": description.get("error"), "cause": description.get("cause")}
+
+
+def _failures(engine: LocalEngine, run_id: str) -> list[dict[str, Any]]:
+    from lambdas.stores import FailureStore
+
+    return FailureStore(engine.client("dynamodb"), engine.failures_table).for_run(run_id)
+
+
+def print_result(result: DemoResult, console: Console) -> None:
+    colour = "green" if result.status == "SUCCEEDED" else "red"
+    console.print(f"\nexecution [bold]{result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f} s")
+    if result.status != "SUCCEEDED":
+        console.print(f"[red]{result.output.get('error')}: {result.output.get('cause')}[/]")
+    console.print(f"images scored: {result.scored}   failed: {result.failed}   "
+                  f"throughput: {result.images_per_second:.1f} images/s (whole workflow, 2 batches in flight)")
+    for day, counts in result.daily_counts.items():
+        table = Table(title=f"{day}, model {result.model_version}")
+        table.add_column("class")
+        table.add_column("images", justify="right")
+        for label in sorted(counts, key=lambda c: (len(c), c)):
+            table.add_row(label, str(counts[label]))
+        table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+        console.print(table)
+    if result.failures:
+        table = Table(title="failures, kept with the run for replay")
+        table.add_column("object")
+        table.add_column("stage")
+        table.add_column("reason")
+        for failure in result.failures:
+            table.add_row(failure["image"]["key"], failure["stage"], failure["reason"])
+        console.print(table)
+    console.print(f"accuracy against the true labels: [bold]{result.accuracy:.3f}[/]")

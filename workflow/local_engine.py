@@ -1,0 +1,276 @@
+"""The embedded engine: moto's AWS with the real Step Functions interpreter, the resources from
+the resource spec, the Lambda bridge running our handlers, and the one definition file deployed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from infra.resource_spec import (
+    DAILY_COUNTS,
+    FAILURES,
+    FUNCTIONS,
+    IMAGES_PREFIX,
+    MODELS_PREFIX,
+    PREDICTIONS,
+    RUN_STATE,
+    TABLES,
+    function_arn_placeholder,
+)
+from workflow import lambda_bridge
+from workflow.definition import adapt_for_local_engine, render
+
+MOTO_CONFIG: dict[str, Any] = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": False},
+}
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+@dataclass
+class LocalConfig:
+    name: str = "batchinfer-local"
+    region: str = "us-east-1"
+    account: str = "123456789012"
+    model_name: str = "digits"
+    batch_size: int = 32
+    max_concurrency: int = 2
+    time_zone: str = "UTC"
+    extra_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.name}-images"
+
+    def table_name(self, logical_id: str) -> str:
+        return f"{self.name}-{logical_id.removesuffix('Table').lower()}"
+
+    def function_name(self, function: str) -> str:
+        return f"{self.name}-{function}"
+
+    def function_arn(self, function: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.function_name(function)}"
+
+    @property
+    def model_registry(self) -> str:
+        return f"s3://{self.bucket}/{MODELS_PREFIX}{self.model_name}"
+
+    def settings_env(self) -> dict[str, str]:
+        """The environment each function gets, as the CDK stack sets it in AWS."""
+        env = {
+            "BATCHINFER_BUCKET": self.bucket,
+            "BATCHINFER_IMAGES_PREFIX": IMAGES_PREFIX,
+            "BATCHINFER_MODEL_REGISTRY": self.model_registry,
+            "BATCHINFER_TIME_ZONE": self.time_zone,
+            "BATCHINFER_BATCH_SIZE": str(self.batch_size),
+            "BATCHINFER_MAX_CONCURRENCY": str(self.max_concurrency),
+            "BATCHINFER_MODEL_REFRESH_SECONDS": "0",
+        }
+        for table in TABLES:
+            env[table.setting] = self.table_name(table.logical_id)
+        env.update(self.extra_settings)
+        return env
+
+
+class LocalEngine:
+    """Use as a context manager; everything lives in memory and ends with it."""
+
+    def __init__(self, config: LocalConfig | None = None):
+        self.config = config or LocalConfig()
+        self._mock: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self.state_machine_arn = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> LocalEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from moto import mock_aws
+
+        lambda_bridge.install()  # before any client is made, so every client carries it
+        self._set_env(
+            {
+                "AWS_DEFAULT_REGION": self.config.region,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "POWERTOOLS_SERVICE_NAME": "batchinfer",
+                "POWERTOOLS_METRICS_NAMESPACE": "batchinfer",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("BATCHINFER_LOG_LEVEL", "WARNING"),
+                **self.config.settings_env(),
+            }
+        )
+        # moto's interpreter logs every state error at ERROR; the execution history holds them.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+        self._mock = mock_aws(config=MOTO_CONFIG)
+        self._mock.start()
+        serialize_moto_dynamodb()
+        _reset_function_caches()
+        lambda_bridge.register(
+            [
+                lambda_bridge.FunctionSpec(self.config.function_name(fn), path)
+                for fn, path in FUNCTIONS.items()
+            ]
+        )
+        self.create_resources()
+        self.deploy_definition()
+
+    def stop(self) -> None:
+        lambda_bridge.unregister()
+        _reset_function_caches()
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    # -- clients ---------------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=self.config.region)
+
+    # -- resources -------------------------------------------------------------------------
+    def create_resources(self) -> None:
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=self.config.bucket)
+        s3.put_bucket_versioning(Bucket=self.config.bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_public_access_block(
+            Bucket=self.config.bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True, "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=self.config.bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+        dynamodb = self.client("dynamodb")
+        for table in TABLES:
+            request: dict[str, Any] = {
+                "TableName": self.config.table_name(table.logical_id),
+                "KeySchema": table.key_schema(),
+                "AttributeDefinitions": table.attribute_definitions(),
+                "BillingMode": "PAY_PER_REQUEST",
+            }
+            if table.indexes:
+                request["GlobalSecondaryIndexes"] = table.global_secondary_indexes()
+            dynamodb.create_table(**request)
+
+    def substitutions(self) -> dict[str, str]:
+        return {function_arn_placeholder(fn): self.config.function_arn(fn) for fn in FUNCTIONS}
+
+    def deploy_definition(self) -> None:
+        definition = adapt_for_local_engine(render(self.substitutions()))
+        sfn = self.client("stepfunctions")
+        self.state_machine_arn = sfn.create_state_machine(
+            name=self.config.name,
+            definition=json.dumps(definition),
+            roleArn=f"arn:aws:iam::{self.config.account}:role/{self.config.name}-workflow",
+            type="STANDARD",
+        )["stateMachineArn"]
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_execution(self, run_input: Any, name: str | None = None) -> str:
+        name = name or f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        response = self.client("stepfunctions").start_execution(
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(run_input)
+        )
+        return str(response["executionArn"])
+
+    def wait(
+        self, execution_arn: str, timeout: float = 3600, on_poll: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            description = sfn.describe_execution(executionArn=execution_arn)
+            if description["status"] in TERMINAL:
+                return dict(description)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout:.0f} s")
+            if on_poll:
+                on_poll()
+            time.sleep(0.2)
+
+    def run(self, run_input: Any, name: str | None = None, timeout: float = 3600) -> dict[str, Any]:
+        return self.wait(self.start_execution(run_input, name), timeout)
+
+    # -- convenience for the demo, the CLI and tests --------------------------------------------
+    def table(self, spec: Any) -> str:
+        return self.config.table_name(spec.logical_id)
+
+    @property
+    def predictions_table(self) -> str:
+        return self.table(PREDICTIONS)
+
+    @property
+    def counts_table(self) -> str:
+        return self.table(DAILY_COUNTS)
+
+    @property
+    def failures_table(self) -> str:
+        return self.table(FAILURES)
+
+    @property
+    def state_table(self) -> str:
+        return self.table(RUN_STATE)
+
+
+_dynamodb_lock = threading.RLock()
+
+
+def serialize_moto_dynamodb() -> None:
+    """Run moto's DynamoDB requests one at a time.
+
+    Map iterations run on threads, and moto's TransactWriteItems deep-copies tables while
+    other threads write to them. DynamoDB itself serializes conflicting writes; one lock
+    around moto's request handling gives the same (stricter) guarantee locally.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_serialized", False):
+        return
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with _dynamodb_lock:
+            return original(self)
+
+    call_action._serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def _reset_function_caches() -> None:
+    from lambdas import dependencies
+
+    dependencies.reset()
+    try:
+        from inference_image import handler
+    except ImportError:  # TensorFlow not installed: the classify function cannot run here
+        return
+    handler.reset()
