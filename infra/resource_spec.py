@@ -109,6 +109,7 @@ LABELS_PREFIX = "labels/"
 # Names of the Lambda functions, as the local engine registers them and CDK suffixes them.
 FUNCTIONS = {
     "ListNewVersions": "lambdas.handlers.list_new_versions.handler",
+    "BuildReplayManifest": "lambdas.handlers.build_replay_manifest.handler",
     "ClassifyBatch": "inference_image.handler.handler",
     "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
     "AggregateDailyCounts": "lambdas.handlers.aggregate_daily_counts.handler",
@@ -118,3 +119,18 @@ FUNCTIONS = {
 def function_arn_placeholder(function: str) -> str:
     """The ${Placeholder} in the ASL file that stands for a function's ARN."""
     return f"{function}FunctionArn"
+
+
+def upload_event_pattern(bucket: str) -> dict[str, object]:
+    """The EventBridge pattern of the S3 event path: Object Created under the images prefix."""
+    return {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": IMAGES_PREFIX}]}},
+    }
+
+
+# The S3 event path's pipe: at most this many records start one execution, after at most this wait.
+# 50 S3 event records (~2 KiB each with SQS attributes) keep an execution input far below 256 KiB.
+PIPE_BATCH_SIZE = 50
+PIPE_WINDOW_SECONDS = 20

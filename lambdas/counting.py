@@ -12,6 +12,7 @@ def aggregate_daily_counts(
     mode: str,
     checkpoint: dict[str, Any] | None,
     notes: list[str],
+    already_done: int,
     predictions: PredictionStore,
     failures: FailureStore,
     state: RunStateStore,
@@ -32,7 +33,11 @@ def aggregate_daily_counts(
         "batches": len(results),
         "images_scored": sum(int(r.get("counted", 0)) for r in results),
         "predictions_written": sum(int(r.get("written", 0)) for r in results),
-        "already_scored": sum(int(r.get("duplicates", 0)) for r in results),
+        # Found done while listing, or by a retried batch that had written them before.
+        "already_scored": already_done + sum(
+            int(r.get("duplicates", 0)) - max(0, int(r.get("counted", 0)) - int(r.get("written", 0)))
+            for r in results
+        ),
         "images_failed": failed,
         "daily_counts": days,
     }

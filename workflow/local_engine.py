@@ -21,13 +21,17 @@ from infra.resource_spec import (
     FUNCTIONS,
     IMAGES_PREFIX,
     MODELS_PREFIX,
+    PIPE_BATCH_SIZE,
+    PIPE_WINDOW_SECONDS,
     PREDICTIONS,
     RUN_STATE,
     TABLES,
     function_arn_placeholder,
+    upload_event_pattern,
 )
 from workflow import lambda_bridge
 from workflow.definition import adapt_for_local_engine, render
+from workflow.local_pipe import LocalPipe
 
 MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
@@ -45,6 +49,8 @@ class LocalConfig:
     batch_size: int = 32
     max_concurrency: int = 2
     time_zone: str = "UTC"
+    pipe_batch_size: int = PIPE_BATCH_SIZE
+    pipe_window_seconds: float = PIPE_WINDOW_SECONDS
     extra_settings: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -53,6 +59,10 @@ class LocalConfig:
 
     def table_name(self, logical_id: str) -> str:
         return f"{self.name}-{logical_id.removesuffix('Table').lower()}"
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.name}-uploads"
 
     def function_name(self, function: str) -> str:
         return f"{self.name}-{function}"
@@ -82,13 +92,25 @@ class LocalConfig:
 
 
 class LocalEngine:
-    """Use as a context manager; everything lives in memory and ends with it."""
+    """Use as a context manager; everything lives in memory and ends with it.
 
-    def __init__(self, config: LocalConfig | None = None):
+    In-process (the default) it runs under moto's mock. With `port`, it serves moto's HTTP API
+    on 127.0.0.1:port (ThreadedMotoServer), so that other processes — the CLI, the AWS CLI
+    with --endpoint-url — can use the stack while this process keeps it alive.
+    """
+
+    def __init__(self, config: LocalConfig | None = None, port: int | None = None):
         self.config = config or LocalConfig()
+        self.port = port
         self._mock: Any = None
+        self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
         self.state_machine_arn = ""
+        self.pipe: LocalPipe | None = None
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.port}" if self.port else None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalEngine:
@@ -116,8 +138,11 @@ class LocalEngine:
         )
         # moto's interpreter logs every state error at ERROR; the execution history holds them.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
-        self._mock = mock_aws(config=MOTO_CONFIG)
-        self._mock.start()
+        if self.port:
+            self._start_server()
+        else:
+            self._mock = mock_aws(config=MOTO_CONFIG)
+            self._mock.start()
         serialize_moto_dynamodb()
         _reset_function_caches()
         lambda_bridge.register(
@@ -128,13 +153,42 @@ class LocalEngine:
         )
         self.create_resources()
         self.deploy_definition()
+        self.pipe = LocalPipe(
+            sqs=self.client("sqs"),
+            sfn=self.client("stepfunctions"),
+            queue_url=self.queue_url,
+            queue_arn=self.queue_arn,
+            state_machine_arn=self.state_machine_arn,
+            region=self.config.region,
+            batch_size=self.config.pipe_batch_size,
+            window_seconds=self.config.pipe_window_seconds,
+        )
+
+    def _start_server(self) -> None:
+        import requests
+        from moto.server import ThreadedMotoServer
+
+        assert self.port is not None
+        # moto's interpreter calls Lambda (and so the bridge) through this port.
+        self._set_env({"MOTO_PORT": str(self.port), "AWS_ENDPOINT_URL": str(self.endpoint_url)})
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        # moto's state is per process: start from nothing, as a new stack does.
+        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
+        requests.post(f"{self.endpoint_url}/moto-api/config", json=MOTO_CONFIG, timeout=10).raise_for_status()
 
     def stop(self) -> None:
+        if self.pipe is not None:
+            self.pipe.stop()
         lambda_bridge.unregister()
         _reset_function_caches()
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -149,7 +203,7 @@ class LocalEngine:
 
     # -- clients ---------------------------------------------------------------------------
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=self.config.region)
+        return boto3.client(service, region_name=self.config.region, endpoint_url=self.endpoint_url)
 
     # -- resources -------------------------------------------------------------------------
     def create_resources(self) -> None:
@@ -169,6 +223,18 @@ class LocalEngine:
                 "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
         )
+        # The S3 event path: bucket → EventBridge rule (the same pattern as in AWS) → SQS queue.
+        s3.put_bucket_notification_configuration(
+            Bucket=self.config.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+        )
+        sqs = self.client("sqs")
+        self.queue_url = sqs.create_queue(QueueName=self.config.queue_name)["QueueUrl"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        events = self.client("events")
+        events.put_rule(Name=f"{self.config.name}-uploads",
+                        EventPattern=json.dumps(upload_event_pattern(self.config.bucket)), State="ENABLED")
+        events.put_targets(Rule=f"{self.config.name}-uploads", Targets=[{"Id": "queue", "Arn": self.queue_arn}])
         dynamodb = self.client("dynamodb")
         for table in TABLES:
             request: dict[str, Any] = {

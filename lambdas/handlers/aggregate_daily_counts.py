@@ -19,6 +19,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         str(event.get("mode") or "score"),
         event.get("checkpoint"),
         list(event.get("notes") or []),
+        int(event.get("already_done") or 0),
         s.predictions,
         s.failures,
         s.state,

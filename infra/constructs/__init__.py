@@ -1,0 +1,1 @@
+"""The constructs the batchinfer stack composes, one module per part of the system."""

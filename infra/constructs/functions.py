@@ -1,0 +1,207 @@
+"""The zip-packaged Lambda functions (ListNewVersions, RecordBatchFailure, AggregateDailyCounts),
+and what every batchinfer function shares: its environment, its role, its log group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.acknowledgements import (
+    LOG_STREAMS_REASON,
+    XRAY_REASON,
+    acknowledge,
+    log_streams_finding,
+    object_prefix_finding,
+    object_prefix_reason,
+)
+from infra.assets import LAMBDA_CODE_EXCLUDE, REPO_ROOT
+from infra.config import DeployConfig
+from infra.constructs.storage import Storage
+from infra.resource_spec import (
+    DAILY_COUNTS,
+    FAILURES,
+    FUNCTIONS,
+    IMAGES_PREFIX,
+    MODELS_PREFIX,
+    PREDICTIONS,
+    RUN_STATE,
+    RUNS_PREFIX,
+    TABLES,
+)
+
+CLASSIFY_BATCH = "ClassifyBatch"  # the container function, built by the Inference construct
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+POWERTOOLS_LAYER = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
+# The ClassifyBatch container checks the registry's pointer this often (lambdas/settings.py default).
+MODEL_REFRESH_SECONDS = 30
+
+
+def function_environment(config: DeployConfig, storage: Storage) -> dict[str, str]:
+    """The environment of every function: the variables lambdas/settings.py reads, as the local
+    engine sets them (workflow.local_engine.LocalConfig.settings_env), plus Powertools'."""
+    bucket = storage.bucket.bucket_name
+    env = {
+        "BATCHINFER_BUCKET": bucket,
+        "BATCHINFER_IMAGES_PREFIX": IMAGES_PREFIX,
+        "BATCHINFER_MODEL_REGISTRY": f"s3://{bucket}/{MODELS_PREFIX}{config.model_name}",
+        "BATCHINFER_TIME_ZONE": config.time_zone,
+        "BATCHINFER_BATCH_SIZE": str(config.batch_size),
+        "BATCHINFER_MAX_CONCURRENCY": str(config.max_concurrency),
+        "BATCHINFER_MODEL_REFRESH_SECONDS": str(MODEL_REFRESH_SECONDS),
+        "POWERTOOLS_SERVICE_NAME": "batchinfer",
+        "POWERTOOLS_METRICS_NAMESPACE": "batchinfer",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
+    for spec in TABLES:
+        env[spec.setting] = storage.table(spec).table_name
+    return env
+
+
+def function_role(scope: Construct, function: str, log_group: logs.ILogGroup) -> iam.Role:
+    """A role of its own for each function: its log group, and then only what its code calls."""
+    role = iam.Role(
+        scope,
+        f"{function}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=f"batchinfer {function}: only the calls its code makes",
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[log_group.log_group_arn, f"{log_group.log_group_arn}:log-stream:*"],
+        )
+    )
+    return role
+
+
+def function_log_group(scope: Construct, function: str) -> logs.LogGroup:
+    return logs.LogGroup(
+        scope,
+        f"{function}Logs",
+        retention=logs.RetentionDays.ONE_MONTH,
+        removal_policy=cdk.RemovalPolicy.DESTROY,
+    )
+
+
+def allow(role: iam.Role, actions: Sequence[str], resources: Sequence[str], **conditions: Any) -> None:
+    role.add_to_policy(
+        iam.PolicyStatement(actions=list(actions), resources=list(resources), conditions=conditions or None)
+    )
+
+
+class Functions(Construct):
+    """Every function of the spec but ClassifyBatch: small Python functions on the managed runtime
+    (boto3 included), with Powertools from its public layer."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, storage: Storage) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        powertools = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "PowertoolsLayer",
+            stack.format_arn(
+                service="lambda",
+                account="017000801446",
+                resource="layer",
+                resource_name=f"{POWERTOOLS_LAYER}:{config.powertools_layer_version}",
+                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+            ),
+        )
+        code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=LAMBDA_CODE_EXCLUDE)
+        environment = function_environment(config, storage)
+        self.functions: dict[str, lambda_.Function] = {}
+        self.roles: dict[str, iam.Role] = {}
+        for name in [fn for fn in FUNCTIONS if fn != CLASSIFY_BATCH]:
+            log_group = function_log_group(self, name)
+            role = function_role(self, name, log_group)
+            self.roles[name] = role
+            self.functions[name] = lambda_.Function(
+                self,
+                name,
+                function_name=f"{config.prefix}-{name}",
+                description=f"batchinfer {name} ({FUNCTIONS[name]})",
+                runtime=RUNTIME,
+                handler=FUNCTIONS[name],
+                code=code,
+                layers=[powertools],
+                role=role,
+                memory_size=512,
+                timeout=cdk.Duration.minutes(5),
+                environment=environment,
+                logging_format=lambda_.LoggingFormat.JSON,
+                log_group=log_group,
+                tracing=lambda_.Tracing.ACTIVE,
+            )
+            acknowledge(
+                role,
+                {
+                    "AwsSolutions-IAM5[Resource::*]": XRAY_REASON,
+                    log_streams_finding(log_group): LOG_STREAMS_REASON,
+                },
+            )
+            acknowledge(
+                self.functions[name],
+                {
+                    "AwsSolutions-L1": "The project supports Python 3.11 and 3.12 (pyproject requires-python "
+                    "<3.13) and its tests run there; python3.12 is a supported Lambda runtime, with the "
+                    "matching public Powertools layer."
+                },
+            )
+        self._grant(storage)
+
+    def _grant(self, storage: Storage) -> None:
+        """Exactly the calls each function's code makes (lambdas/stores.py, listing.py, ...)."""
+        bucket = storage.bucket
+        predictions = storage.table(PREDICTIONS).table_arn
+        counts = storage.table(DAILY_COUNTS).table_arn
+        failures = storage.table(FAILURES).table_arn
+        state = storage.table(RUN_STATE).table_arn
+
+        # s3:ListBucket on the bucket (no object access) makes HeadObject of a deleted key or version
+        # a 404, which the code handles, instead of a 403, which fails the step.
+
+        # ListNewVersions: ListObjectVersions under incoming/, HeadObject of an event's version,
+        # the ledger (BatchGetItem), the checkpoint (GetItem), and the manifest (PutObject).
+        role = self.roles["ListNewVersions"]
+        allow(role, ["s3:ListBucketVersions"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{IMAGES_PREFIX}*"]})
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
+        allow(role, ["s3:GetObjectVersion"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
+        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        allow(role, ["dynamodb:BatchGetItem"], [predictions])
+        allow(role, ["dynamodb:GetItem"], [state])
+
+        # BuildReplayManifest: the failures of the replayed run (Query), HeadObject of the current
+        # version of each failed key, the ledger (BatchGetItem), and the manifest (PutObject).
+        role = self.roles["BuildReplayManifest"]
+        allow(role, ["dynamodb:Query"], [failures])
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
+        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        allow(role, ["dynamodb:BatchGetItem"], [predictions])
+
+        # RecordBatchFailure: the ledger (BatchGetItem), FAILED markers and failure records
+        # (BatchWriteItem), the batch result (PutItem).
+        role = self.roles["RecordBatchFailure"]
+        allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
+        allow(role, ["dynamodb:BatchWriteItem"], [failures])
+        allow(role, ["dynamodb:PutItem"], [state])
+
+        # AggregateDailyCounts: batch results (Query) and the checkpoint (PutItem), the counter
+        # shards (Query) and the rollups (UpdateItem), the run's failures (Query).
+        role = self.roles["AggregateDailyCounts"]
+        allow(role, ["dynamodb:Query", "dynamodb:PutItem"], [state])
+        allow(role, ["dynamodb:Query", "dynamodb:UpdateItem"], [counts])
+        allow(role, ["dynamodb:Query"], [failures])
+
+        for name in ("ListNewVersions", "BuildReplayManifest"):
+            for prefix in (IMAGES_PREFIX, RUNS_PREFIX):
+                acknowledge(
+                    self.roles[name],
+                    {object_prefix_finding(bucket, prefix): object_prefix_reason(prefix)},
+                )

@@ -1,0 +1,101 @@
+"""Inference: ClassifyBatch, the TensorFlow classifier, as a Lambda container image function."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.acknowledgements import (
+    LOG_STREAMS_REASON,
+    XRAY_REASON,
+    acknowledge,
+    log_streams_finding,
+    object_prefix_finding,
+    object_prefix_reason,
+)
+from infra.assets import IMAGE_EXCLUDE, REPO_ROOT
+from infra.config import DeployConfig
+from infra.constructs.functions import (
+    allow,
+    function_environment,
+    function_log_group,
+    function_role,
+)
+from infra.constructs.storage import Storage
+from infra.resource_spec import (
+    DAILY_COUNTS,
+    FAILURES,
+    FUNCTIONS,
+    IMAGES_PREFIX,
+    MODELS_PREFIX,
+    PREDICTIONS,
+    RUN_STATE,
+)
+
+NAME = "ClassifyBatch"
+
+
+class Inference(Construct):
+    """The image is built from inference_image/Dockerfile with the repository root as its context.
+
+    At synth the context is only fingerprinted (no Docker needed); `cdk deploy` builds and pushes it.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, storage: Storage) -> None:
+        super().__init__(scope, construct_id)
+        log_group = function_log_group(self, NAME)
+        self.role = function_role(self, NAME, log_group)
+        self.function = lambda_.DockerImageFunction(
+            self,
+            NAME,
+            function_name=f"{config.prefix}-{NAME}",
+            description=f"batchinfer {NAME} ({FUNCTIONS[NAME]}), TensorFlow in a container image",
+            code=lambda_.DockerImageCode.from_image_asset(
+                directory=str(REPO_ROOT),
+                file="inference_image/Dockerfile",
+                exclude=IMAGE_EXCLUDE,
+                platform=ecr_assets.Platform.LINUX_AMD64,
+            ),
+            architecture=lambda_.Architecture.X86_64,
+            memory_size=config.classify_memory_mb,
+            timeout=cdk.Duration.seconds(config.classify_timeout_seconds),
+            reserved_concurrent_executions=config.classify_reserved_concurrency,
+            # The model is downloaded to /tmp once per container.
+            ephemeral_storage_size=cdk.Size.mebibytes(2048),
+            environment=function_environment(config, storage),
+            role=self.role,
+            logging_format=lambda_.LoggingFormat.JSON,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+        )
+        self._grant(storage)
+        acknowledge(
+            self.role,
+            {
+                "AwsSolutions-IAM5[Resource::*]": XRAY_REASON,
+                log_streams_finding(log_group): LOG_STREAMS_REASON,
+                object_prefix_finding(storage.bucket, IMAGES_PREFIX): object_prefix_reason(IMAGES_PREFIX),
+                object_prefix_finding(storage.bucket, MODELS_PREFIX): object_prefix_reason(MODELS_PREFIX),
+            },
+        )
+
+    def _grant(self, storage: Storage) -> None:
+        """Exactly the calls inference_image/ and lambdas/stores.py make for one batch."""
+        bucket = storage.bucket
+        role: iam.Role = self.role
+        # Image versions (GetObject with VersionId) and the model registry (GetObject). ListBucket
+        # (no object access) makes a deleted version a NoSuchVersion, recorded as "deleted before it
+        # was scored", and a missing registry file a 404, rather than both an AccessDenied.
+        allow(role, ["s3:GetObjectVersion"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}*")])
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
+        # One transaction per chunk: conditional Puts of predictions and COUNTED markers and an
+        # Update of a counter shard (IAM checks PutItem / UpdateItem for TransactWriteItems);
+        # FAILED markers and failure records with BatchWriteItem; the batch result with PutItem.
+        allow(role, ["dynamodb:PutItem", "dynamodb:BatchWriteItem"], [storage.table(PREDICTIONS).table_arn])
+        allow(role, ["dynamodb:UpdateItem"], [storage.table(DAILY_COUNTS).table_arn])
+        allow(role, ["dynamodb:BatchWriteItem"], [storage.table(FAILURES).table_arn])
+        allow(role, ["dynamodb:PutItem"], [storage.table(RUN_STATE).table_arn])

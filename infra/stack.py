@@ -1,0 +1,49 @@
+"""The batchinfer stack: it composes the constructs and publishes what the CLI reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from infra.config import DeployConfig
+from infra.constructs.alarms import Alarms
+from infra.constructs.functions import CLASSIFY_BATCH, Functions
+from infra.constructs.inference import Inference
+from infra.constructs.storage import Storage
+from infra.constructs.triggers import Triggers
+from infra.constructs.workflow import Workflow
+from infra.resource_spec import FUNCTIONS, TABLES
+
+
+class BatchinferStack(cdk.Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        storage = Storage(self, "Storage")
+        inference = Inference(self, "Inference", config=config, storage=storage)
+        functions = Functions(self, "Functions", config=config, storage=storage)
+        by_name = {**functions.functions, CLASSIFY_BATCH: inference.function}
+        workflow = Workflow(
+            self,
+            "Workflow",
+            config=config,
+            storage=storage,
+            functions={name: by_name[name] for name in FUNCTIONS},
+        )
+        triggers = Triggers(self, "Triggers", config=config, storage=storage, state_machine=workflow.state_machine)
+        Alarms(
+            self,
+            "Alarms",
+            config=config,
+            state_machine=workflow.state_machine,
+            dead_letter_queue=triggers.dead_letter_queue,
+        )
+
+        # The CLI finds the deployment by these output ids.
+        cdk.CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
+        cdk.CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
+        for spec in TABLES:
+            cdk.CfnOutput(self, f"{spec.logical_id}Name", value=storage.table(spec).table_name)
+        cdk.CfnOutput(self, "QueueUrl", value=triggers.queue.queue_url)
+        cdk.CfnOutput(self, "DeadLetterQueueUrl", value=triggers.dead_letter_queue.queue_url)

@@ -1,0 +1,86 @@
+"""BuildReplayManifest: the failed items of an earlier run, as a manifest for the same Classify step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from infra.resource_spec import RUNS_PREFIX
+from lambdas.observability import logger
+from lambdas.records import BadRecord, Batch, ImageVersion
+from lambdas.settings import Settings
+from lambdas.stores import COUNTED, FailureStore, ImageSource, PredictionStore, chunked
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    run_id: str
+    replay_of: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> ReplayRequest:
+        if not isinstance(event, dict) or not event.get("run_id"):
+            raise BadRecord("BuildReplayManifest needs an object with 'run_id' and 'input'")
+        run_input = event.get("input")
+        if not isinstance(run_input, dict) or not isinstance(run_input.get("run"), str) or not run_input["run"]:
+            raise BadRecord('replay needs the run to replay: {"mode": "replay", "run": "<run id>"}')
+        return cls(run_id=str(event["run_id"]), replay_of=run_input["run"])
+
+
+def _latest_version(source: ImageSource, image: ImageVersion) -> ImageVersion | None:
+    """The newest version of the failed item's key, if it is not the failed one (a fixed upload)."""
+    try:
+        response = source.client.head_object(Bucket=image.bucket, Key=image.key)
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "405", "MethodNotAllowed"):
+            return None
+        raise
+    version_id = response.get("VersionId")
+    if not version_id or version_id == image.version_id:
+        return None
+    return ImageVersion(image.bucket, image.key, version_id, response["LastModified"].isoformat(),
+                        int(response.get("ContentLength", 0)))
+
+
+def build_replay_manifest(
+    request: ReplayRequest,
+    settings: Settings,
+    source: ImageSource,
+    predictions: PredictionStore,
+    failures: FailureStore,
+) -> dict[str, Any]:
+    """Every failed item of the run, once. Where the key has since had a newer upload, that
+    version (the fix) is scored instead of the broken one."""
+    failed = [ImageVersion.from_dict(row["image"]) for row in failures.for_run(request.replay_of)]
+    notes: list[str] = []
+    if not failed:
+        notes.append(f"run {request.replay_of} has no recorded failures: nothing to replay")
+    candidates: dict[str, ImageVersion] = {}
+    for image in failed:
+        newer = _latest_version(source, image)
+        if newer is not None:
+            notes.append(f"{image.image_id}: replaced by the newer upload {newer.version_id}")
+            image = newer
+        candidates.setdefault(image.image_id, image)
+    ledger = predictions.ledger(list(candidates))
+    todo = [image for image_id, image in candidates.items() if COUNTED not in ledger.get(image_id, set())]
+    batches = [
+        Batch(batch_id=f"{request.run_id[:40]}-{n:05d}", items=list(items)).to_dict()
+        for n, items in enumerate(chunked(todo, settings.batch_size))
+    ]
+    manifest_key = f"{RUNS_PREFIX}{request.run_id}/manifest.json"
+    source.write_json(settings.bucket, manifest_key, batches)
+    logger.info("replay manifest built",
+                extra={"run_id": request.run_id, "replay_of": request.replay_of, "items": len(todo)})
+    return {
+        "manifest_bucket": settings.bucket,
+        "manifest_key": manifest_key,
+        "batches": len(batches),
+        "images": len(todo),
+        "already_done": len(candidates) - len(todo),
+        "max_concurrency": settings.max_concurrency,
+        "checkpoint": None,
+        "notes": notes,
+    }

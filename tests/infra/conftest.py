@@ -1,0 +1,48 @@
+"""Synthesizes the app once per session, with the context in cdk.json, as `cdk synth` would."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "infra: CDK synth tests")
+
+
+@dataclass
+class Synthesized:
+    app: Any
+    stack: Any
+    template: dict[str, Any]
+    template_file: Path
+
+    def resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: r for k, r in self.template["Resources"].items() if r["Type"] == resource_type}
+
+
+@pytest.fixture(scope="session")
+def cdk_context() -> dict[str, Any]:
+    return dict(json.loads((REPO_ROOT / "cdk.json").read_text())["context"])
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory, cdk_context: dict[str, Any]) -> Synthesized:
+    from infra.app import build_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app, stack = build_app(context=cdk_context, outdir=str(outdir))
+    assembly = app.synth()
+    artifact = assembly.get_stack_artifact(stack.artifact_id)
+    template_file = outdir / artifact.template_file
+    template = json.loads(template_file.read_text())
+    return Synthesized(app=app, stack=stack, template=template, template_file=template_file)

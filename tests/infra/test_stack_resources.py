@@ -1,0 +1,225 @@
+"""The synthesized template has the resources a deployment needs, shaped as the resource spec says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+
+from infra.resource_spec import (
+    FUNCTIONS,
+    IMAGES_PREFIX,
+    PIPE_BATCH_SIZE,
+    PIPE_WINDOW_SECONDS,
+    RUNS_PREFIX,
+    TABLES,
+    upload_event_pattern,
+)
+from workflow.local_engine import LocalConfig
+
+pytestmark = pytest.mark.infra
+
+
+@pytest.fixture(scope="module")
+def template(synthesized: Any) -> Template:
+    return Template.from_json(synthesized.template)
+
+
+def _function(synthesized: Any, name: str) -> dict[str, Any]:
+    [function] = [
+        r["Properties"]
+        for r in synthesized.resources("AWS::Lambda::Function").values()
+        if r["Properties"]["FunctionName"] == f"batchinfer-dev-{name}"
+    ]
+    return function
+
+
+def test_images_bucket_is_private_versioned_encrypted_and_sends_events(synthesized: Any) -> None:
+    bucket = synthesized.template["Resources"]["ImagesBucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["NotificationConfiguration"] == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    assert props["LoggingConfiguration"]["DestinationBucketName"]["Ref"] in synthesized.resources("AWS::S3::Bucket")
+    rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-run-manifests"]["Prefix"] == RUNS_PREFIX
+    assert rules["expire-run-manifests"]["ExpirationInDays"] == 30
+    assert "NoncurrentVersionExpiration" in rules["expire-noncurrent-versions"]
+
+
+def test_both_buckets_refuse_plain_http(synthesized: Any) -> None:
+    policies = synthesized.resources("AWS::S3::BucketPolicy").values()
+    covered = set()
+    for policy in policies:
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Deny" and statement.get("Condition") == {
+                "Bool": {"aws:SecureTransport": "false"}
+            }:
+                covered.add(policy["Properties"]["Bucket"]["Ref"])
+    assert covered == set(synthesized.resources("AWS::S3::Bucket"))
+
+
+@pytest.mark.parametrize("spec", TABLES, ids=lambda spec: spec.logical_id)
+def test_table_keys_and_indexes_equal_those_the_embedded_engine_creates(synthesized: Any, spec: Any) -> None:
+    table = synthesized.template["Resources"][spec.logical_id]
+    props = table["Properties"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    assert table["DeletionPolicy"] == "Retain"
+    assert props["KeySchema"] == spec.key_schema()
+    assert sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == spec.attribute_definitions()
+    assert props.get("GlobalSecondaryIndexes", []) == spec.global_secondary_indexes()
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_classify_batch_is_a_container_image_function(synthesized: Any) -> None:
+    function = _function(synthesized, "ClassifyBatch")
+    assert function["PackageType"] == "Image"
+    assert "ImageUri" in function["Code"]
+    assert function["MemorySize"] == 3008
+    assert function["Timeout"] == 300
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["LoggingConfig"]["LogFormat"] == "JSON"
+
+
+def test_the_image_is_built_at_deploy_time_from_the_repository_root(synthesized: Any) -> None:
+    """Synth only fingerprints and stages the build context: no Docker is needed until deploy."""
+    assets = json.loads((synthesized.template_file.parent / "Batchinfer.assets.json").read_text())
+    [image] = assets["dockerImages"].values()
+    assert image["source"]["dockerFile"] == "inference_image/Dockerfile"
+    assert image["source"]["platform"] == "linux/amd64"
+    context = synthesized.template_file.parent / image["source"]["directory"]
+    staged = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
+    assert {
+        "inference_image/Dockerfile",
+        "inference_image/handler.py",
+        "lambdas/stores.py",
+        "infra/resource_spec.py",
+    } <= staged
+    assert not any(p.startswith((".venv/", ".git/", "tests/", "infra/constructs/")) for p in staged)
+
+
+@pytest.mark.parametrize("name", [name for name in FUNCTIONS if name != "ClassifyBatch"])
+def test_zip_functions_run_the_handlers_of_the_spec_on_python_312(synthesized: Any, name: str) -> None:
+    function = _function(synthesized, name)
+    assert function["Runtime"] == "python3.12"
+    assert function["Handler"] == FUNCTIONS[name]
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["LoggingConfig"]["LogFormat"] == "JSON"
+    [layer] = function["Layers"]
+    assert "017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:" in str(layer)
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_every_function_gets_the_settings_the_local_engine_sets(synthesized: Any, name: str) -> None:
+    env = _function(synthesized, name)["Environment"]["Variables"]
+    assert set(LocalConfig().settings_env()) <= set(env)
+    for spec in TABLES:
+        assert env[spec.setting] == {"Ref": spec.logical_id}
+    assert env["BATCHINFER_BUCKET"] == {"Ref": "ImagesBucket"}
+    assert env["BATCHINFER_IMAGES_PREFIX"] == IMAGES_PREFIX
+    assert env["BATCHINFER_MODEL_REGISTRY"] == {"Fn::Join": ["", ["s3://", {"Ref": "ImagesBucket"}, "/models/digits"]]}
+    assert env["BATCHINFER_TIME_ZONE"] == "UTC"
+    assert env["POWERTOOLS_SERVICE_NAME"] == "batchinfer"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "batchinfer"
+
+
+def test_every_function_logs_to_its_own_log_group_with_retention(synthesized: Any) -> None:
+    groups = synthesized.resources("AWS::Logs::LogGroup")
+    for name in FUNCTIONS:
+        group = _function(synthesized, name)["LoggingConfig"]["LogGroup"]["Ref"]
+        assert groups[group]["Properties"]["RetentionInDays"] == 30
+
+
+def test_state_machine_is_standard_with_full_logging_and_tracing(synthesized: Any) -> None:
+    [machine] = synthesized.resources("AWS::StepFunctions::StateMachine").values()
+    props = machine["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["StateMachineName"] == "batchinfer-dev"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    logging = props["LoggingConfiguration"]
+    assert logging["Level"] == "ALL"
+    assert logging["IncludeExecutionData"] is True
+    group = logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+    assert synthesized.template["Resources"][group]["Properties"]["RetentionInDays"] == 30
+
+
+def test_schedules_start_scoring_and_retraining(synthesized: Any) -> None:
+    schedules = {
+        s["Properties"]["Target"]["Input"]: s["Properties"]
+        for s in synthesized.resources("AWS::Scheduler::Schedule").values()
+    }
+    assert set(schedules) == {'{"mode":"score"}', '{"mode":"retrain"}'}
+    assert schedules['{"mode":"score"}']["ScheduleExpression"] == "cron(0 2 * * ? *)"
+    assert schedules['{"mode":"retrain"}']["ScheduleExpression"] == "cron(0 4 ? * SUN *)"
+    [machine] = synthesized.resources("AWS::StepFunctions::StateMachine")
+    for schedule in schedules.values():
+        assert schedule["Target"]["Arn"] == {"Ref": machine}
+        assert schedule["ScheduleExpressionTimezone"] == "UTC"
+
+
+def test_uploads_go_from_the_rule_through_the_queue_to_the_pipe(synthesized: Any, template: Template) -> None:
+    [rule] = synthesized.resources("AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    # The pattern of the local engine's rule, with the bucket's name filled in by CloudFormation.
+    assert pattern == upload_event_pattern({"Ref": "ImagesBucket"})  # type: ignore[arg-type]
+    assert pattern["detail"]["object"]["key"] == [{"prefix": IMAGES_PREFIX}]
+    [target] = rule["Properties"]["Targets"]
+    queue_id = target["Arn"]["Fn::GetAtt"][0]
+    queue = synthesized.template["Resources"][queue_id]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    assert synthesized.template["Resources"][dlq_id]["Type"] == "AWS::SQS::Queue"
+
+    [machine] = synthesized.resources("AWS::StepFunctions::StateMachine")
+    template.has_resource_properties(
+        "AWS::Pipes::Pipe",
+        {
+            "Source": {"Fn::GetAtt": [queue_id, "Arn"]},
+            "Target": {"Ref": machine},
+            "SourceParameters": {
+                "SqsQueueParameters": {
+                    "BatchSize": PIPE_BATCH_SIZE,
+                    "MaximumBatchingWindowInSeconds": PIPE_WINDOW_SECONDS,
+                }
+            },
+            "TargetParameters": {"StepFunctionStateMachineParameters": {"InvocationType": "FIRE_AND_FORGET"}},
+        },
+    )
+    [pipe] = synthesized.resources("AWS::Pipes::Pipe").values()
+    assert "InputTemplate" not in pipe["Properties"]["TargetParameters"]  # the raw array of records
+    for resource in synthesized.resources("AWS::SQS::QueuePolicy").values():
+        [deny] = [s for s in resource["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_alarms_watch_failed_and_timed_out_runs_and_the_dead_letter_queue(synthesized: Any) -> None:
+    alarms = {
+        a["Properties"]["MetricName"]: a["Properties"] for a in synthesized.resources("AWS::CloudWatch::Alarm").values()
+    }
+    assert set(alarms) == {"ExecutionsFailed", "ExecutionsTimedOut", "ApproximateNumberOfMessagesVisible"}
+    dead_letter = alarms["ApproximateNumberOfMessagesVisible"]
+    assert dead_letter["Threshold"] == 0
+    assert dead_letter["ComparisonOperator"] == "GreaterThanThreshold"
+    [topic] = synthesized.resources("AWS::SNS::Topic")
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_outputs_name_what_the_cli_reads(synthesized: Any) -> None:
+    outputs = synthesized.template["Outputs"]
+    expected = {"StateMachineArn", "BucketName", "QueueUrl"} | {f"{spec.logical_id}Name" for spec in TABLES}
+    assert expected <= set(outputs)
+    assert outputs["BucketName"]["Value"] == {"Ref": "ImagesBucket"}
+    for spec in TABLES:
+        assert outputs[f"{spec.logical_id}Name"]["Value"] == {"Ref": spec.logical_id}

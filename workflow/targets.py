@@ -1,0 +1,146 @@
+"""Where the CLI works: the local stack that `batchinfer local serve` keeps, or a deployed stack."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from infra.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
+
+
+class TargetError(RuntimeError):
+    """The CLI cannot reach what it was pointed at; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "local" or "aws"
+    region: str
+    state_machine_arn: str
+    bucket: str
+    tables: dict[str, str]  # logical id -> table name
+    endpoint_url: str | None = None
+    profile: str | None = None
+
+    def client(self, service: str) -> Any:
+        if self.kind == "local":  # moto takes any credentials; never use a real account's here
+            return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
+                                aws_access_key_id="local", aws_secret_access_key="local")
+        session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
+        return session.client(service, endpoint_url=self.endpoint_url)
+
+    @property
+    def predictions_table(self) -> str:
+        return self.tables[PREDICTIONS.logical_id]
+
+    @property
+    def counts_table(self) -> str:
+        return self.tables[DAILY_COUNTS.logical_id]
+
+    @property
+    def failures_table(self) -> str:
+        return self.tables[FAILURES.logical_id]
+
+    @property
+    def state_table(self) -> str:
+        return self.tables[RUN_STATE.logical_id]
+
+    def execution_arn(self, run_id: str) -> str:
+        if run_id.startswith("arn:"):
+            return run_id
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run_id
+
+    def console_url(self, run_id: str) -> str | None:
+        if self.kind != "aws":
+            return None
+        return (f"https://{self.region}.console.aws.amazon.com/states/home?region={self.region}"
+                f"#/v2/executions/details/{self.execution_arn(run_id)}")
+
+
+def local_stack_file() -> Path:
+    from workflow.digits import cache_dir
+
+    return cache_dir() / "local-stack.json"
+
+
+def write_local_stack(target: Target, pid: int) -> Path:
+    path = local_stack_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**target.__dict__, "pid": pid}, indent=2))
+    return path
+
+
+def local_target() -> Target:
+    path = local_stack_file()
+    if not path.exists():
+        raise TargetError("the local stack is not running: start it with `batchinfer local serve`")
+    values = json.loads(path.read_text())
+    pid = int(values.pop("pid", 0))
+    if pid and not _alive(pid):
+        raise TargetError("the local stack is not running (its process has ended): "
+                          "start it with `batchinfer local serve`")
+    target = Target(**values)
+    try:
+        import requests
+
+        requests.get(f"{target.endpoint_url}/moto-api/", timeout=2)
+    except Exception:
+        raise TargetError(f"the local stack is not answering at {target.endpoint_url}: "
+                          "start it with `batchinfer local serve`") from None
+    return target
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def aws_target(stack: str, region: str | None = None, profile: str | None = None,
+               endpoint_url: str | None = None) -> Target:
+    """A deployed stack, found by name from its CloudFormation outputs."""
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+        cloudformation = session.client("cloudformation", endpoint_url=endpoint_url)
+        stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    except NoCredentialsError:
+        raise TargetError("no AWS credentials: set a profile with --profile or AWS_PROFILE, "
+                          "or run `aws configure`") from None
+    except NoRegionError:
+        raise TargetError("no AWS region: pass --region or set AWS_REGION") from None
+    except ClientError as error:
+        message = error.response["Error"].get("Message", "")
+        if "does not exist" in message:
+            raise TargetError(f"stack {stack!r} not found in {session.region_name}: "
+                              "deploy it with `cdk deploy` or pass --stack") from None
+        raise TargetError(f"cannot read stack {stack!r}: {message}") from None
+    except BotoCoreError as error:
+        raise TargetError(f"cannot reach AWS: {error}") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+    def output(name: str) -> str:
+        # CDK suffixes output keys made inside constructs with a hash: match on the prefix.
+        for key, value in outputs.items():
+            if key == name or key.startswith(name):
+                return value
+        raise TargetError(f"stack {stack!r} has no output {name}: is it a batchinfer stack?")
+
+    return Target(
+        kind="aws",
+        region=str(session.region_name),
+        state_machine_arn=output("StateMachineArn"),
+        bucket=output("BucketName"),
+        tables={t.logical_id: output(t.logical_id) for t in TABLES},
+        endpoint_url=endpoint_url,
+        profile=profile,
+    )
