@@ -3,8 +3,10 @@ follows promotions."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
+import io
 import os
 import sys
 import threading
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_image.model_registry import ModelError, ModelRegistry, ModelVersion
+from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion
 
 # The TF-Lite form of a version, published beside model.keras. Serving prefers it: XNNPACK is
 # faster on CPU than TensorFlow here, and its interpreter loads without importing TensorFlow,
@@ -166,7 +168,9 @@ class Classifier:
     @staticmethod
     def _check(model_version: ModelVersion, shape: Any, outputs: Any) -> None:
         if len(shape) != 4 or not shape[1] or not shape[2] or shape[3] not in (1, 3):
-            raise ModelError(f"model version {model_version.version} takes input {shape}; expected (None, H, W, 1 or 3)")
+            raise ModelError(
+                f"model version {model_version.version} takes input {shape}; expected (None, H, W, 1 or 3)"
+            )
         if outputs != len(model_version.labels):
             raise ModelError(
                 f"labels.json of model version {model_version.version} names {len(model_version.labels)} classes "
@@ -192,13 +196,16 @@ def compile_model(model_file: Path) -> bytes:
 
     model = keras.models.load_model(model_file, compile=False)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return bytes(converter.convert())
+    # The converter prints its SavedModel's signatures to stdout, where CLI output (--json) goes.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return bytes(converter.convert())
 
 
 def publish_compiled(registry: ModelRegistry, version: str, compiled: bytes) -> None:
     """Store the TF-Lite form beside a published version's model.keras."""
     if registry.is_s3:
-        registry.s3.put_object(Bucket=registry.bucket, Key=f"{registry.prefix}/{version}/{COMPILED_FILE}", Body=compiled)
+        key = f"{registry.prefix}/{version}/{COMPILED_FILE}"
+        registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=compiled)
     else:
         target = registry.root / version / COMPILED_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +233,20 @@ def fetch_compiled(registry: ModelRegistry, model_version: ModelVersion) -> Path
     return local
 
 
+def publish_model(registry: ModelRegistry, version: str, model_file: Path, labels: list[str],
+                  metrics: dict[str, Any]) -> None:
+    """Store a version with its TF-Lite form, which is what serves (it is not promoted here)."""
+    registry.publish(version, model_file, labels, metrics)
+    publish_compiled(registry, version, compile_model(model_file))
+
+
+def load_version(registry: ModelRegistry, version: str) -> Classifier:
+    """A registry version, ready to classify, on the runtime it serves with."""
+    model_version = registry.fetch(version)
+    fetch_compiled(registry, model_version)
+    return Classifier.load(model_version)
+
+
 class ClassifierCache:
     """Serves the registry's current version; checks the pointer at most every `refresh` seconds,
     so a promoted version is picked up without a redeploy."""
@@ -245,7 +266,5 @@ class ClassifierCache:
                 self._current = self.registry.current_version()
                 self._checked_at = now
             if self._current not in self._loaded:
-                model_version = self.registry.fetch(self._current)
-                fetch_compiled(self.registry, model_version)
-                self._loaded = {self._current: Classifier.load(model_version)}
+                self._loaded = {self._current: load_version(self.registry, self._current)}
             return self._loaded[self._current]

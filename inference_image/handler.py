@@ -7,8 +7,8 @@ from typing import Any
 
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import ClassifyRequest, classify_batch
-from inference_image.model_registry import ModelRegistry
 from lambdas.dependencies import stores
+from lambdas.model_registry import ModelRegistry
 from lambdas.observability import logger, metrics
 
 

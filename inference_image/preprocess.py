@@ -24,7 +24,7 @@ def decode_image(data: bytes, size: tuple[int, int], channels: int = 3, max_pixe
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             pixels = image.width * image.height
             if pixels > max_pixels:
                 raise BadImage(

@@ -11,6 +11,22 @@ from infra.resource_spec import PIPE_BATCH_SIZE, PIPE_WINDOW_SECONDS
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
+# A private ECR image, the only kind a SageMaker training job pulls without a VPC registry config.
+ECR_IMAGE_URI = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(:[\w.-]{1,128}|@sha256:[0-9a-f]{64})$"
+)
+_LAMBDA_ARN = re.compile(
+    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$"
+)
+_EVENT_BUS = re.compile(
+    r"^([A-Za-z0-9._/-]{1,256}|arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9._/-]{1,256})$"
+)
+# SageMaker training job names: letters, digits and '-', at most 63 characters. The definition
+# names each job batchinfer-<model_name>-v<14 digits>.
+_JOB_NAME_PART = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9])*$")
+_JOB_NAME_MAX_MODEL = 63 - len("batchinfer--v20250101000000")
+TRAINING_HOOKS = ("lambda", "sagemaker")
 
 
 class ConfigError(ValueError):
@@ -47,6 +63,28 @@ class DeployConfig:
     alarm_email: str | None = None
     # Version of the public Powertools for AWS Lambda (Python) v3 layer.
     powertools_layer_version: int = 27
+    # Retraining. The training hook is "lambda" (the built-in TrainingHook container function, or
+    # your own function named by training_hook_function_arn, keeping the contract documented in
+    # inference_image/training.py) or "sagemaker" (a training job on training_image_uri, an ECR
+    # image you build; see infra/README-deploy.md).
+    training_hook: str = "lambda"
+    training_hook_function_arn: str | None = None
+    training_image_uri: str | None = None
+    training_instance_type: str = "ml.m5.large"
+    # The TrainingHook and EvaluateCandidate container functions (both run at most 900 s).
+    training_memory_mb: int = 10240
+    evaluation_memory_mb: int = 3008
+    # Retraining runs when at least this many labelled images are new since the last training.
+    min_new_labels: int = 50
+    # A candidate is promoted when its held-out accuracy >= the current model's + this margin.
+    promotion_margin: float = 0.0
+    train_epochs: int = 5
+    # Predictions below this confidence are exported for people to label.
+    low_confidence: float = 0.6
+    # Percentage of labelled images held out for evaluation (a stable split by key).
+    holdout_percent: int = 20
+    # Where the retraining outcome event goes: a bus name in this account, or a bus ARN.
+    event_bus_name: str = "default"
 
     @property
     def prefix(self) -> str:
@@ -72,7 +110,9 @@ class DeployConfig:
                 continue
             raw = values[f.name]
             default = getattr(defaults, f.name)
-            if isinstance(default, int) or f.name == "classify_reserved_concurrency":
+            if isinstance(default, float):
+                parsed[f.name] = _number(f.name, raw)
+            elif isinstance(default, int) or f.name == "classify_reserved_concurrency":
                 parsed[f.name] = _whole_number(f.name, raw)
             else:
                 parsed[f.name] = str(raw).strip() or None
@@ -101,6 +141,11 @@ class DeployConfig:
             "pipe_batch_size": (1, 10000),
             "pipe_window_seconds": (0, 300),
             "powertools_layer_version": (1, 10000),
+            "training_memory_mb": (128, 10240),
+            "evaluation_memory_mb": (128, 10240),
+            "min_new_labels": (1, 1_000_000),
+            "train_epochs": (1, 1000),
+            "holdout_percent": (1, 99),
         }
         for key, (low, high) in limits.items():
             value = getattr(self, key)
@@ -114,6 +159,58 @@ class DeployConfig:
             raise ConfigError(f"bad context value: model_name={self.model_name!r} must be a plain name")
         if self.alarm_email is not None and "@" not in self.alarm_email:
             raise ConfigError(f"bad context value: alarm_email={self.alarm_email!r} is not an e-mail address")
+        self._validate_retraining()
+
+    def _validate_retraining(self) -> None:
+        for key in ("promotion_margin", "low_confidence"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"bad context value: {key}={getattr(self, key)} must be between 0 and 1")
+        if self.training_hook not in TRAINING_HOOKS:
+            raise ConfigError(
+                f"bad context value: training_hook={self.training_hook!r} must be 'lambda' or 'sagemaker'"
+            )
+        if self.training_hook_function_arn is not None:
+            if not _LAMBDA_ARN.match(self.training_hook_function_arn):
+                raise ConfigError(
+                    f"bad context value: training_hook_function_arn={self.training_hook_function_arn!r} "
+                    "is not a Lambda function ARN"
+                )
+            if self.training_hook != "lambda":
+                raise ConfigError("bad context value: training_hook_function_arn needs training_hook=lambda")
+        if self.training_image_uri is not None and not ECR_IMAGE_URI.match(self.training_image_uri):
+            raise ConfigError(
+                f"bad context value: training_image_uri={self.training_image_uri!r} is not an ECR image URI "
+                "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>)"
+            )
+        if self.training_hook == "sagemaker":
+            if self.training_image_uri is None:
+                raise ConfigError(
+                    "missing context value: training_hook=sagemaker needs training_image_uri, the ECR URI of "
+                    "your training image (-c training_image_uri=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>)"
+                )
+            if len(self.model_name) > _JOB_NAME_MAX_MODEL or not _JOB_NAME_PART.match(self.model_name):
+                raise ConfigError(
+                    f"bad context value: model_name={self.model_name!r} must be letters, digits and '-' (at most "
+                    f"{_JOB_NAME_MAX_MODEL} characters) with training_hook=sagemaker: it is part of the job names"
+                )
+        if not re.match(r"^ml\.[a-z0-9]+\.[a-z0-9]+$", self.training_instance_type):
+            raise ConfigError(
+                f"bad context value: training_instance_type={self.training_instance_type!r} is not a SageMaker "
+                "instance type such as ml.m5.large"
+            )
+        if not _EVENT_BUS.match(self.event_bus_name):
+            raise ConfigError(
+                f"bad context value: event_bus_name={self.event_bus_name!r} is not an event bus name or ARN"
+            )
+
+
+def _number(key: str, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(f"bad context value: {key}={raw!r} is not a number")
+    try:
+        return float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(f"bad context value: {key}={raw!r} is not a number") from None
 
 
 def _whole_number(key: str, raw: Any) -> int:

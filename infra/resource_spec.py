@@ -113,7 +113,25 @@ FUNCTIONS = {
     "ClassifyBatch": "inference_image.handler.handler",
     "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
     "AggregateDailyCounts": "lambdas.handlers.aggregate_daily_counts.handler",
+    "CollectTrainingData": "lambdas.handlers.collect_training_data.handler",
+    "TrainingHook": "inference_image.retrain_handlers.train",
+    "EvaluateCandidate": "inference_image.retrain_handlers.evaluate",
+    "PromoteIfBetter": "lambdas.handlers.promote_if_better.handler",
 }
+
+# These run TensorFlow: the container image from inference_image/, each with its own command.
+CONTAINER_FUNCTIONS = ("ClassifyBatch", "TrainingHook", "EvaluateCandidate")
+
+# Placeholders of the definition that are not function ARNs: the retraining outcome's event bus,
+# and the SageMaker training hook (its role, image, instance type, the labels and output locations).
+DEFINITION_PARAMETERS = (
+    "EventBusName",
+    "SageMakerRoleArn",
+    "TrainingImageUri",
+    "TrainingInstanceType",
+    "LabelsUri",
+    "TrainingOutputUri",
+)
 
 
 def function_arn_placeholder(function: str) -> str:

@@ -11,6 +11,7 @@ from infra.config import DeployConfig
 from infra.constructs.alarms import Alarms
 from infra.constructs.functions import CLASSIFY_BATCH, Functions
 from infra.constructs.inference import Inference
+from infra.constructs.retraining import Retraining
 from infra.constructs.storage import Storage
 from infra.constructs.triggers import Triggers
 from infra.constructs.workflow import Workflow
@@ -23,14 +24,17 @@ class BatchinferStack(cdk.Stack):
         storage = Storage(self, "Storage")
         inference = Inference(self, "Inference", config=config, storage=storage)
         functions = Functions(self, "Functions", config=config, storage=storage)
-        by_name = {**functions.functions, CLASSIFY_BATCH: inference.function}
+        retraining = Retraining(self, "Retraining", config=config, storage=storage)
+        by_name = {**functions.functions, CLASSIFY_BATCH: inference.function, **retraining.functions}
         workflow = Workflow(
             self,
             "Workflow",
             config=config,
             storage=storage,
             functions={name: by_name[name] for name in FUNCTIONS},
+            parameters=retraining.definition_parameters(),
         )
+        retraining.grant_state_machine(workflow.role)
         triggers = Triggers(self, "Triggers", config=config, storage=storage, state_machine=workflow.state_machine)
         Alarms(
             self,

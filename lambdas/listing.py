@@ -15,7 +15,7 @@ from infra.resource_spec import RUNS_PREFIX
 from lambdas.observability import logger
 from lambdas.records import BadRecord, Batch, ImageVersion, parse_timestamp
 from lambdas.settings import Settings
-from lambdas.stores import ImageSource, PredictionStore, chunked
+from lambdas.stores import COUNTED, ImageSource, PredictionStore, chunked
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,10 @@ def list_new_versions(
             high_water = max(c.last_modified for c in candidates)
         high_water = _max_timestamp(high_water, checkpoint)
     ledger = predictions.ledger([c.image_id for c in candidates])
+    failed_before = sum(1 for kinds in ledger.values() if COUNTED not in kinds)
+    if failed_before:
+        missing.append(f"{failed_before} version(s) that failed in an earlier run were left out: "
+                       "`batchinfer replay RUN` retries a run's failures")
     new = sorted(
         (c for c in candidates if c.image_id not in ledger), key=lambda c: (c.last_modified, c.key)
     )
@@ -119,7 +123,7 @@ def list_new_versions(
         "manifest_key": manifest_key,
         "batches": len(batches),
         "images": len(new),
-        "already_done": len(candidates) - len(new),
+        "already_done": len(candidates) - len(new) - failed_before,
         "max_concurrency": settings.max_concurrency,
         "checkpoint": {"scope": scope, "last_modified": high_water} if high_water else None,
         "notes": list(request.rejected_events) + missing,

@@ -99,6 +99,13 @@ class Failure:
     batch_id: str
     recorded_at: str = field(default_factory=utc_now)
 
+    def __post_init__(self) -> None:
+        # Reasons go to tables and logs: never a decoder's bytes or a megabyte of message.
+        from lambdas.reasons import sanitise_reason
+
+        object.__setattr__(self, "reason", sanitise_reason(self.reason))
+        object.__setattr__(self, "error_type", sanitise_reason(self.error_type, 100))
+
 
 @dataclass(frozen=True)
 class Batch:

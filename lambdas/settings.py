@@ -33,6 +33,13 @@ class Settings:
     read_threads: int = 8
     checkpoint_overlap_seconds: int = 3600
     model_refresh_seconds: float = 30.0
+    # The retraining branch.
+    min_new_labels: int = 50
+    promotion_margin: float = 0.0
+    holdout_percent: int = 20
+    training_hook: str = "lambda"  # "lambda" (a function keeping the hook contract) or "sagemaker"
+    train_epochs: int = 5
+    low_confidence: float = 0.6
 
     @property
     def zone(self) -> ZoneInfo:
@@ -70,6 +77,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
     prefix = env.get("BATCHINFER_IMAGES_PREFIX", IMAGES_PREFIX)
     refresh = env.get("BATCHINFER_MODEL_REFRESH_SECONDS", "").strip()
+    hook = env.get("BATCHINFER_TRAINING_HOOK", "").strip() or "lambda"
+    if hook not in ("lambda", "sagemaker"):
+        raise SettingsError(f"bad setting: BATCHINFER_TRAINING_HOOK={hook!r} must be 'lambda' or 'sagemaker'")
+    holdout = _positive_int(env, "BATCHINFER_HOLDOUT_PERCENT", 20)
+    if holdout >= 100:
+        raise SettingsError(f"bad setting: BATCHINFER_HOLDOUT_PERCENT={holdout} must be below 100")
     return Settings(
         bucket=_required(env, "BATCHINFER_BUCKET"),
         predictions_table=_required(env, PREDICTIONS.setting),
@@ -86,8 +99,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_image_pixels=_positive_int(env, "BATCHINFER_MAX_IMAGE_PIXELS", 40_000_000),
         read_threads=_positive_int(env, "BATCHINFER_READ_THREADS", 8),
         checkpoint_overlap_seconds=_positive_int(env, "BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600),
-        model_refresh_seconds=float(refresh) if refresh else 30.0,
+        model_refresh_seconds=_fraction(env, "BATCHINFER_MODEL_REFRESH_SECONDS", 30.0, upper=None)
+        if refresh else 30.0,
+        min_new_labels=_positive_int(env, "BATCHINFER_MIN_NEW_LABELS", 50),
+        promotion_margin=_fraction(env, "BATCHINFER_PROMOTION_MARGIN", 0.0, upper=1.0),
+        holdout_percent=holdout,
+        training_hook=hook,
+        train_epochs=_positive_int(env, "BATCHINFER_TRAIN_EPOCHS", 5),
+        low_confidence=_fraction(env, "BATCHINFER_LOW_CONFIDENCE", 0.6, upper=1.0),
     )
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float, upper: float | None) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"bad setting: {name}={raw!r} is not a number") from None
+    if value < 0 or (upper is not None and value > upper):
+        raise SettingsError(f"bad setting: {name}={raw!r} must be between 0 and {upper}")
+    return value
 
 
 @lru_cache(maxsize=1)

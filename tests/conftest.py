@@ -25,6 +25,14 @@ def demo_model() -> tuple[Path, dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
+def demo_model_compiled(demo_model: tuple[Path, dict[str, Any]]) -> bytes:
+    """The demo model's TF-Lite form, as publish_model stores it beside model.keras."""
+    from inference_image.classifier import compile_model
+
+    return compile_model(demo_model[0])
+
+
+@pytest.fixture(scope="session")
 def held_out_digits() -> list[Any]:
     from workflow import digits
 
@@ -41,13 +49,15 @@ def engine() -> Iterator[Any]:
 
 
 @pytest.fixture
-def scoring_engine(engine: Any, demo_model: tuple[Path, dict[str, Any]]) -> Any:
-    """The embedded stack with the demo model published and promoted as v1."""
-    from inference_image.model_registry import ModelRegistry
+def scoring_engine(engine: Any, demo_model: tuple[Path, dict[str, Any]], demo_model_compiled: bytes) -> Any:
+    """The embedded stack with the demo model published (Keras and TF-Lite) and promoted as v1."""
+    from inference_image.classifier import publish_compiled
+    from lambdas.model_registry import ModelRegistry
     from workflow import digits
 
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
+    publish_compiled(registry, "v1", demo_model_compiled)
     registry.promote("v1")
     return engine
 

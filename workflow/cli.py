@@ -85,6 +85,25 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+FAULT_HELP = ("Rehearse a failure: FUNCTION:KIND[:WHEN[:TIMES]], e.g. ClassifyBatch:throttle:2 or "
+              "ClassifyBatch:error:batch-00001; KIND is error, throttle or timeout (workflow/faults.py). Repeatable.")
+
+
+def fault_plan(specs: list[str] | None) -> str | None:
+    """The --fault rules as one plan, checked now: a bad rule is a one-line error."""
+    if not specs:
+        return None
+    from workflow.faults import FaultPlan, FaultSpecError
+
+    plan = ",".join(specs)
+    try:
+        FaultPlan.parse(plan)
+    except FaultSpecError as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)  # one line, unwrapped
+        raise typer.Exit(2) from None
+    return plan
+
+
 # -- demo ------------------------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -92,13 +111,22 @@ def demo(
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
     concurrency: int = typer.Option(2, min=1, max=64, help="Batches in flight (the Map's MaxConcurrency)."),
     time_zone: str = typer.Option("UTC", help="IANA time zone that dates the predictions."),
+    fault: list[str] = typer.Option(None, "--fault", help=FAULT_HELP),
+    retrain: bool = typer.Option(False, "--retrain", help="Then label some digits and run one retraining round."),
 ) -> None:
     """Run the whole system on the embedded engine: train or reuse the demo model, upload digits,
     score them with the real state machine, and report counts and accuracy."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from workflow.demo import print_result, run_demo
 
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"--time-zone {time_zone!r} is not an IANA time zone (e.g. UTC, Africa/Lagos)")
+    faults = fault_plan(fault)
     result = run_demo(images=images, batch_size=batch_size, concurrency=concurrency,
-                      time_zone=time_zone, console=console)
+                      time_zone=time_zone, console=console, faults=faults, retrain=retrain)
     print_result(result, console)
     if result.status != "SUCCEEDED":
         raise typer.Exit(1)
@@ -112,6 +140,7 @@ def local_serve(
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
+    fault: list[str] = typer.Option(None, "--fault", help=FAULT_HELP),
 ) -> None:
     """Keep the embedded stack running: moto's AWS API on 127.0.0.1:PORT, the Lambda bridge,
     and the local pipe that turns uploads into executions. Ctrl-C stops it."""
@@ -122,7 +151,10 @@ def local_serve(
     from workflow.local_engine import LocalConfig, LocalEngine
     from workflow.targets import Target, local_stack_file, write_local_stack
 
+    faults = fault_plan(fault)
     config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
+    if faults is not None:
+        config.faults = faults
     engine = LocalEngine(config, port=port)
     try:
         engine.start()
@@ -263,6 +295,54 @@ def replay(
     target = target_of(ctx)
     new_run = guarded(replay_run, target, run_id)
     _report_started(target, new_run, wait_for_it, as_json)
+
+
+@app.command()
+def predictions(
+    ctx: typer.Context,
+    date: str = typer.Option(None, "--date", help="Only images captured on this day (YYYY-MM-DD)."),
+    limit: int = typer.Option(50, min=1, max=100000, help="How many rows, newest capture first."),
+    links: bool = typer.Option(False, "--links", help="Add a presigned link to each image version."),
+    expires: int = typer.Option(3600, "--expires", help="Seconds a link works (at most 604800, 7 days)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Prediction rows: date, class, confidence, capture time, model version, image version; with
+    --links, a presigned GET URL of each image version that expires (the bucket stays private)."""
+    from workflow.operations import list_predictions
+
+    rows = guarded(list_predictions, target_of(ctx), date, limit, links, expires)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="predictions")
+    columns = ["date", "class", "confidence", "captured_at", "model_version", "link" if links else "image"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*[f"{row[c]:.3f}" if c == "confidence" else str(row[c]) for c in columns])
+    console.print(table)
+
+
+@app.command()
+def models(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """The model registry: every version with its metrics, and which one serves."""
+    from workflow.operations import list_models
+
+    rows = guarded(list_models, target_of(ctx))
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="model registry")
+    for column in ("model", "version", "current", "accuracy", "held out", "trained on", "from"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["model"], row["version"], "[green]serving[/]" if row["current"] else "",
+                      _blank(row["accuracy"]), _blank(row["held_out"]), _blank(row["trained_on"]),
+                      _blank(row["base_version"]))
+    console.print(table)
 
 
 def _status(status: str) -> str:

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from inference_image.model_registry import ModelRegistry
 from infra.resource_spec import IMAGES_PREFIX
+from inference_image.classifier import publish_model
+from lambdas.model_registry import ModelRegistry
 from lambdas.stores import MODEL_PREFIX, RunStateStore, scan_all
 from workflow import digits
 from workflow.local_engine import LocalConfig, LocalEngine
@@ -37,6 +38,7 @@ class DemoResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
     output: dict[str, Any] = field(default_factory=dict)
     model_version: str = ""
+    retraining: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -48,7 +50,7 @@ def publish_demo_model(engine: LocalEngine, console: Console | None = None) -> s
     model_file, metrics = digits.trained_demo_model()
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     version = "v1"
-    registry.publish(version, model_file, digits.LABELS, metrics)
+    publish_model(registry, version, model_file, digits.LABELS, metrics)
     registry.promote(version)
     if console:
         console.print(
@@ -85,10 +87,26 @@ def accuracy(engine: LocalEngine, truth: dict[str, str]) -> tuple[float, int]:
     return (right / len(rows) if rows else 0.0), len(rows)
 
 
+def retrain_round(engine: LocalEngine, labelled: int = 200) -> dict[str, Any]:
+    """Label some digits (as people would, under labels/<class>/), run the retraining branch."""
+    import json
+
+    train_set, _ = digits.split()
+    s3 = engine.client("s3")
+    for digit in train_set[:labelled]:
+        s3.put_object(Bucket=engine.config.bucket, Key=f"labels/{digit.label}/d{digit.index:04d}.png", Body=digit.png)
+    description = engine.run({"mode": "retrain"}, timeout=1800)
+    if description["status"] != "SUCCEEDED":
+        return {"outcome": description["status"], "reason": str(description.get("cause")), "labelled": labelled}
+    return {**json.loads(description["output"])["outcome"], "labelled": labelled}
+
+
 def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time_zone: str = "UTC",
-             console: Console | None = None) -> DemoResult:
+             console: Console | None = None, faults: str | None = None, retrain: bool = False) -> DemoResult:
     console = console or Console()
     config = LocalConfig(batch_size=batch_size, max_concurrency=concurrency, time_zone=time_zone)
+    if faults is not None:  # a fault plan to rehearse failures (workflow/faults.py)
+        config.faults = faults
     with LocalEngine(config) as engine:
         console.print(f"embedded engine up: bucket [bold]{config.bucket}[/], state machine [bold]{config.name}[/]")
         model_version = publish_demo_model(engine, console)
@@ -116,6 +134,7 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
         output = _output(description)
         failures = _failures(engine, run_id)
         acc, _ = accuracy(engine, truth)
+        retraining = retrain_round(engine) if retrain else {}
         return DemoResult(
             status=description["status"],
             run_id=run_id,
@@ -128,6 +147,7 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
             failures=failures,
             output=output,
             model_version=model_version,
+            retraining=retraining,
         )
 
 
@@ -170,3 +190,7 @@ def print_result(result: DemoResult, console: Console) -> None:
             table.add_row(failure["image"]["key"], failure["stage"], failure["reason"])
         console.print(table)
     console.print(f"accuracy against the true labels: [bold]{result.accuracy:.3f}[/]")
+    if result.retraining:
+        console.print(f"\nretraining round ({{\"mode\": \"retrain\"}}, as the weekly schedule does) on "
+                      f"{result.retraining['labelled']} digits labelled under labels/<class>/: "
+                      f"[bold]{result.retraining['outcome']}[/]\n  {result.retraining.get('reason', '')}")

@@ -71,6 +71,15 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class InjectedFault(Exception):
+    """An error a fault hook raises with the error name Step Functions should see, e.g.
+    "Lambda.TooManyRequestsException" or "Sandbox.Timedout", which no Python class name can be."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
 def install() -> None:
     """Add the bridge to botocore's built-in handlers; clients made from now on carry it."""
     global _installed
@@ -141,7 +150,7 @@ def _on_invoke(params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict
         error = True
         payload = json.dumps(
             {
-                "errorType": type(exc).__name__,
+                "errorType": exc.error_type if isinstance(exc, InjectedFault) else type(exc).__name__,
                 "errorMessage": str(exc),
                 "stackTrace": traceback.format_exception(exc)[-5:],
             }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,18 +19,22 @@ from infra.resource_spec import (
     FAILURES,
     FUNCTIONS,
     IMAGES_PREFIX,
+    LABELS_PREFIX,
     MODELS_PREFIX,
     PIPE_BATCH_SIZE,
     PIPE_WINDOW_SECONDS,
     PREDICTIONS,
     RUN_STATE,
+    RUNS_PREFIX,
     TABLES,
     function_arn_placeholder,
     upload_event_pattern,
 )
-from workflow import lambda_bridge
+from workflow import lambda_bridge, moto_patches
 from workflow.definition import adapt_for_local_engine, render
+from workflow.faults import FaultPlan
 from workflow.local_pipe import LocalPipe
+from workflow.moto_transactions import cheap_moto_transactions
 
 MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
@@ -49,9 +52,12 @@ class LocalConfig:
     batch_size: int = 32
     max_concurrency: int = 2
     time_zone: str = "UTC"
+    min_new_labels: int = 50
     pipe_batch_size: int = PIPE_BATCH_SIZE
     pipe_window_seconds: float = PIPE_WINDOW_SECONDS
     extra_settings: dict[str, str] = field(default_factory=dict)
+    # A fault plan (workflow/faults.py): chosen Lambda invocations fail, time out or throttle.
+    faults: str = field(default_factory=lambda: os.environ.get("BATCHINFER_FAULTS", ""))
 
     @property
     def bucket(self) -> str:
@@ -84,6 +90,7 @@ class LocalConfig:
             "BATCHINFER_BATCH_SIZE": str(self.batch_size),
             "BATCHINFER_MAX_CONCURRENCY": str(self.max_concurrency),
             "BATCHINFER_MODEL_REFRESH_SECONDS": "0",
+            "BATCHINFER_MIN_NEW_LABELS": str(self.min_new_labels),
         }
         for table in TABLES:
             env[table.setting] = self.table_name(table.logical_id)
@@ -102,6 +109,7 @@ class LocalEngine:
     def __init__(self, config: LocalConfig | None = None, port: int | None = None):
         self.config = config or LocalConfig()
         self.port = port
+        self.faults = FaultPlan.parse(self.config.faults)  # a bad rule fails here, before anything starts
         self._mock: Any = None
         self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -141,15 +149,17 @@ class LocalEngine:
         if self.port:
             self._start_server()
         else:
-            self._mock = mock_aws(config=MOTO_CONFIG)
+            self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
-        serialize_moto_dynamodb()
+        moto_patches.install()
+        cheap_moto_transactions()
         _reset_function_caches()
         lambda_bridge.register(
             [
                 lambda_bridge.FunctionSpec(self.config.function_name(fn), path)
                 for fn, path in FUNCTIONS.items()
-            ]
+            ],
+            fault_hook=self.faults or None,
         )
         self.create_resources()
         self.deploy_definition()
@@ -248,7 +258,17 @@ class LocalEngine:
             dynamodb.create_table(**request)
 
     def substitutions(self) -> dict[str, str]:
-        return {function_arn_placeholder(fn): self.config.function_arn(fn) for fn in FUNCTIONS}
+        values = {function_arn_placeholder(fn): self.config.function_arn(fn) for fn in FUNCTIONS}
+        # The SageMaker hook cannot run here; its values only have to be well formed.
+        values.update({
+            "EventBusName": "default",
+            "SageMakerRoleArn": f"arn:aws:iam::{self.config.account}:role/{self.config.name}-training",
+            "TrainingImageUri": f"{self.config.account}.dkr.ecr.{self.config.region}.amazonaws.com/trainer:latest",
+            "TrainingInstanceType": "ml.m5.large",
+            "LabelsUri": f"s3://{self.config.bucket}/{LABELS_PREFIX}",
+            "TrainingOutputUri": f"s3://{self.config.bucket}/{RUNS_PREFIX}training/",
+        })
+        return values
 
     def deploy_definition(self) -> None:
         definition = adapt_for_local_engine(render(self.substitutions()))
@@ -305,30 +325,6 @@ class LocalEngine:
     @property
     def state_table(self) -> str:
         return self.table(RUN_STATE)
-
-
-_dynamodb_lock = threading.RLock()
-
-
-def serialize_moto_dynamodb() -> None:
-    """Run moto's DynamoDB requests one at a time.
-
-    Map iterations run on threads, and moto's TransactWriteItems deep-copies tables while
-    other threads write to them. DynamoDB itself serializes conflicting writes; one lock
-    around moto's request handling gives the same (stricter) guarantee locally.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    if getattr(DynamoHandler.call_action, "_serialized", False):
-        return
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with _dynamodb_lock:
-            return original(self)
-
-    call_action._serialized = True  # type: ignore[attr-defined]
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 def _reset_function_caches() -> None:

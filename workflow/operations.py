@@ -141,7 +141,7 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
                 opened["entry"]["seconds"] = _seconds(opened["start"], event["timestamp"])
                 opened["entry"]["status"] = "done"
         elif kind in ("ExecutionFailed", "TaskFailed", "LambdaFunctionFailed", "MapRunFailed"):
-            details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+            details: dict[str, Any] = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
             timeline.append({"state": kind, "type": "error", "entered": event["timestamp"].isoformat(
                 timespec="milliseconds"), "seconds": None,
                 "status": f"{details.get('error', '')}: {str(details.get('cause', ''))[:200]}"})
@@ -174,3 +174,101 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
 def replay_run(target: Target, run_id: str) -> str:
     description = describe(target, run_id)  # an unknown run id fails here, clearly
     return start_run(target, "replay", replay_of=description["name"])
+
+
+# Presigned links expire: SigV4 allows at most 7 days; an hour is the default.
+DEFAULT_LINK_SECONDS = 3600
+MAX_LINK_SECONDS = 7 * 24 * 3600
+
+
+def list_predictions(target: Target, date: str | None = None, limit: int = 50, links: bool = False,
+                     expires: int = DEFAULT_LINK_SECONDS) -> list[dict[str, Any]]:
+    """Prediction rows, newest first; with `links`, a presigned GET of each image version.
+
+    The bucket stays private: a link names the exact version (VersionId) and stops working
+    after `expires` seconds.
+    """
+    from botocore.config import Config
+
+    from lambdas.settings import Settings
+    from lambdas.stores import COUNTED, MODEL_PREFIX, from_item, query_all, scan_all, to_item
+
+    if not 1 <= expires <= MAX_LINK_SECONDS:
+        raise TargetError(f"--expires must be between 1 and {MAX_LINK_SECONDS} seconds (7 days), got {expires}")
+    if date is not None:
+        try:
+            datetime.strptime(date, "%Y-%m-%d")
+        except ValueError:
+            raise TargetError(f"--date must be a day as YYYY-MM-DD, got {date!r}") from None
+    dynamodb = target.client("dynamodb")
+    if date is None:
+        rows = [r for r in scan_all(dynamodb, TableName=target.predictions_table)
+                if str(r["sk"]).startswith(MODEL_PREFIX)]
+    else:
+        # The by_date index holds the COUNTED marker of each image version, spread over shards.
+        counted = [
+            row
+            for shard in range(Settings.count_shards)
+            for row in query_all(dynamodb, TableName=target.predictions_table, IndexName="by_date",
+                                 KeyConditionExpression="date_shard = :d",
+                                 ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))
+            if row["sk"] == COUNTED
+        ]
+        rows = []
+        for start in range(0, len(counted), 100):
+            keys = [to_item({"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]})
+                    for r in counted[start:start + 100]]
+            request: dict[str, Any] = {target.predictions_table: {"Keys": keys}}
+            while request:
+                response = dynamodb.batch_get_item(RequestItems=request)
+                rows.extend(from_item(i) for i in response["Responses"].get(target.predictions_table, []))
+                request = response.get("UnprocessedKeys") or {}
+    rows.sort(key=lambda r: (r.get("captured_at", ""), r["image_id"]), reverse=True)
+    # SigV4 links: they carry X-Amz-Expires, and every region accepts them.
+    s3 = target.client("s3", config=Config(signature_version="s3v4")) if links else None
+    listed = []
+    for row in rows[:limit]:
+        entry = {
+            "date": row["date"],
+            "class": row["predicted_class"],
+            "confidence": row["confidence"],
+            "captured_at": row["captured_at"],
+            "model_version": row["model_version"],
+            "image": row["image_uri"],
+            "run_id": row["run_id"],
+        }
+        if s3 is not None:
+            entry["link"] = s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": row["bucket"], "Key": row["key"], "VersionId": row["version_id"]},
+                ExpiresIn=expires,
+            )
+            entry["link_expires_in"] = expires
+        listed.append(entry)
+    return listed
+
+
+def list_models(target: Target) -> list[dict[str, Any]]:
+    """Every model in the registry (s3://<bucket>/models/<name>/): versions, metrics, the current one."""
+    from infra.resource_spec import MODELS_PREFIX
+    from lambdas.model_registry import ModelError, ModelRegistry
+
+    s3 = target.client("s3")
+    names = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=MODELS_PREFIX,
+                                                              Delimiter="/"):
+        names += [p["Prefix"][len(MODELS_PREFIX):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    models = []
+    for name in names:
+        registry = ModelRegistry(f"s3://{target.bucket}/{MODELS_PREFIX}{name}", s3_client=s3)
+        try:
+            current: str | None = registry.current_version()
+        except ModelError:
+            current = None
+        for version in registry.versions():
+            metrics = registry.metrics(version)
+            models.append({"model": name, "version": version, "current": version == current,
+                           "accuracy": metrics.get("accuracy"), "held_out": metrics.get("held_out"),
+                           "trained_on": metrics.get("trained_on"), "base_version": metrics.get("base_version"),
+                           "metrics": metrics})
+    return models

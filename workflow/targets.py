@@ -28,12 +28,12 @@ class Target:
     endpoint_url: str | None = None
     profile: str | None = None
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, config: Any = None) -> Any:
         if self.kind == "local":  # moto takes any credentials; never use a real account's here
             return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
-                                aws_access_key_id="local", aws_secret_access_key="local")
+                                aws_access_key_id="local", aws_secret_access_key="local", config=config)
         session = boto3.session.Session(profile_name=self.profile, region_name=self.region)
-        return session.client(service, endpoint_url=self.endpoint_url)
+        return session.client(service, endpoint_url=self.endpoint_url, config=config)
 
     @property
     def predictions_table(self) -> str:

@@ -1,4 +1,4 @@
-"""The zip-packaged Lambda functions (ListNewVersions, RecordBatchFailure, AggregateDailyCounts),
+"""The zip-packaged Lambda functions (every function of the spec that does not run TensorFlow),
 and what every batchinfer function shares: its environment, its role, its log group."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from infra.assets import LAMBDA_CODE_EXCLUDE, REPO_ROOT
 from infra.config import DeployConfig
 from infra.constructs.storage import Storage
 from infra.resource_spec import (
+    CONTAINER_FUNCTIONS,
     DAILY_COUNTS,
     FAILURES,
     FUNCTIONS,
@@ -34,6 +35,7 @@ from infra.resource_spec import (
     RUNS_PREFIX,
     TABLES,
 )
+from lambdas.model_registry import POINTER_FILE
 
 CLASSIFY_BATCH = "ClassifyBatch"  # the container function, built by the Inference construct
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -54,6 +56,12 @@ def function_environment(config: DeployConfig, storage: Storage) -> dict[str, st
         "BATCHINFER_BATCH_SIZE": str(config.batch_size),
         "BATCHINFER_MAX_CONCURRENCY": str(config.max_concurrency),
         "BATCHINFER_MODEL_REFRESH_SECONDS": str(MODEL_REFRESH_SECONDS),
+        "BATCHINFER_MIN_NEW_LABELS": str(config.min_new_labels),
+        "BATCHINFER_PROMOTION_MARGIN": str(config.promotion_margin),
+        "BATCHINFER_HOLDOUT_PERCENT": str(config.holdout_percent),
+        "BATCHINFER_TRAINING_HOOK": config.training_hook,
+        "BATCHINFER_TRAIN_EPOCHS": str(config.train_epochs),
+        "BATCHINFER_LOW_CONFIDENCE": str(config.low_confidence),
         "POWERTOOLS_SERVICE_NAME": "batchinfer",
         "POWERTOOLS_METRICS_NAMESPACE": "batchinfer",
         "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -95,9 +103,14 @@ def allow(role: iam.Role, actions: Sequence[str], resources: Sequence[str], **co
     )
 
 
+# Zip functions that need more than the default 5 minutes: CollectTrainingData scans the
+# predictions table for the low-confidence export.
+TIMEOUT_SECONDS = {"CollectTrainingData": 900}
+
+
 class Functions(Construct):
-    """Every function of the spec but ClassifyBatch: small Python functions on the managed runtime
-    (boto3 included), with Powertools from its public layer."""
+    """Every function of the spec but the container ones: small Python functions on the managed
+    runtime (boto3 included), with Powertools from its public layer."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, storage: Storage) -> None:
         super().__init__(scope, construct_id)
@@ -117,7 +130,7 @@ class Functions(Construct):
         environment = function_environment(config, storage)
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
-        for name in [fn for fn in FUNCTIONS if fn != CLASSIFY_BATCH]:
+        for name in [fn for fn in FUNCTIONS if fn not in CONTAINER_FUNCTIONS]:
             log_group = function_log_group(self, name)
             role = function_role(self, name, log_group)
             self.roles[name] = role
@@ -132,7 +145,7 @@ class Functions(Construct):
                 layers=[powertools],
                 role=role,
                 memory_size=512,
-                timeout=cdk.Duration.minutes(5),
+                timeout=cdk.Duration.seconds(TIMEOUT_SECONDS.get(name, 300)),
                 environment=environment,
                 logging_format=lambda_.LoggingFormat.JSON,
                 log_group=log_group,
@@ -153,9 +166,9 @@ class Functions(Construct):
                     "matching public Powertools layer."
                 },
             )
-        self._grant(storage)
+        self._grant(storage, config)
 
-    def _grant(self, storage: Storage) -> None:
+    def _grant(self, storage: Storage, config: DeployConfig) -> None:
         """Exactly the calls each function's code makes (lambdas/stores.py, listing.py, ...)."""
         bucket = storage.bucket
         predictions = storage.table(PREDICTIONS).table_arn
@@ -199,8 +212,30 @@ class Functions(Construct):
         allow(role, ["dynamodb:Query", "dynamodb:UpdateItem"], [counts])
         allow(role, ["dynamodb:Query"], [failures])
 
-        for name in ("ListNewVersions", "BuildReplayManifest"):
-            for prefix in (IMAGES_PREFIX, RUNS_PREFIX):
+        # CollectTrainingData: lists labels/<class>/ (ListObjectsV2), reads the registry's pointer and
+        # the current version's labels.json (GetObject), the training checkpoint (GetItem), scans the
+        # predictions for the low-confidence export (Scan), and writes the train / held-out
+        # manifests and the export under runs/<run>/ (PutObject). ListBucket is not limited to
+        # labels/: without it a missing current.json reads as AccessDenied, not as missing.
+        role = self.roles["CollectTrainingData"]
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}*")])
+        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        allow(role, ["dynamodb:GetItem"], [state])
+        allow(role, ["dynamodb:Scan"], [predictions])
+
+        # PromoteIfBetter: the registry's pointer (PutObject of models/<name>/current.json, nothing
+        # else) and the training checkpoint (a conditional PutItem).
+        role = self.roles["PromoteIfBetter"]
+        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}{config.model_name}/{POINTER_FILE}")])
+        allow(role, ["dynamodb:PutItem"], [state])
+
+        for name, prefixes in (
+            ("ListNewVersions", (IMAGES_PREFIX, RUNS_PREFIX)),
+            ("BuildReplayManifest", (IMAGES_PREFIX, RUNS_PREFIX)),
+            ("CollectTrainingData", (MODELS_PREFIX, RUNS_PREFIX)),
+        ):
+            for prefix in prefixes:
                 acknowledge(
                     self.roles[name],
                     {object_prefix_finding(bucket, prefix): object_prefix_reason(prefix)},

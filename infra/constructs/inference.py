@@ -1,4 +1,5 @@
-"""Inference: ClassifyBatch, the TensorFlow classifier, as a Lambda container image function."""
+"""Inference: ClassifyBatch, the TensorFlow classifier, as a Lambda container image function, and
+how every container function is built from the one image of inference_image/."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.acknowledgements import (
@@ -38,6 +40,54 @@ from infra.resource_spec import (
 NAME = "ClassifyBatch"
 
 
+def image_code(function: str) -> lambda_.DockerImageCode:
+    """The image of inference_image/Dockerfile, running the spec's handler of `function`.
+
+    Every container function builds from the same directory, Dockerfile and options, so they share
+    one image asset (built and pushed once); only the command differs.
+    """
+    return lambda_.DockerImageCode.from_image_asset(
+        directory=str(REPO_ROOT),
+        file="inference_image/Dockerfile",
+        exclude=IMAGE_EXCLUDE,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+        cmd=[FUNCTIONS[function]],
+    )
+
+
+def container_function(
+    scope: Construct,
+    function: str,
+    *,
+    config: DeployConfig,
+    storage: Storage,
+    role: iam.Role,
+    log_group: logs.ILogGroup,
+    memory_mb: int,
+    timeout_seconds: int,
+    description: str,
+    reserved_concurrency: int | None = None,
+) -> lambda_.DockerImageFunction:
+    return lambda_.DockerImageFunction(
+        scope,
+        function,
+        function_name=f"{config.prefix}-{function}",
+        description=f"batchinfer {function} ({FUNCTIONS[function]}), {description}",
+        code=image_code(function),
+        architecture=lambda_.Architecture.X86_64,
+        memory_size=memory_mb,
+        timeout=cdk.Duration.seconds(timeout_seconds),
+        reserved_concurrent_executions=reserved_concurrency,
+        # Models (and for training, the labelled images' model files) go to /tmp.
+        ephemeral_storage_size=cdk.Size.mebibytes(2048),
+        environment=function_environment(config, storage),
+        role=role,
+        logging_format=lambda_.LoggingFormat.JSON,
+        log_group=log_group,
+        tracing=lambda_.Tracing.ACTIVE,
+    )
+
+
 class Inference(Construct):
     """The image is built from inference_image/Dockerfile with the repository root as its context.
 
@@ -48,28 +98,17 @@ class Inference(Construct):
         super().__init__(scope, construct_id)
         log_group = function_log_group(self, NAME)
         self.role = function_role(self, NAME, log_group)
-        self.function = lambda_.DockerImageFunction(
+        self.function = container_function(
             self,
             NAME,
-            function_name=f"{config.prefix}-{NAME}",
-            description=f"batchinfer {NAME} ({FUNCTIONS[NAME]}), TensorFlow in a container image",
-            code=lambda_.DockerImageCode.from_image_asset(
-                directory=str(REPO_ROOT),
-                file="inference_image/Dockerfile",
-                exclude=IMAGE_EXCLUDE,
-                platform=ecr_assets.Platform.LINUX_AMD64,
-            ),
-            architecture=lambda_.Architecture.X86_64,
-            memory_size=config.classify_memory_mb,
-            timeout=cdk.Duration.seconds(config.classify_timeout_seconds),
-            reserved_concurrent_executions=config.classify_reserved_concurrency,
-            # The model is downloaded to /tmp once per container.
-            ephemeral_storage_size=cdk.Size.mebibytes(2048),
-            environment=function_environment(config, storage),
+            config=config,
+            storage=storage,
             role=self.role,
-            logging_format=lambda_.LoggingFormat.JSON,
             log_group=log_group,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=config.classify_memory_mb,
+            timeout_seconds=config.classify_timeout_seconds,
+            reserved_concurrency=config.classify_reserved_concurrency,
+            description="TensorFlow in a container image",
         )
         self._grant(storage)
         acknowledge(
@@ -95,7 +134,9 @@ class Inference(Construct):
         # One transaction per chunk: conditional Puts of predictions and COUNTED markers and an
         # Update of a counter shard (IAM checks PutItem / UpdateItem for TransactWriteItems);
         # FAILED markers and failure records with BatchWriteItem; the batch result with PutItem.
-        allow(role, ["dynamodb:PutItem", "dynamodb:BatchWriteItem"], [storage.table(PREDICTIONS).table_arn])
+        # A retried batch that finds its own earlier writes asks which run counted them (BatchGetItem).
+        allow(role, ["dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"],
+              [storage.table(PREDICTIONS).table_arn])
         allow(role, ["dynamodb:UpdateItem"], [storage.table(DAILY_COUNTS).table_arn])
         allow(role, ["dynamodb:BatchWriteItem"], [storage.table(FAILURES).table_arn])
         allow(role, ["dynamodb:PutItem"], [storage.table(RUN_STATE).table_arn])

@@ -31,7 +31,9 @@ class Workflow(Construct):
         config: DeployConfig,
         storage: Storage,
         functions: dict[str, lambda_.IFunction],
+        parameters: dict[str, str],
     ) -> None:
+        """`functions` fill the definition's function ARN placeholders, `parameters` the others."""
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         self.state_machine_name = config.prefix
@@ -61,7 +63,8 @@ class Workflow(Construct):
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="batchinfer state machine: its functions, the run manifests, its own child runs",
+            description="batchinfer state machine: its functions, the run manifests, its own child runs, "
+            "the retraining outcome event and hook",
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -88,7 +91,8 @@ class Workflow(Construct):
             state_machine_type=sfn.StateMachineType.STANDARD,
             definition_body=sfn.DefinitionBody.from_string(definition_text()),
             definition_substitutions={
-                function_arn_placeholder(name): fn.function_arn for name, fn in functions.items()
+                **{function_arn_placeholder(name): fn.function_arn for name, fn in functions.items()},
+                **parameters,
             },
             role=self.role,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),

@@ -32,8 +32,58 @@ def test_context_strings_become_typed_values() -> None:
         ({"stage": "Prod_1"}, "stage"),
         ({"classify_timeout_seconds": 1200}, "classify_timeout_seconds"),
         ({"pipe_window_seconds": 0}, "pipe_window_seconds"),
+        ({"training_hook": "batch"}, "training_hook"),
+        ({"training_hook_function_arn": "my-function"}, "training_hook_function_arn"),
+        ({"training_image_uri": "docker.io/me/trainer:1"}, "training_image_uri"),
+        ({"training_instance_type": "m5.large"}, "training_instance_type"),
+        ({"training_memory_mb": 20000}, "training_memory_mb"),
+        ({"promotion_margin": "a lot"}, "promotion_margin"),
+        ({"low_confidence": 1.5}, "low_confidence"),
+        ({"holdout_percent": 100}, "holdout_percent"),
+        ({"min_new_labels": 0}, "min_new_labels"),
+        ({"event_bus_name": "my bus"}, "event_bus_name"),
     ],
 )
 def test_a_bad_value_fails_naming_its_key(values: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         DeployConfig.from_values(values)
+
+
+def test_the_sagemaker_hook_without_an_image_fails_saying_what_to_set() -> None:
+    with pytest.raises(ConfigError) as error:
+        DeployConfig.from_values({"training_hook": "sagemaker"})
+    assert "training_hook=sagemaker needs training_image_uri" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_the_sagemaker_hook_needs_a_model_name_that_fits_a_training_job_name() -> None:
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1"
+    with pytest.raises(ConfigError, match="model_name"):
+        DeployConfig.from_values({"training_hook": "sagemaker", "training_image_uri": image, "model_name": "my_model"})
+    config = DeployConfig.from_values({"training_hook": "sagemaker", "training_image_uri": image})
+    assert (config.training_hook, config.training_image_uri) == ("sagemaker", image)
+
+
+def test_a_user_training_hook_is_a_lambda_hook() -> None:
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:my-trainer"
+    assert DeployConfig.from_values({"training_hook_function_arn": arn}).training_hook_function_arn == arn
+    with pytest.raises(ConfigError, match="training_hook_function_arn needs training_hook=lambda"):
+        DeployConfig.from_values(
+            {
+                "training_hook": "sagemaker",
+                "training_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:1",
+                "training_hook_function_arn": arn,
+            }
+        )
+
+
+def test_retraining_numbers_come_from_context_strings() -> None:
+    config = DeployConfig.from_values({"promotion_margin": "0.02", "low_confidence": "0.5", "holdout_percent": "25"})
+    assert (config.promotion_margin, config.low_confidence, config.holdout_percent) == (0.02, 0.5, 25)
+
+
+def test_synth_without_the_training_image_fails_before_building_anything(cdk_context: dict[str, Any]) -> None:
+    from infra.app import build_app
+
+    with pytest.raises(ConfigError, match="training_hook=sagemaker needs training_image_uri"):
+        build_app(context={**cdk_context, "training_hook": "sagemaker"})

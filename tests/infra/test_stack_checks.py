@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aws_cdk as cdk
 import pytest
@@ -13,8 +12,13 @@ pytestmark = pytest.mark.infra
 
 PLACEHOLDER_REASONS = {"", "todo", "tbd", "n/a", "na", "none", "reason", "placeholder", "suppressed", "ok"}
 
+# The default deployment, and the one with the SageMaker training hook (more grants, more findings).
+VARIANTS = ["synthesized", "synthesized_sagemaker"]
 
-def test_cdk_nag_finds_no_unacknowledged_error(synthesized: Any) -> None:
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cdk_nag_finds_no_unacknowledged_error(variant: str, request: pytest.FixtureRequest) -> None:
+    synthesized = request.getfixturevalue(variant)
     report = AwsSolutionsChecks(verbose=True).validate_scope(synthesized.app)
     errors = [
         f"{v.rule_name} at {[r.construct_path for r in v.violating_resources]}: {v.description}"
@@ -24,7 +28,9 @@ def test_cdk_nag_finds_no_unacknowledged_error(synthesized: Any) -> None:
     assert errors == []
 
 
-def test_every_acknowledgement_gives_a_real_reason(synthesized: Any) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_acknowledgement_gives_a_real_reason(variant: str, request: pytest.FixtureRequest) -> None:
+    synthesized = request.getfixturevalue(variant)
     acknowledged: dict[str, str] = {}
     for construct in synthesized.app.node.find_all():
         for entry in construct.node.metadata:
@@ -38,7 +44,9 @@ def test_every_acknowledgement_gives_a_real_reason(synthesized: Any) -> None:
         assert len(text.split()) >= 5, f"{key}: the reason {text!r} does not say why"
 
 
-def test_cfn_lint_reports_no_error(synthesized: Any) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cfn_lint_reports_no_error(variant: str, request: pytest.FixtureRequest) -> None:
+    synthesized = request.getfixturevalue(variant)
     from cfnlint.api import ManualArgs, lint_file
 
     matches = lint_file(Path(synthesized.template_file), ManualArgs(regions=["us-east-1"]))

@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from infra.resource_spec import (
+    CONTAINER_FUNCTIONS,
     FUNCTIONS,
     IMAGES_PREFIX,
     PIPE_BATCH_SIZE,
@@ -92,6 +93,31 @@ def test_classify_batch_is_a_container_image_function(synthesized: Any) -> None:
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
 
 
+@pytest.mark.parametrize(
+    ("name", "memory", "timeout"), [("TrainingHook", 10240, 900), ("EvaluateCandidate", 3008, 900)]
+)
+def test_the_retraining_steps_that_run_tensorflow_are_container_functions(
+    synthesized: Any, name: str, memory: int, timeout: int
+) -> None:
+    function = _function(synthesized, name)
+    assert function["PackageType"] == "Image"
+    assert (function["MemorySize"], function["Timeout"]) == (memory, timeout)
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["LoggingConfig"]["LogFormat"] == "JSON"
+
+
+@pytest.mark.parametrize("name", CONTAINER_FUNCTIONS)
+def test_each_container_function_runs_the_handler_of_the_spec(synthesized: Any, name: str) -> None:
+    assert _function(synthesized, name)["ImageConfig"] == {"Command": [FUNCTIONS[name]]}
+
+
+def test_the_container_functions_share_one_image(synthesized: Any) -> None:
+    images = {json.dumps(_function(synthesized, name)["Code"]["ImageUri"]) for name in CONTAINER_FUNCTIONS}
+    assert len(images) == 1
+    assets = json.loads((synthesized.template_file.parent / "Batchinfer.assets.json").read_text())
+    assert len(assets["dockerImages"]) == 1
+
+
 def test_the_image_is_built_at_deploy_time_from_the_repository_root(synthesized: Any) -> None:
     """Synth only fingerprints and stages the build context: no Docker is needed until deploy."""
     assets = json.loads((synthesized.template_file.parent / "Batchinfer.assets.json").read_text())
@@ -103,13 +129,15 @@ def test_the_image_is_built_at_deploy_time_from_the_repository_root(synthesized:
     assert {
         "inference_image/Dockerfile",
         "inference_image/handler.py",
+        "inference_image/retrain_handlers.py",
         "lambdas/stores.py",
+        "lambdas/model_registry.py",
         "infra/resource_spec.py",
     } <= staged
     assert not any(p.startswith((".venv/", ".git/", "tests/", "infra/constructs/")) for p in staged)
 
 
-@pytest.mark.parametrize("name", [name for name in FUNCTIONS if name != "ClassifyBatch"])
+@pytest.mark.parametrize("name", [name for name in FUNCTIONS if name not in CONTAINER_FUNCTIONS])
 def test_zip_functions_run_the_handlers_of_the_spec_on_python_312(synthesized: Any, name: str) -> None:
     function = _function(synthesized, name)
     assert function["Runtime"] == "python3.12"
@@ -132,6 +160,33 @@ def test_every_function_gets_the_settings_the_local_engine_sets(synthesized: Any
     assert env["BATCHINFER_TIME_ZONE"] == "UTC"
     assert env["POWERTOOLS_SERVICE_NAME"] == "batchinfer"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "batchinfer"
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_every_function_gets_the_retraining_settings_of_cdk_json(synthesized: Any, name: str) -> None:
+    env = _function(synthesized, name)["Environment"]["Variables"]
+    assert {k: v for k, v in env.items() if k in RETRAINING_SETTINGS} == RETRAINING_SETTINGS
+
+
+# The defaults in cdk.json, as lambdas/settings.py reads them.
+RETRAINING_SETTINGS = {
+    "BATCHINFER_MIN_NEW_LABELS": "50",
+    "BATCHINFER_PROMOTION_MARGIN": "0.0",
+    "BATCHINFER_HOLDOUT_PERCENT": "20",
+    "BATCHINFER_TRAINING_HOOK": "lambda",
+    "BATCHINFER_TRAIN_EPOCHS": "5",
+    "BATCHINFER_LOW_CONFIDENCE": "0.6",
+}
+
+
+def test_the_retraining_settings_are_those_the_functions_read() -> None:
+    from lambdas.settings import load_settings
+
+    env = {"BATCHINFER_BUCKET": "b", "BATCHINFER_MODEL_REGISTRY": "s3://b/models/digits", **RETRAINING_SETTINGS}
+    env.update({spec.setting: spec.logical_id for spec in TABLES})
+    settings = load_settings(env)
+    assert (settings.min_new_labels, settings.promotion_margin, settings.holdout_percent) == (50, 0.0, 20)
+    assert (settings.training_hook, settings.train_epochs, settings.low_confidence) == ("lambda", 5, 0.6)
 
 
 def test_every_function_logs_to_its_own_log_group_with_retention(synthesized: Any) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra.resource_spec import FUNCTIONS, function_arn_placeholder
+from infra.resource_spec import DEFINITION_PARAMETERS, FUNCTIONS, function_arn_placeholder
 from workflow.definition import DefinitionError, adapt_for_local_engine, definition_text, placeholders, render
 
 pytestmark = pytest.mark.unit
@@ -18,12 +18,13 @@ LAMBDA_RETRY_ERRORS = {
 
 
 def substitutions() -> dict[str, str]:
-    return {function_arn_placeholder(f): f"arn:aws:lambda:us-east-1:1:function:{f}" for f in FUNCTIONS}
+    values = {function_arn_placeholder(f): f"arn:aws:lambda:us-east-1:1:function:{f}" for f in FUNCTIONS}
+    return {**values, **{name: f"value-of-{name}" for name in DEFINITION_PARAMETERS}}
 
 
 def test_the_file_is_json_and_its_placeholders_are_the_function_arns() -> None:
     json.loads(definition_text())
-    assert placeholders() == {function_arn_placeholder(f) for f in FUNCTIONS}
+    assert placeholders() == {function_arn_placeholder(f) for f in FUNCTIONS} | set(DEFINITION_PARAMETERS)
 
 
 def test_render_fills_every_placeholder_and_refuses_a_missing_one() -> None:
@@ -45,7 +46,7 @@ def all_states(states: dict) -> dict:
 
 def test_every_lambda_task_retries_the_lambda_service_errors() -> None:
     states = all_states(render(substitutions())["States"])
-    tasks = {n: s for n, s in states.items() if s["Type"] == "Task"}
+    tasks = {n: s for n, s in states.items() if s.get("Resource") == "arn:aws:states:::lambda:invoke"}
     assert set(tasks) >= set(FUNCTIONS)
     for name, task in tasks.items():
         retried = {e for r in task["Retry"] if r.get("MaxAttempts", 3) > 0 for e in r["ErrorEquals"]}
@@ -60,6 +61,7 @@ def test_the_classify_batch_failure_is_caught_and_recorded() -> None:
 
 def test_local_adaptation_changes_only_the_child_execution_type() -> None:
     deployed = render(substitutions())
+    json.dumps(deployed)
     local = adapt_for_local_engine(deployed)
     classify_deployed, classify_local = deployed["States"]["Classify"], local["States"]["Classify"]
     assert classify_deployed["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "EXPRESS"

@@ -30,7 +30,7 @@ def free_port() -> int:
 @pytest.fixture
 def served(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[Any]:
     """`batchinfer local serve`, in this process: moto's HTTP API, the bridge, the demo model."""
-    from inference_image.model_registry import ModelRegistry
+    from lambdas.model_registry import ModelRegistry
     from workflow import digits
     from workflow.local_engine import LocalConfig, LocalEngine
 

@@ -122,7 +122,7 @@ def test_malformed_input_fails_the_run_with_a_clear_error(engine: Any, run_input
 
 
 def test_the_time_zone_dates_the_predictions(held_out_digits: list[Any], demo_model: Any) -> None:
-    from inference_image.model_registry import ModelRegistry
+    from lambdas.model_registry import ModelRegistry
     from workflow import digits
     from workflow.local_engine import LocalConfig, LocalEngine
 

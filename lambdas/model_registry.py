@@ -1,7 +1,9 @@
 """Model registry: versions under <root>/<version>/ and a pointer to the current one.
 
 The root is an S3 URI (s3://bucket/models/<name>) or a local folder. A version holds
-`model.keras`, `labels.json` (class names in output order) and `metrics.json`.
+`model.keras`, `labels.json` (class names in output order) and `metrics.json`, and, when it was
+published with inference_image.classifier.publish_model, `model.tflite`: the same model in
+TF-Lite form, which is what serves.
 """
 
 from __future__ import annotations
@@ -81,10 +83,14 @@ class ModelRegistry:
             raise ModelError(f"{self.location}/{POINTER_FILE} must be an object with a 'version' string")
         return str(pointer["version"])
 
-    def fetch(self, version: str) -> ModelVersion:
+    def fetch_labels(self, version: str) -> list[str]:
         labels = self._read_json(f"{version}/{LABELS_FILE}")
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             raise ModelError(f"{self.location}/{version}/{LABELS_FILE} must be a non-empty list of class names")
+        return labels
+
+    def fetch(self, version: str) -> ModelVersion:
+        labels = self.fetch_labels(version)
         try:
             metrics = self._read_json(f"{version}/{METRICS_FILE}")
         except ModelError:
@@ -140,6 +146,9 @@ class ModelRegistry:
             target = self.root / version / MODEL_FILE
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_file, target)
+
+    def write_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
 
     def promote(self, version: str) -> None:
         self._write(POINTER_FILE, json.dumps({"version": version, "promoted_at": utc_now()}).encode())

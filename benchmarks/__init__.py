@@ -1,0 +1,1 @@
+"""Performance benchmark of batchinfer: throughput, cold start, memory and cost, in one run."""

@@ -1,0 +1,68 @@
+"""The built-in training hook: fine-tunes the current Keras model on the labelled images and
+registers the result as a candidate version (never promoted here).
+
+The hook contract, which any training hook keeps (a Lambda function in its place, or a
+SageMaker training job whose container reads the same manifests):
+  in:  {"run_id", "collect": {"train_manifest", "holdout_manifest", "labels", "model_registry",
+        "current_version", "candidate_version", "epochs"}}  (manifests: JSON lists of
+        {"bucket", "key", "label"})
+  out: {"candidate_version", "model_location", "metrics": {...}, "excluded": [{"object", "reason"}]}
+       with model.keras, labels.json and metrics.json written under model_location.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from inference_image.classifier import publish_model
+from inference_image.labelled_sets import load_labelled_set
+from lambdas.model_registry import ModelRegistry
+from lambdas.records import BadRecord
+from lambdas.settings import Settings
+
+REQUIRED = ("train_manifest", "labels", "model_registry", "current_version", "candidate_version")
+
+
+def train_candidate(collect: dict[str, Any], settings: Settings, s3: Any) -> dict[str, Any]:
+    missing = [k for k in REQUIRED if not collect.get(k)]
+    if missing:
+        raise BadRecord(f"the training hook needs {', '.join(missing)} in 'collect'")
+    import keras
+
+    registry = ModelRegistry(collect["model_registry"], s3_client=s3)
+    base = registry.fetch(collect["current_version"])
+    model = keras.models.load_model(base.model_path, compile=False)
+    height, width, channels = model.input_shape[1:4]
+    labels = list(collect["labels"])
+    data = load_labelled_set(s3, collect["train_manifest"], labels, (height, width), channels,
+                             settings.max_image_bytes, settings.max_image_pixels, settings.read_threads)
+    if len(data.targets) == 0:
+        raise BadRecord("no usable labelled image to train on: " + "; ".join(
+            f"{e['object']}: {e['reason']}" for e in data.excluded[:5]))
+    keras.utils.set_random_seed(11)
+    model.compile(optimizer=keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    started = time.perf_counter()
+    history = model.fit(data.images.astype("float32"), data.targets, epochs=int(collect.get("epochs") or 5),
+                        batch_size=32, verbose=0, shuffle=True)
+    metrics = {
+        "base_version": base.version,
+        "trained_on": int(len(data.targets)),
+        "excluded": len(data.excluded),
+        "epochs": int(collect.get("epochs") or 5),
+        "train_accuracy": round(float(history.history["accuracy"][-1]), 4),
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.keras"
+        model.save(path)
+        publish_model(registry, collect["candidate_version"], path, labels, metrics)
+    return {
+        "candidate_version": collect["candidate_version"],
+        "model_location": f"{registry.location}/{collect['candidate_version']}/",
+        "metrics": metrics,
+        "excluded": data.excluded,
+    }

@@ -1,0 +1,17 @@
+"""Lambda entry point of the CollectTrainingData step."""
+
+from typing import Any
+
+from lambdas.dependencies import stores
+from lambdas.model_registry import ModelRegistry
+from lambdas.observability import logger
+from lambdas.training_data import CollectRequest, collect_training_data
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = CollectRequest.from_event(event)
+    logger.append_keys(run_id=request.run_id)
+    s = stores()
+    registry = ModelRegistry(s.settings.model_registry, s3_client=s.source.client)
+    return collect_training_data(request, s.settings, s.source, registry, s.state, s.predictions.client)

@@ -1,0 +1,48 @@
+"""The embedded engine's DynamoDB fixes keep DynamoDB's semantics: a cancelled transaction
+changes nothing, a committed one changes exactly its items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+pytestmark = pytest.mark.integration
+
+
+def put(table: str, key: str, **extra: str) -> dict[str, Any]:
+    item = {"image_id": {"S": key}, "sk": {"S": "MODEL#v1"}, **{k: {"S": v} for k, v in extra.items()}}
+    return {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(image_id)"}}
+
+
+def add(table: str, day: str, n: int) -> dict[str, Any]:
+    return {"Update": {"TableName": table, "Key": {"pk": {"S": day}, "sk": {"S": "cat"}},
+                       "UpdateExpression": "ADD #n :n", "ExpressionAttributeNames": {"#n": "count"},
+                       "ExpressionAttributeValues": {":n": {"N": str(n)}}}}
+
+
+def snapshot(client: Any, table: str) -> list[dict[str, Any]]:
+    return sorted(client.scan(TableName=table)["Items"], key=repr)
+
+
+def test_a_cancelled_transaction_rolls_back_puts_and_updates(engine: Any) -> None:
+    client = engine.client("dynamodb")
+    predictions, counts = engine.predictions_table, engine.counts_table
+    client.transact_write_items(TransactItems=[put(predictions, "a", note="first"), add(counts, "d", 1)])
+    before = (snapshot(client, predictions), snapshot(client, counts))
+    with pytest.raises(ClientError, match="TransactionCanceled"):
+        client.transact_write_items(TransactItems=[
+            put(predictions, "b"), put(predictions, "c"), add(counts, "d", 5),
+            put(predictions, "a", note="second"),  # fails its condition: nothing may stay
+        ])
+    assert (snapshot(client, predictions), snapshot(client, counts)) == before
+
+
+def test_a_committed_transaction_writes_exactly_its_items(engine: Any) -> None:
+    client = engine.client("dynamodb")
+    predictions, counts = engine.predictions_table, engine.counts_table
+    client.transact_write_items(TransactItems=[put(predictions, "a"), add(counts, "d", 1)])
+    client.transact_write_items(TransactItems=[put(predictions, "b"), put(predictions, "c"), add(counts, "d", 2)])
+    assert sorted(i["image_id"]["S"] for i in snapshot(client, predictions)) == ["a", "b", "c"]
+    assert snapshot(client, counts)[0]["count"] == {"N": "3"}

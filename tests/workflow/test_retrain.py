@@ -1,0 +1,161 @@
+"""The retraining branch on the embedded engine: collect, train (real Keras), evaluate, promote."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas.model_registry import ModelRegistry
+from lambdas.stores import stable_shard
+from tests.conftest import output_of, prediction_rows, upload
+from tests.workflow.test_operations import cli, cli_json, served  # noqa: F401  (fixture)
+from workflow import digits
+
+pytestmark = pytest.mark.workflow
+
+
+def is_held_out(key: str) -> bool:
+    return stable_shard(key, 100) < 20  # the default BATCHINFER_HOLDOUT_PERCENT
+
+
+def upload_labelled(engine: Any, items: list[Any], wrong_on_training_side: bool = False) -> None:
+    for digit in items:
+        key_name = f"d{digit.index:04d}.png"
+        label = digit.label
+        if wrong_on_training_side and not is_held_out(f"labels/{label}/{key_name}"):
+            label = str((int(label) + 1) % 10)
+        upload(engine, f"labels/{label}/{key_name}", digit.png)
+
+
+def event_queue(engine: Any) -> str:
+    sqs, events = engine.client("sqs"), engine.client("events")
+    url = sqs.create_queue(QueueName="retraining-outcomes")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="retraining", EventPattern=json.dumps({"source": ["batchinfer"]}))
+    events.put_targets(Rule="retraining", Targets=[{"Id": "q", "Arn": arn}])
+    return str(url)
+
+
+@pytest.fixture
+def weak_engine(engine: Any, held_out_digits: list[Any]) -> Any:
+    """The stack with a deliberately under-trained v1, so that retraining has room to improve."""
+    train_set, _ = digits.split()
+    model, metrics = digits.train(train_set[:60], held_out_digits, epochs=2)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.keras"
+        model.save(path)
+        registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
+        registry.publish("v1", path, digits.LABELS, metrics)
+        registry.promote("v1")
+    return engine
+
+
+def test_new_labels_train_a_better_version_that_is_promoted_and_then_serves(
+    weak_engine: Any, held_out_digits: list[Any]
+) -> None:
+    engine = weak_engine
+    train_set, _ = digits.split()
+    upload_labelled(engine, train_set[:300])
+    for n in range(3):  # corrupt labelled images are reported and left out
+        upload(engine, f"labels/3/corrupt-{n}.png", b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    queue = event_queue(engine)
+
+    description = engine.run({"mode": "retrain"}, timeout=900)
+    assert description["status"] == "SUCCEEDED", description
+    result = output_of(description)
+    outcome = result["outcome"]
+    assert outcome["outcome"] == "promoted", outcome
+    assert outcome["candidate_accuracy"] >= outcome["current_accuracy"]
+    assert outcome["previous_version"] == "v1" and outcome["current_version"] != "v1"
+    corrupt = [e for e in outcome["excluded"] if "corrupt-" in e["object"]]
+    assert len(corrupt) == 3 and all(e["reason"].startswith("not an image") for e in corrupt)
+    assert result["collected"]["train_count"] + result["collected"]["holdout_count"] == 303
+
+    registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
+    new_version = outcome["current_version"]
+    assert registry.current_version() == new_version and registry.versions() == sorted(["v1", new_version])
+    assert registry.metrics(new_version)["accuracy"] == outcome["candidate_accuracy"]
+
+    (message,) = engine.client("sqs").receive_message(QueueUrl=queue)["Messages"]
+    event = json.loads(message["Body"])
+    assert event["detail-type"] == "batchinfer retraining outcome"
+    assert event["detail"]["outcome"] == "promoted" and event["detail"]["current_version"] == new_version
+
+    # Scoring afterwards uses the promoted version, without any redeploy, and records it.
+    upload(engine, "incoming/after.png", held_out_digits[0].png)
+    assert engine.run({"mode": "score"})["status"] == "SUCCEEDED"
+    (row,) = prediction_rows(engine)
+    assert row["model_version"] == new_version
+
+    # The labels are used up: the next round has too little new data and is skipped.
+    again = output_of(engine.run({"mode": "retrain"}))["outcome"]
+    assert again["outcome"] == "skipped"
+    assert again["reason"].startswith("too little new labelled data: 0 new labelled image(s)")
+
+
+def test_a_worse_candidate_is_not_promoted(scoring_engine: Any, held_out_digits: list[Any]) -> None:
+    engine = scoring_engine
+    train_set, _ = digits.split()
+    upload_labelled(engine, train_set[:300], wrong_on_training_side=True)
+    outcome = output_of(engine.run({"mode": "retrain"}, timeout=900))["outcome"]
+    assert outcome["outcome"] == "rejected", outcome
+    assert outcome["candidate_accuracy"] < outcome["current_accuracy"]
+    assert outcome["reason"].startswith("not promoted: candidate")
+    registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
+    assert registry.current_version() == "v1"
+    assert outcome["candidate_version"] in registry.versions()  # kept, with its metrics, for inspection
+
+
+def test_too_little_new_data_skips_training_with_the_reason(scoring_engine: Any) -> None:
+    engine = scoring_engine
+    train_set, _ = digits.split()
+    upload_labelled(engine, train_set[:10])
+    upload(engine, "labels/cat/c.png", train_set[0].png)  # not a class of the model
+    result = output_of(engine.run({"mode": "retrain"}))
+    assert result["outcome"]["outcome"] == "skipped"
+    assert result["outcome"]["reason"] == (
+        "too little new labelled data: 10 new labelled image(s) since the last training, at least 50 needed")
+    assert result["collected"]["notes"] == ["labels/cat/: 1 image(s) left out, 'cat' is not a class of model v1"]
+    assert ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3")).versions() == ["v1"]
+
+
+def test_low_confidence_predictions_are_exported_for_labelling(scoring_engine: Any, held_out_digits: list[Any]) -> None:
+    engine = scoring_engine
+    import io
+
+    from PIL import Image
+
+    noise = io.BytesIO()
+    Image.effect_noise((96, 96), 90).convert("RGB").save(noise, format="PNG")
+    upload(engine, "incoming/noise.png", noise.getvalue())
+    for digit in held_out_digits[:5]:
+        upload(engine, f"incoming/{digit.index}.png", digit.png)
+    assert engine.run({"mode": "score"})["status"] == "SUCCEEDED"
+    collected = output_of(engine.run({"mode": "retrain"}))["collected"]
+    uncertain = [r for r in prediction_rows(engine) if r["confidence"] < 0.6]
+    assert collected["low_confidence_count"] == len(uncertain)
+    bucket, key = collected["low_confidence_export"].removeprefix("s3://").split("/", 1)
+    lines = engine.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode().split("\n")
+    exported = [json.loads(line) for line in lines if line]
+    assert sorted(e["image_uri"] for e in exported) == sorted(r["image_uri"] for r in uncertain)
+
+
+def test_cli_start_retrain_and_models(served: Any) -> None:  # noqa: F811
+    train_set, _ = digits.split()
+    upload_labelled(served, train_set[:80])
+    started = cli_json("start", "--mode", "retrain", "--wait")
+    assert started["status"] == "SUCCEEDED" and started["mode"] == "retrain"
+    outcome = started["output"]["outcome"]
+    assert outcome["outcome"] in ("promoted", "rejected")
+    rows = cli_json("models")
+    by_version = {r["version"]: r for r in rows}
+    assert set(by_version) == {"v1", outcome["candidate_version"]}
+    assert by_version[outcome["candidate_version"]]["accuracy"] == outcome["candidate_accuracy"]
+    serving = [r["version"] for r in rows if r["current"]]
+    assert serving == [outcome["current_version"]]
+    table = cli("models")
+    assert "serving" in table.stdout and outcome["candidate_version"] in table.stdout
