@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,10 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
+
+from workflow.cli import app
+from workflow.targets import write_local_stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -109,3 +114,36 @@ def stored_counts(engine: Any) -> dict[str, dict[str, int]]:
 
 def output_of(description: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(description["output"]))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[Any]:
+    """`batchinfer local serve`, in this process: moto's HTTP API, the bridge, the demo model."""
+    from lambdas.model_registry import ModelRegistry
+    from workflow import digits
+    from workflow.local_engine import LocalConfig, LocalEngine
+
+    monkeypatch.setenv("BATCHINFER_CACHE", str(tmp_path))
+    config = LocalConfig(name="ops", batch_size=8)
+    with LocalEngine(config, port=free_port()) as engine:
+        registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
+        registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
+        registry.promote("v1")
+        write_local_stack(engine.target(), os.getpid())
+        yield engine
+
+
+def cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def cli_json(*args: str) -> Any:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)

@@ -147,9 +147,8 @@ def local_serve(
     import signal
     import threading
 
-    from infra.resource_spec import TABLES
     from workflow.local_engine import LocalConfig, LocalEngine
-    from workflow.targets import Target, local_stack_file, write_local_stack
+    from workflow.targets import local_stack_file, write_local_stack
 
     faults = fault_plan(fault)
     config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
@@ -165,10 +164,7 @@ def local_serve(
             from workflow.demo import publish_demo_model
 
             publish_demo_model(engine, console)
-        target = Target(kind="local", region=config.region, state_machine_arn=engine.state_machine_arn,
-                        bucket=config.bucket, tables={t.logical_id: config.table_name(t.logical_id) for t in TABLES},
-                        endpoint_url=engine.endpoint_url)
-        write_local_stack(target, os.getpid())
+        write_local_stack(engine.target(), os.getpid())
         assert engine.pipe is not None
         engine.pipe.run_forever()
         console.print(f"local stack serving at [bold]{engine.endpoint_url}[/]\n"
@@ -380,11 +376,17 @@ def _print_run(detail: dict[str, Any]) -> None:
         for note in output.get("notes") or []:
             console.print(f"  note: {note}")
     if detail["failures"]:
-        failures = Table(title="failures")
-        for column in ("object", "version", "stage", "reason"):
-            failures.add_column(column)
+        # One row per reason: a failed batch is many items with one cause. --json lists every item.
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for failure in detail["failures"]:
-            failures.add_row(failure["object"], failure["version_id"][:12], failure["stage"], failure["reason"])
+            groups.setdefault((failure["stage"], failure["reason"]), []).append(failure)
+        failures = Table(title=f"{len(detail['failures'])} failed item(s), by reason")
+        for column in ("items", "stage", "reason", "objects"):
+            failures.add_column(column, overflow="fold")
+        for (stage, reason), items in sorted(groups.items(), key=lambda g: -len(g[1])):
+            keys = [f["object"].split("/", 3)[-1] for f in items]
+            shown = ", ".join(keys[:3]) + (f", … {len(keys) - 3} more" if len(keys) > 3 else "")
+            failures.add_row(str(len(items)), stage, reason, shown)
         console.print(failures)
         if output.get("replay"):
             console.print(f"replay them with: [bold]{output['replay']}[/]")

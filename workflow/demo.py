@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infra.resource_spec import IMAGES_PREFIX
 from inference_image.classifier import publish_model
+from infra.resource_spec import IMAGES_PREFIX
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import MODEL_PREFIX, RunStateStore, scan_all
 from workflow import digits

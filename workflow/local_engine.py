@@ -34,7 +34,7 @@ from workflow import lambda_bridge, moto_patches
 from workflow.definition import adapt_for_local_engine, render
 from workflow.faults import FaultPlan
 from workflow.local_pipe import LocalPipe
-from workflow.moto_transactions import cheap_moto_transactions
+from workflow.targets import Target
 
 MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
@@ -152,7 +152,6 @@ class LocalEngine:
             self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
         moto_patches.install()
-        cheap_moto_transactions()
         _reset_function_caches()
         lambda_bridge.register(
             [
@@ -305,6 +304,13 @@ class LocalEngine:
 
     def run(self, run_input: Any, name: str | None = None, timeout: float = 3600) -> dict[str, Any]:
         return self.wait(self.start_execution(run_input, name), timeout)
+
+    def target(self) -> Target:
+        """What the CLI needs to work on this stack (served, it reaches it over HTTP)."""
+        return Target(kind="local", region=self.config.region, state_machine_arn=self.state_machine_arn,
+                      bucket=self.config.bucket,
+                      tables={t.logical_id: self.config.table_name(t.logical_id) for t in TABLES},
+                      endpoint_url=self.endpoint_url)
 
     # -- convenience for the demo, the CLI and tests --------------------------------------------
     def table(self, spec: Any) -> str:

@@ -3,15 +3,14 @@
 1. Requests run one at a time. Map iterations run on threads, and moto's TransactWriteItems
    deep-copies tables while other threads write to them. DynamoDB itself serializes conflicting
    writes; one lock around moto's request handling gives the same (stricter) guarantee.
-2. Transactions cost what they cost in AWS: no more than their own items. moto 5.2.5's
-   `transact_write_items` deep-copies a whole table, for rollback, once for every action that
-   names it: a 25-image transaction (about 53 actions) copies the predictions table 53 times, so a
-   1,000-image run slows to seconds per transaction and grows to gigabytes. Here each table is
-   backed up once per transaction, before any write, as moto intends; and a table that the
-   transaction only puts into, deletes from or checks is backed up by copying its item index, not
-   its items: Put and Delete replace or remove item objects and never change one in place, so the
-   old objects are the backup. A table that an Update names is still deep-copied. The rollback
-   restores the same state as before (tests/integration/test_moto_patches.py).
+2. TransactWriteItems costs what DynamoDB's does: a few items, not the whole table. moto backs up
+   every table a transaction touches with `copy.deepcopy`, once per item of the transaction, so
+   each transaction costs the size of the table times its items: quadratic over a run, minutes and
+   gigabytes of memory at ten thousand images. The backup exists only to roll the transaction
+   back. Puts and condition checks replace or read whole items, so a shallow copy of the table's
+   item maps restores them exactly; a table that the transaction updates or deletes from in place
+   is still copied in full (our updates go to the small counters table). The rollback restores
+   the same state as before (tests/integration/test_moto_patches.py).
 """
 
 from __future__ import annotations
@@ -19,66 +18,72 @@ from __future__ import annotations
 import copy
 import threading
 from collections import defaultdict
-from types import SimpleNamespace
 from typing import Any
-
-_state = threading.local()
-_installed = False
-
-
-def _backup(table: Any) -> Any:
-    in_place: set[str] = getattr(_state, "updated_tables", set())
-    if table.name in in_place or getattr(table, "stream_shard", None) is not None:
-        return copy.deepcopy(table)
-    clone = copy.copy(table)
-    if table.has_range_key:
-        clone.items = defaultdict(dict, {h: dict(r) for h, r in table.items.items()})
-    else:
-        clone.items = defaultdict(dict, table.items)
-    return clone
-
-
-def _deepcopy(value: Any, memo: Any = None) -> Any:
-    backups = getattr(_state, "backups", None)
-    if backups is None or type(value).__name__ != "Table":
-        return copy.deepcopy(value, memo)
-    if id(value) not in backups:
-        backups[id(value)] = _backup(value)
-    return backups[id(value)]
 
 
 def install() -> None:
     serialize_dynamodb_requests()
-    if not fast_transaction_rollback():
-        raise RuntimeError("moto's DynamoDB backend is not the shape this engine patches: pin moto to 5.2.x")
+    cheap_transactions()
 
 
-def fast_transaction_rollback() -> bool:
-    """Back each table up once per transaction (idempotent); False if moto's shape differs."""
-    global _installed
-    if _installed:
-        return True
-    from moto.dynamodb import models
+_state = threading.local()
 
-    if getattr(models, "copy", None) is not copy:
-        return False
-    original = models.DynamoDBBackend.transact_write_items
+
+class _Backup:
+    """Stands in for the `copy` module inside moto's DynamoDB backend."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        in_place = getattr(_state, "in_place", None)
+        if isinstance(value, Table) and in_place is not None and id(value) in _state.made:
+            return _state.made[id(value)]  # moto asks again for each item: one backup is enough
+        if isinstance(value, Table) and in_place is not None and value.name not in in_place:
+            backup = copy.copy(value)
+            backup.items = defaultdict(dict)
+            for hash_value, entry in value.items.items():
+                backup.items[hash_value] = dict(entry) if isinstance(entry, dict) else entry
+            _state.backups.append(backup)
+            _state.made[id(value)] = backup
+            return backup
+        copied = copy.deepcopy(value, memo)
+        if isinstance(value, Table) and in_place is not None:
+            _state.backups.append(copied)
+            _state.made[id(value)] = copied
+        return copied
+
+
+def cheap_transactions() -> None:
+    """Fix 2: back up each table once per transaction, cheaply where nothing changes in place."""
+    import moto.dynamodb.models as models
+
+    backend = models.DynamoDBBackend
+    if getattr(backend.transact_write_items, "_cheap", False):
+        return
+    original = backend.transact_write_items
 
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        _state.backups = {}
-        _state.updated_tables = {
-            op.get("TableName") for item in transact_items for kind, op in item.items() if kind == "Update"
+        _state.in_place = {
+            op.get("TableName") for item in transact_items for kind, op in item.items() if kind in ("Update", "Delete")
         }
+        _state.backups, _state.made = [], {}
         try:
-            original(self, transact_items)
+            return original(self, transact_items)
         finally:
-            _state.backups = None
-            _state.updated_tables = set()
+            # A table object holds cycles, so unused backups would wait for a full collection:
+            # empty them now (a backup that a rollback put in place is kept, of course).
+            in_use = {id(table) for table in self.tables.values()}
+            for backup in _state.backups:
+                if id(backup) not in in_use:
+                    backup.__dict__.clear()
+            _state.in_place, _state.backups, _state.made = None, [], {}
 
-    models.copy = SimpleNamespace(deepcopy=_deepcopy, copy=copy.copy)  # type: ignore[assignment]
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    _installed = True
-    return True
+    transact_write_items._cheap = True  # type: ignore[attr-defined]
+    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    models.copy = _Backup()  # type: ignore[assignment]
 
 
 _dynamodb_lock = threading.RLock()

@@ -3,60 +3,17 @@ S3 event path with duplicates and bursts."""
 
 from __future__ import annotations
 
-import json
 import math
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from infra.resource_spec import TABLES
-from tests.conftest import counted_rows, prediction_rows, recount, stored_counts, upload
+from tests.conftest import cli, cli_json, counted_rows, prediction_rows, recount, stored_counts, upload
 from workflow import lambda_bridge
 from workflow.cli import app
-from workflow.targets import Target, write_local_stack
 
 pytestmark = pytest.mark.workflow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def served(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[Any]:
-    """`batchinfer local serve`, in this process: moto's HTTP API, the bridge, the demo model."""
-    from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
-
-    monkeypatch.setenv("BATCHINFER_CACHE", str(tmp_path))
-    config = LocalConfig(name="ops", batch_size=8)
-    with LocalEngine(config, port=free_port()) as engine:
-        registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
-        registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
-        registry.promote("v1")
-        target = Target(kind="local", region=config.region, state_machine_arn=engine.state_machine_arn,
-                        bucket=config.bucket, tables={t.logical_id: config.table_name(t.logical_id) for t in TABLES},
-                        endpoint_url=engine.endpoint_url)
-        import os
-
-        write_local_stack(target, os.getpid())
-        yield engine
-
-
-def cli(*args: str) -> Any:
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def cli_json(*args: str) -> Any:
-    result = cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:

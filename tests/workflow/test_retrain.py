@@ -11,8 +11,7 @@ import pytest
 
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import stable_shard
-from tests.conftest import output_of, prediction_rows, upload
-from tests.workflow.test_operations import cli, cli_json, served  # noqa: F401  (fixture)
+from tests.conftest import cli, cli_json, output_of, prediction_rows, upload
 from workflow import digits
 
 pytestmark = pytest.mark.workflow
@@ -144,7 +143,7 @@ def test_low_confidence_predictions_are_exported_for_labelling(scoring_engine: A
     assert sorted(e["image_uri"] for e in exported) == sorted(r["image_uri"] for r in uncertain)
 
 
-def test_cli_start_retrain_and_models(served: Any) -> None:  # noqa: F811
+def test_cli_start_retrain_and_models(served: Any) -> None:
     train_set, _ = digits.split()
     upload_labelled(served, train_set[:80])
     started = cli_json("start", "--mode", "retrain", "--wait")
