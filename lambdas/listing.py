@@ -11,11 +11,11 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
-from infra.resource_spec import RUNS_PREFIX
+from lambdas.manifests import write_manifest
 from lambdas.observability import logger
-from lambdas.records import BadRecord, Batch, ImageVersion, parse_timestamp
+from lambdas.records import BadRecord, ImageVersion, parse_timestamp
 from lambdas.settings import Settings
-from lambdas.stores import COUNTED, ImageSource, PredictionStore, chunked
+from lambdas.stores import COUNTED, ImageSource, PredictionStore
 
 
 @dataclass(frozen=True)
@@ -108,23 +108,14 @@ def list_new_versions(
     new = sorted(
         (c for c in candidates if c.image_id not in ledger), key=lambda c: (c.last_modified, c.key)
     )
-    batches = [
-        Batch(batch_id=f"{request.run_id[:40]}-{n:05d}", items=list(items)).to_dict()
-        for n, items in enumerate(chunked(new, settings.batch_size))
-    ]
-    manifest_key = f"{RUNS_PREFIX}{request.run_id}/manifest.json"
-    source.write_json(settings.bucket, manifest_key, batches)
+    manifest = write_manifest(request.run_id, new, settings, source)
     logger.info(
         "listed new versions",
-        extra={"run_id": request.run_id, "listed": len(candidates), "new": len(new), "batches": len(batches)},
+        extra={"run_id": request.run_id, "listed": len(candidates), "new": len(new), "batches": manifest["batches"]},
     )
     return {
-        "manifest_bucket": settings.bucket,
-        "manifest_key": manifest_key,
-        "batches": len(batches),
-        "images": len(new),
+        **manifest,
         "already_done": len(candidates) - len(new) - failed_before,
-        "max_concurrency": settings.max_concurrency,
         "checkpoint": {"scope": scope, "last_modified": high_water} if high_water else None,
         "notes": list(request.rejected_events) + missing,
     }

@@ -7,11 +7,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.resource_spec import RUNS_PREFIX
+from lambdas.manifests import write_manifest
 from lambdas.observability import logger
-from lambdas.records import BadRecord, Batch, ImageVersion
+from lambdas.records import BadRecord, ImageVersion
 from lambdas.settings import Settings
-from lambdas.stores import COUNTED, FailureStore, ImageSource, PredictionStore, chunked
+from lambdas.stores import COUNTED, FailureStore, ImageSource, PredictionStore
 
 
 @dataclass(frozen=True)
@@ -66,21 +66,12 @@ def build_replay_manifest(
         candidates.setdefault(image.image_id, image)
     ledger = predictions.ledger(list(candidates))
     todo = [image for image_id, image in candidates.items() if COUNTED not in ledger.get(image_id, set())]
-    batches = [
-        Batch(batch_id=f"{request.run_id[:40]}-{n:05d}", items=list(items)).to_dict()
-        for n, items in enumerate(chunked(todo, settings.batch_size))
-    ]
-    manifest_key = f"{RUNS_PREFIX}{request.run_id}/manifest.json"
-    source.write_json(settings.bucket, manifest_key, batches)
+    manifest = write_manifest(request.run_id, todo, settings, source)
     logger.info("replay manifest built",
                 extra={"run_id": request.run_id, "replay_of": request.replay_of, "items": len(todo)})
     return {
-        "manifest_bucket": settings.bucket,
-        "manifest_key": manifest_key,
-        "batches": len(batches),
-        "images": len(todo),
+        **manifest,
         "already_done": len(candidates) - len(todo),
-        "max_concurrency": settings.max_concurrency,
         "checkpoint": None,
         "notes": notes,
     }
