@@ -219,16 +219,14 @@ class PredictionStore:
         batch_write(self.client, self.predictions_table, rows)
 
     # -- reads ----------------------------------------------------------------------------
-    def _get_many(self, keys: list[dict[str, str]], projection: str) -> Iterator[dict[str, Any]]:
+    def get_many(self, keys: list[dict[str, str]], projection: str | None = None) -> Iterator[dict[str, Any]]:
         """BatchGetItem in chunks of 100 keys, retrying unprocessed keys with backoff."""
         for chunk in chunked(keys, 100):
             request: dict[str, Any] = {
-                self.predictions_table: {
-                    "Keys": [to_item(k) for k in chunk],
-                    "ProjectionExpression": projection,
-                    "ConsistentRead": True,
-                }
+                self.predictions_table: {"Keys": [to_item(k) for k in chunk], "ConsistentRead": True}
             }
+            if projection:
+                request[self.predictions_table]["ProjectionExpression"] = projection
             for attempt in range(_MAX_ATTEMPTS):
                 response = self.client.batch_get_item(RequestItems=request)
                 for item in response["Responses"].get(self.predictions_table, []):
@@ -244,14 +242,14 @@ class PredictionStore:
         """Which of COUNTED / FAILED each image id has; ids with neither are absent."""
         found: dict[str, set[str]] = defaultdict(set)
         keys = [{"image_id": i, "sk": s} for i in dict.fromkeys(image_ids) for s in (COUNTED, FAILED)]
-        for row in self._get_many(keys, "image_id, sk"):
+        for row in self.get_many(keys, "image_id, sk"):
             found[row["image_id"]].add(row["sk"])
         return dict(found)
 
     def counted_by_run(self, image_ids: Sequence[str]) -> dict[str, str]:
         """The run that counted each image id, for those that have been counted."""
         keys = [{"image_id": i, "sk": COUNTED} for i in dict.fromkeys(image_ids)]
-        return {row["image_id"]: row["run_id"] for row in self._get_many(keys, "image_id, run_id")}
+        return {row["image_id"]: row["run_id"] for row in self.get_many(keys, "image_id, run_id")}
 
     def predictions_for(self, image_id: str) -> list[dict[str, Any]]:
         response = self.client.query(

@@ -191,7 +191,7 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
     from botocore.config import Config
 
     from lambdas.settings import Settings
-    from lambdas.stores import COUNTED, MODEL_PREFIX, from_item, query_all, scan_all, to_item
+    from lambdas.stores import COUNTED, MODEL_PREFIX, PredictionStore, query_all, scan_all, to_item
 
     if not 1 <= expires <= MAX_LINK_SECONDS:
         raise TargetError(f"--expires must be between 1 and {MAX_LINK_SECONDS} seconds (7 days), got {expires}")
@@ -214,15 +214,9 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
                                  ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))
             if row["sk"] == COUNTED
         ]
-        rows = []
-        for start in range(0, len(counted), 100):
-            keys = [to_item({"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]})
-                    for r in counted[start:start + 100]]
-            request: dict[str, Any] = {target.predictions_table: {"Keys": keys}}
-            while request:
-                response = dynamodb.batch_get_item(RequestItems=request)
-                rows.extend(from_item(i) for i in response["Responses"].get(target.predictions_table, []))
-                request = response.get("UnprocessedKeys") or {}
+        store = PredictionStore(dynamodb, target.predictions_table, target.counts_table, Settings.count_shards)
+        rows = list(store.get_many([{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
+                                    for r in counted]))
     rows.sort(key=lambda r: (r.get("captured_at", ""), r["image_id"]), reverse=True)
     # SigV4 links: they carry X-Amz-Expires, and every region accepts them.
     s3 = target.client("s3", config=Config(signature_version="s3v4")) if links else None

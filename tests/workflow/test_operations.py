@@ -38,6 +38,13 @@ def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:
     table = cli("show", run_id)
     assert "AggregateDailyCounts" in table.stdout and "map run SUCCEEDED" in table.stdout
 
+    day = prediction_rows(served)[0]["date"]
+    listed = cli_json("predictions", "--date", day)
+    assert len(listed) == 10 and all(r["date"] == day for r in listed)
+    assert cli_json("predictions", "--date", "1999-01-01") == []
+    bad = CliRunner().invoke(app, ["predictions", "--date", "yesterday"])
+    assert bad.exit_code == 2 and "--date must be a day as YYYY-MM-DD" in bad.output
+
 
 def test_failures_then_replay_counts_exactly_once(served: Any, held_out_digits: list[Any]) -> None:
     for digit in held_out_digits[:20]:  # batches of 8: 8, 8, 4 (+ the corrupt one)
