@@ -33,7 +33,8 @@ def aggregate_daily_counts(
         "batches": len(results),
         "images_scored": sum(int(r.get("counted", 0)) for r in results),
         "predictions_written": sum(int(r.get("written", 0)) for r in results),
-        # Found done while listing, or by a retried batch that had written them before.
+        # Found done while listing, or found done by another run while classifying; a retried
+        # batch's own earlier writes are this run's work and count as scored above.
         "already_scored": already_done + sum(
             int(r.get("duplicates", 0)) - max(0, int(r.get("counted", 0)) - int(r.get("written", 0)))
             for r in results
