@@ -51,40 +51,27 @@ class Alarms(Construct):
         action = cloudwatch_actions.SnsAction(self.topic)
 
         five_minutes = cdk.Duration.minutes(5)
+        at_least_one = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+        def new_alarm(alarm_id: str, description: str, metric: cloudwatch.IMetric, threshold: int,
+                  comparison: cloudwatch.ComparisonOperator = at_least_one) -> cloudwatch.Alarm:
+            return cloudwatch.Alarm(
+                self, alarm_id, alarm_description=description, metric=metric, threshold=threshold,
+                evaluation_periods=1, comparison_operator=comparison,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+
         self.alarms = [
-            cloudwatch.Alarm(
-                self,
-                "ExecutionsFailed",
-                alarm_description="A batchinfer run failed; the Step Functions console shows where and why.",
-                metric=state_machine.metric_failed(period=five_minutes, statistic="Sum"),
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            ),
-            cloudwatch.Alarm(
-                self,
-                "ExecutionsTimedOut",
-                alarm_description="A batchinfer run timed out.",
-                metric=state_machine.metric_timed_out(period=five_minutes, statistic="Sum"),
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            ),
-            cloudwatch.Alarm(
-                self,
-                "UploadEventsDeadLettered",
-                alarm_description="Upload events could not start a run and are in the dead-letter queue; "
-                "their images are scored by the next scheduled run.",
-                metric=dead_letter_queue.metric_approximate_number_of_messages_visible(
-                    period=five_minutes, statistic="Maximum"
-                ),
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            ),
+            new_alarm("ExecutionsFailed", "A batchinfer run failed; the Step Functions console shows where and why.",
+                  state_machine.metric_failed(period=five_minutes, statistic="Sum"), 1),
+            new_alarm("ExecutionsTimedOut", "A batchinfer run timed out.",
+                  state_machine.metric_timed_out(period=five_minutes, statistic="Sum"), 1),
+            new_alarm("UploadEventsDeadLettered",
+                  "Upload events could not start a run and are in the dead-letter queue; "
+                  "their images are scored by the next scheduled run.",
+                  dead_letter_queue.metric_approximate_number_of_messages_visible(
+                      period=five_minutes, statistic="Maximum"),
+                  0, cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD),
         ]
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
