@@ -21,6 +21,7 @@ from infra.acknowledgements import (
 from infra.assets import IMAGE_EXCLUDE, REPO_ROOT
 from infra.config import DeployConfig
 from infra.constructs.functions import (
+    CLASSIFY_BATCH,
     allow,
     function_environment,
     function_log_group,
@@ -36,8 +37,6 @@ from infra.resource_spec import (
     PREDICTIONS,
     RUN_STATE,
 )
-
-NAME = "ClassifyBatch"
 
 
 def image_code(function: str) -> lambda_.DockerImageCode:
@@ -96,11 +95,11 @@ class Inference(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, storage: Storage) -> None:
         super().__init__(scope, construct_id)
-        log_group = function_log_group(self, NAME)
-        self.role = function_role(self, NAME, log_group)
+        log_group = function_log_group(self, CLASSIFY_BATCH)
+        self.role = function_role(self, CLASSIFY_BATCH, log_group)
         self.function = container_function(
             self,
-            NAME,
+            CLASSIFY_BATCH,
             config=config,
             storage=storage,
             role=self.role,

@@ -39,23 +39,24 @@ class Triggers(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         time_zone = cdk.TimeZone.of(config.time_zone)
-        self.score_schedule = scheduler.Schedule(
-            self,
-            "ScoreSchedule",
-            description="batchinfer: score the image versions that are new since the last run",
-            schedule=scheduler.ScheduleExpression.expression(config.score_schedule, time_zone),
-            target=scheduler_targets.StepFunctionsStartExecution(
-                state_machine, input=scheduler.ScheduleTargetInput.from_object({"mode": "score"})
-            ),
+
+        def schedule(schedule_id: str, description: str, expression: str, mode: str) -> scheduler.Schedule:
+            return scheduler.Schedule(
+                self,
+                schedule_id,
+                description=description,
+                schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
+                target=scheduler_targets.StepFunctionsStartExecution(
+                    state_machine, input=scheduler.ScheduleTargetInput.from_object({"mode": mode})
+                ),
+            )
+
+        self.score_schedule = schedule(
+            "ScoreSchedule", "batchinfer: score the image versions that are new since the last run",
+            config.score_schedule, "score",
         )
-        self.retrain_schedule = scheduler.Schedule(
-            self,
-            "RetrainSchedule",
-            description="batchinfer: run the retraining branch",
-            schedule=scheduler.ScheduleExpression.expression(config.retrain_schedule, time_zone),
-            target=scheduler_targets.StepFunctionsStartExecution(
-                state_machine, input=scheduler.ScheduleTargetInput.from_object({"mode": "retrain"})
-            ),
+        self.retrain_schedule = schedule(
+            "RetrainSchedule", "batchinfer: run the retraining branch", config.retrain_schedule, "retrain"
         )
 
         self.dead_letter_queue = sqs.Queue(
