@@ -48,8 +48,8 @@ def _reset_peak() -> bool:
 
 
 def classify_once(batch_size: int, registry: str, photos: list[str]) -> dict[str, Any]:
-    from workflow.lambda_bridge import LambdaContext
-    from workflow.local_engine import LocalConfig, LocalEngine
+    from engine.lambda_bridge import LambdaContext
+    from engine.local_engine import LocalConfig, LocalEngine
 
     # The registry is a local folder here: a download from S3 would add a transient copy of the
     # model files to the peak, once per container, which is not the batch's own memory.

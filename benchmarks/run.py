@@ -111,9 +111,9 @@ def agreement(reference: np.ndarray, served: np.ndarray) -> dict[str, Any]:
 
 def demo_agreement() -> dict[str, Any] | None:
     """Keras against the served TF-Lite form of the demo model, on the demo's held-out digits."""
+    from demo import digits
     from inference_image.classifier import COMPILED_FILE, Classifier, compile_model
     from lambdas.model_registry import ModelVersion
-    from workflow import digits
 
     model_file, _ = digits.trained_demo_model()
     _, held_out = digits.split()
@@ -156,8 +156,8 @@ def classify_runs(
     The machine is shared, so the load can change between the ceiling and this run: the best
     runtime's forward pass is measured again right before each batch size, and the ratio is
     taken to that adjacent figure (both figures are kept)."""
+    from engine.lambda_bridge import LambdaContext
     from inference_image import handler
-    from workflow.lambda_bridge import LambdaContext
 
     s3, bucket = engine.client("s3"), engine.config.bucket
     function = engine.config.function_name("ClassifyBatch")
@@ -374,12 +374,12 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
         }
         del served
 
-        from workflow.local_engine import LocalConfig, LocalEngine
+        from engine.local_engine import LocalConfig, LocalEngine
 
         config = LocalConfig(name="batchinfer-bench", model_name="bench", batch_size=workload.ceiling_batch,
                              max_concurrency=2)
         results["meta"]["embedded_engine"] = (
-            "moto with workflow/moto_patches.py: a transaction backs up each table once, not once per action"
+            "moto with engine/moto_patches.py: a transaction backs up each table once, not once per action"
         )
         def publish(engine: Any) -> None:
             registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from contract.resource_spec import COMPILED_FILE
 from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion
 
 # The TF-Lite form of a version, published beside model.keras. Serving prefers it: XNNPACK is
 # faster on CPU than TensorFlow here, and its interpreter loads without importing TensorFlow,
 # which is most of a cold start.
-COMPILED_FILE = "model.tflite"
 _WRAPPER_MODULE = "tensorflow.lite.python._pywrap_tensorflow_interpreter_wrapper"
 _BUILTIN_OP_RESOLVER = 1  # TF-Lite's builtin ops with its default delegate (XNNPACK) on CPU
 

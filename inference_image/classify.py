@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 from botocore.exceptions import ClientError
 
+from contract.settings import Settings
 from inference_image.preprocess import BadImage, decode_image
 from lambdas.records import BadRecord, Batch, Failure, ImageVersion, Prediction
-from lambdas.settings import Settings
 from lambdas.stores import FailureStore, ImageSource, ImageTooLarge, PredictionStore, RunStateStore
 
 # Images per forward pass inside a batch: small enough that reading the next sub-batch overlaps

@@ -11,11 +11,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from contract.settings import Settings
 from inference_image.classifier import Classifier, load_version, publish_model
 from inference_image.labelled_sets import load_labelled_set
 from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
 from lambdas.records import BadRecord
-from lambdas.settings import Settings
 
 
 def register_sagemaker_artifact(registry: ModelRegistry, s3: Any, artifact_uri: str, version: str,

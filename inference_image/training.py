@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contract.settings import Settings
 from inference_image.classifier import publish_model
 from inference_image.labelled_sets import load_labelled_set
 from lambdas.model_registry import ModelRegistry
 from lambdas.records import BadRecord
-from lambdas.settings import Settings
 
 REQUIRED = ("train_manifest", "labels", "model_registry", "current_version", "candidate_version")
 

@@ -6,30 +6,21 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The zip functions need the `lambdas` package and the resource spec it imports, nothing more.
+# The zip functions ship whole packages: the contract and the handlers' package, nothing more.
 # (Patterns are globs; a later "!" pattern takes a path back in.)
-LAMBDA_CODE_EXCLUDE = [
-    "*",
-    ".*",
-    "!lambdas",
-    "!lambdas/**",
-    "!infra",
-    "!infra/__init__.py",
-    "!infra/resource_spec.py",
-    "**/__pycache__",
-    "**/*.pyc",
-]
+LAMBDA_PACKAGES = ("contract", "lambdas")
+# The container image adds the TensorFlow package; its Dockerfile copies the same three.
+IMAGE_PACKAGES = ("contract", "lambdas", "inference_image")
 
-# The container build context is the repository root, as the Dockerfile copies `lambdas/`,
-# `infra/resource_spec.py` and `inference_image/`; everything else stays out, above all the
-# virtualenv, which would make fingerprinting the context at synth very slow. The same list is
-# in .dockerignore, for a `docker build` run by hand.
-IMAGE_EXCLUDE = [
-    "*",
-    "!lambdas",
-    "!infra/__init__.py",
-    "!infra/resource_spec.py",
-    "!inference_image",
-    "**/__pycache__",
-    "**/*.pyc",
-]
+
+def _only(packages: tuple[str, ...]) -> list[str]:
+    included = [pattern for package in packages for pattern in (f"!{package}", f"!{package}/**")]
+    return ["*", ".*", *included, "**/__pycache__", "**/*.pyc"]
+
+
+LAMBDA_CODE_EXCLUDE = _only(LAMBDA_PACKAGES)
+
+# The container build context is the repository root; everything but the image's packages stays
+# out, above all the virtualenv, which would make fingerprinting the context at synth very slow.
+# The same list is in .dockerignore, for a `docker build` run by hand.
+IMAGE_EXCLUDE = _only(IMAGE_PACKAGES)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from infra.resource_spec import PIPE_BATCH_SIZE, PIPE_WINDOW_SECONDS
+from contract.resource_spec import PIPE_BATCH_SIZE, PIPE_WINDOW_SECONDS
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")

@@ -7,6 +7,7 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
+from contract.resource_spec import FUNCTIONS, TABLES
 from infra.config import DeployConfig
 from infra.constructs.alarms import Alarms
 from infra.constructs.functions import CLASSIFY_BATCH, Functions
@@ -15,7 +16,6 @@ from infra.constructs.retraining import Retraining
 from infra.constructs.storage import Storage
 from infra.constructs.triggers import Triggers
 from infra.constructs.workflow import Workflow
-from infra.resource_spec import FUNCTIONS, TABLES
 
 
 class BatchinferStack(cdk.Stack):

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from lambdas.settings import Settings, cached_settings
+from contract.settings import Settings, cached_settings
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)

@@ -11,10 +11,10 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
+from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
 from lambdas.records import BadRecord, ImageVersion, parse_timestamp
-from lambdas.settings import Settings
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
 
 

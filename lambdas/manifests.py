@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from infra.resource_spec import RUNS_PREFIX
+from contract.resource_spec import RUNS_PREFIX
+from contract.settings import Settings
 from lambdas.records import Batch, ImageVersion
-from lambdas.settings import Settings
 from lambdas.stores import ImageSource, chunked
 
 

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from contract.resource_spec import LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE
 from lambdas.records import utc_now
 
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
-METRICS_FILE = "metrics.json"
-POINTER_FILE = "current.json"
+__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelRegistry", "ModelVersion"]
 
 
 class ModelError(RuntimeError):

@@ -7,10 +7,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
 from lambdas.records import BadRecord, ImageVersion
-from lambdas.settings import Settings
 from lambdas.stores import COUNTED, FailureStore, ImageSource, PredictionStore
 
 

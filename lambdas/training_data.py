@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from infra.resource_spec import LABELS_PREFIX, RUNS_PREFIX
+from contract.resource_spec import LABELS_PREFIX, RUNS_PREFIX
+from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.observability import logger
 from lambdas.records import BadRecord, parse_timestamp
-from lambdas.settings import Settings
 from lambdas.stores import MODEL_PREFIX, ImageSource, RunStateStore, scan_all, stable_shard
 
 TRAINING_SCOPE = "training"

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from workflow.cli import app
-from workflow.targets import write_local_stack
+from cli.app import app
+from operate.targets import write_local_stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="session")
 def demo_model() -> tuple[Path, dict[str, Any]]:
     """The digits CNN, trained once (cached across sessions by its recipe)."""
-    from workflow import digits
+    from demo import digits
 
     return digits.trained_demo_model()
 
@@ -39,7 +39,7 @@ def demo_model_compiled(demo_model: tuple[Path, dict[str, Any]]) -> bytes:
 
 @pytest.fixture(scope="session")
 def held_out_digits() -> list[Any]:
-    from workflow import digits
+    from demo import digits
 
     return digits.split()[1]
 
@@ -47,7 +47,7 @@ def held_out_digits() -> list[Any]:
 @pytest.fixture
 def engine() -> Iterator[Any]:
     """An empty embedded stack: resources created, definition deployed, no model."""
-    from workflow.local_engine import LocalConfig, LocalEngine
+    from engine.local_engine import LocalConfig, LocalEngine
 
     with LocalEngine(LocalConfig(batch_size=16, max_concurrency=2)) as running:
         yield running
@@ -56,9 +56,9 @@ def engine() -> Iterator[Any]:
 @pytest.fixture
 def scoring_engine(engine: Any, demo_model: tuple[Path, dict[str, Any]], demo_model_compiled: bytes) -> Any:
     """The embedded stack with the demo model published (Keras and TF-Lite) and promoted as v1."""
+    from demo import digits
     from inference_image.classifier import publish_compiled
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
 
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
@@ -125,9 +125,9 @@ def free_port() -> int:
 @pytest.fixture
 def served(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[Any]:
     """`batchinfer local serve`, in this process: moto's HTTP API, the bridge, the demo model."""
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     monkeypatch.setenv("BATCHINFER_CACHE", str(tmp_path))
     config = LocalConfig(name="ops", batch_size=8)

@@ -12,6 +12,19 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from contract.resource_spec import (
+    CONTAINER_FUNCTIONS,
+    DAILY_COUNTS,
+    FAILURES,
+    FUNCTIONS,
+    IMAGES_PREFIX,
+    MODELS_PREFIX,
+    POINTER_FILE,
+    PREDICTIONS,
+    RUN_STATE,
+    RUNS_PREFIX,
+    TABLES,
+)
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -23,19 +36,6 @@ from infra.acknowledgements import (
 from infra.assets import LAMBDA_CODE_EXCLUDE, REPO_ROOT
 from infra.config import DeployConfig
 from infra.constructs.storage import Storage
-from infra.resource_spec import (
-    CONTAINER_FUNCTIONS,
-    DAILY_COUNTS,
-    FAILURES,
-    FUNCTIONS,
-    IMAGES_PREFIX,
-    MODELS_PREFIX,
-    PREDICTIONS,
-    RUN_STATE,
-    RUNS_PREFIX,
-    TABLES,
-)
-from lambdas.model_registry import POINTER_FILE
 
 CLASSIFY_BATCH = "ClassifyBatch"  # the container function, built by the Inference construct
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -46,7 +46,7 @@ MODEL_REFRESH_SECONDS = 30
 
 def function_environment(config: DeployConfig, storage: Storage) -> dict[str, str]:
     """The environment of every function: the variables lambdas/settings.py reads, as the local
-    engine sets them (workflow.local_engine.LocalConfig.settings_env), plus Powertools'."""
+    engine sets them (engine.local_engine.LocalConfig.settings_env), plus Powertools'."""
     bucket = storage.bucket.bucket_name
     env = {
         "BATCHINFER_BUCKET": bucket,

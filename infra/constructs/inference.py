@@ -10,6 +10,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from contract.resource_spec import (
+    DAILY_COUNTS,
+    FAILURES,
+    FUNCTIONS,
+    IMAGES_PREFIX,
+    MODELS_PREFIX,
+    PREDICTIONS,
+    RUN_STATE,
+)
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -28,15 +37,6 @@ from infra.constructs.functions import (
     function_role,
 )
 from infra.constructs.storage import Storage
-from infra.resource_spec import (
-    DAILY_COUNTS,
-    FAILURES,
-    FUNCTIONS,
-    IMAGES_PREFIX,
-    MODELS_PREFIX,
-    PREDICTIONS,
-    RUN_STATE,
-)
 
 
 def image_code(function: str) -> lambda_.DockerImageCode:

@@ -8,6 +8,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from contract.resource_spec import DEFINITION_PARAMETERS, LABELS_PREFIX, MODELS_PREFIX, RUNS_PREFIX
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -20,7 +21,6 @@ from infra.config import ECR_IMAGE_URI, DeployConfig
 from infra.constructs.functions import allow, function_log_group, function_role
 from infra.constructs.inference import container_function
 from infra.constructs.storage import Storage
-from infra.resource_spec import DEFINITION_PARAMETERS, LABELS_PREFIX, MODELS_PREFIX, RUNS_PREFIX
 
 TRAINING_HOOK = "TrainingHook"
 EVALUATE_CANDIDATE = "EvaluateCandidate"

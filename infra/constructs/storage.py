@@ -7,7 +7,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.resource_spec import RUNS_PREFIX, TABLES, KeyAttribute, TableSpec
+from contract.resource_spec import RUNS_PREFIX, TABLES, KeyAttribute, TableSpec
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,

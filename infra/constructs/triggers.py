@@ -15,9 +15,9 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from contract.resource_spec import upload_event_pattern
 from infra.config import DeployConfig
 from infra.constructs.storage import Storage
-from infra.resource_spec import upload_event_pattern
 
 
 class Triggers(Construct):

@@ -9,10 +9,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from contract.resource_spec import RUNS_PREFIX, function_arn_placeholder
 from infra.acknowledgements import acknowledge, object_prefix_finding, object_prefix_reason
 from infra.config import DeployConfig
 from infra.constructs.storage import Storage
-from infra.resource_spec import RUNS_PREFIX, function_arn_placeholder
 from workflow.definition import definition_text
 
 

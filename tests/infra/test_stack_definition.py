@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.resource_spec import DEFINITION_PARAMETERS, FUNCTIONS, function_arn_placeholder
+from contract.resource_spec import DEFINITION_PARAMETERS, FUNCTIONS, function_arn_placeholder
 from tests.infra.conftest import SAGEMAKER_CONTEXT, USER_HOOK_ARN
 from workflow.definition import definition_text, placeholders, render
 

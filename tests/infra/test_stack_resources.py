@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
-from infra.resource_spec import (
+from contract.resource_spec import (
     CONTAINER_FUNCTIONS,
     FUNCTIONS,
     IMAGES_PREFIX,
@@ -18,7 +18,7 @@ from infra.resource_spec import (
     TABLES,
     upload_event_pattern,
 )
-from workflow.local_engine import LocalConfig
+from engine.local_engine import LocalConfig
 
 pytestmark = pytest.mark.infra
 
@@ -132,7 +132,8 @@ def test_the_image_is_built_at_deploy_time_from_the_repository_root(synthesized:
         "inference_image/retrain_handlers.py",
         "lambdas/stores.py",
         "lambdas/model_registry.py",
-        "infra/resource_spec.py",
+        "contract/resource_spec.py",
+        "contract/settings.py",
     } <= staged
     assert not any(p.startswith((".venv/", ".git/", "tests/", "infra/constructs/")) for p in staged)
 
@@ -180,7 +181,7 @@ RETRAINING_SETTINGS = {
 
 
 def test_the_retraining_settings_are_those_the_functions_read() -> None:
-    from lambdas.settings import load_settings
+    from contract.settings import load_settings
 
     env = {"BATCHINFER_BUCKET": "b", "BATCHINFER_MODEL_REGISTRY": "s3://b/models/digits", **RETRAINING_SETTINGS}
     env.update({spec.setting: spec.logical_id for spec in TABLES})

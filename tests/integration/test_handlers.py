@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from contract.settings import SettingsError
+from engine.lambda_bridge import LambdaContext
 from inference_image import handler as classify_handler
 from lambdas.handlers import aggregate_daily_counts, list_new_versions, record_batch_failure
 from lambdas.records import BadRecord
-from lambdas.settings import SettingsError
 from lambdas.stores import FailureStore, PredictionStore
 from tests.conftest import png_bytes, stored_counts, upload
-from workflow.lambda_bridge import LambdaContext
 
 pytestmark = pytest.mark.integration
 

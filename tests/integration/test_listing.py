@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from contract.settings import load_settings
 from lambdas.listing import ListRequest, list_new_versions
 from lambdas.records import BadRecord, ImageVersion, Prediction
-from lambdas.settings import load_settings
 from lambdas.stores import ImageSource, PredictionStore, RunStateStore
 from tests.conftest import upload
 

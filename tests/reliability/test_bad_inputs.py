@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine import lambda_bridge
 from lambdas.stores import FailureStore
 from tests.conftest import counted_rows, output_of, prediction_rows, recount, stored_counts, upload
-from workflow import lambda_bridge
 
 pytestmark = pytest.mark.reliability
 
@@ -92,9 +92,9 @@ def _rotated_exif() -> bytes:
 
 @pytest.fixture
 def bag_engine(demo_model: Any) -> Iterator[Any]:
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     config = LocalConfig(name="rel-inputs", batch_size=8, max_concurrency=2,
                          extra_settings={"BATCHINFER_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES)})

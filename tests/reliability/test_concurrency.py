@@ -15,9 +15,9 @@ pytestmark = pytest.mark.reliability
 
 @pytest.fixture
 def busy_engine(demo_model: Any) -> Iterator[Any]:
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     with LocalEngine(LocalConfig(name="rel-busy", batch_size=6, max_concurrency=2, pipe_batch_size=10)) as engine:
         registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))

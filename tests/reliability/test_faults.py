@@ -17,19 +17,19 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
+from engine import lambda_bridge
+from engine.faults import FaultPlan, FaultSpecError
 from lambdas.records import Failure, ImageVersion, Prediction
 from lambdas.stores import FailureStore, PredictionStore, scan_all
 from tests.conftest import counted_rows, output_of, prediction_rows, recount, stored_counts, upload
-from workflow import lambda_bridge
-from workflow.faults import FaultPlan, FaultSpecError
 
 pytestmark = pytest.mark.reliability
 
 
 def make_engine(demo_model: Any, name: str, faults: str = "", batch_size: int = 4) -> Any:
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     engine = LocalEngine(LocalConfig(name=name, batch_size=batch_size, max_concurrency=2, faults=faults))
     engine.start()
@@ -99,7 +99,7 @@ def test_throttles_timeouts_and_errors_are_retried_then_caught(fault_engine: Any
 
 
 def test_the_fault_switch_reads_its_setting_and_refuses_bad_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    from workflow.local_engine import LocalConfig, LocalEngine
+    from engine.local_engine import LocalConfig, LocalEngine
 
     monkeypatch.setenv("BATCHINFER_FAULTS", "ClassifyBatch:throttle:2, ListNewVersions:error")
     engine = LocalEngine(LocalConfig())
@@ -114,7 +114,7 @@ def test_the_fault_switch_reads_its_setting_and_refuses_bad_rules(monkeypatch: p
     ]:
         with pytest.raises(FaultSpecError, match=message):
             FaultPlan.parse(bad)
-    from workflow.cli import app
+    from cli.app import app
 
     for command in (["demo"], ["local", "serve"]):
         result = CliRunner().invoke(app, [*command, "--fault", "ClassifyBatch:explode"])
@@ -124,7 +124,7 @@ def test_the_fault_switch_reads_its_setting_and_refuses_bad_rules(monkeypatch: p
 
 
 def test_the_demo_rehearses_a_failing_batch(demo_model: Any) -> None:
-    from workflow.cli import app
+    from cli.app import app
 
     result = CliRunner().invoke(app, ["demo", "--images", "16", "--batch-size", "8",
                                       "--fault", "ClassifyBatch:error:batch-00000"])

@@ -98,9 +98,9 @@ def upload_many(engine: Any, bodies: list[bytes], prefix: str, count: int) -> No
 
 
 def test_ten_thousand_images_in_one_run_with_flat_memory(held_out_digits: list[Any], demo_model: Any) -> None:
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     bodies = [d.png for d in held_out_digits]
     started_mb = rss_mb()

@@ -21,11 +21,11 @@ import botocore.handlers
 import pytest
 import requests
 
-from infra.resource_spec import FUNCTIONS, TABLES
+from contract.resource_spec import FUNCTIONS, TABLES
+from engine import lambda_bridge
 from lambdas.stores import FAILED, FailureStore, scan_all
 from tests.conftest import cli, cli_json, output_of, upload
 from tests.infra.conftest import Synthesized
-from workflow import lambda_bridge
 
 pytestmark = pytest.mark.reliability
 
@@ -162,7 +162,7 @@ def granted(synthesized: Synthesized, function: str) -> set[tuple[str, str]]:
 def observed_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, set[tuple[str, str]]]]:
     """Every S3 and DynamoDB call each function's code makes, attributed to the function (one
     function runs at a time: the Map's concurrency is 1)."""
-    from workflow.local_engine import LocalConfig
+    from engine.local_engine import LocalConfig
 
     tables = {LocalConfig(name="rel-iam").table_name(t.logical_id): t.logical_id for t in TABLES}
     calls: dict[str, set[tuple[str, str]]] = defaultdict(set)
@@ -205,10 +205,10 @@ def test_each_role_grants_exactly_the_calls_its_function_makes(
     observed_calls: dict[str, set[tuple[str, str]]], synthesized: Synthesized, demo_model: Any,
     held_out_digits: list[Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
     from lambdas.stores import PredictionStore
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     original_write = PredictionStore.write
     crashed: list[str] = []

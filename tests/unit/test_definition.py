@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra.resource_spec import DEFINITION_PARAMETERS, FUNCTIONS, function_arn_placeholder
+from contract.resource_spec import DEFINITION_PARAMETERS, FUNCTIONS, function_arn_placeholder
 from workflow.definition import DefinitionError, adapt_for_local_engine, definition_text, placeholders, render
 
 pytestmark = pytest.mark.unit

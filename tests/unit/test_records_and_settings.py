@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contract.settings import SettingsError, load_settings
 from lambdas.records import BadRecord, ImageVersion
-from lambdas.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.unit
 

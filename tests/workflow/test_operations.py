@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
+from engine import lambda_bridge
 from tests.conftest import cli, cli_json, counted_rows, prediction_rows, recount, stored_counts, upload
-from workflow import lambda_bridge
-from workflow.cli import app
 
 pytestmark = pytest.mark.workflow
 

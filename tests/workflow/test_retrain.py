@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from demo import digits
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import stable_shard
 from tests.conftest import cli, cli_json, output_of, prediction_rows, upload
-from workflow import digits
 
 pytestmark = pytest.mark.workflow
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from engine import lambda_bridge
 from lambdas.stores import FailureStore
 from tests.conftest import counted_rows, output_of, prediction_rows, recount, stored_counts, upload
-from workflow import lambda_bridge
 
 pytestmark = pytest.mark.workflow
 
@@ -122,9 +122,9 @@ def test_malformed_input_fails_the_run_with_a_clear_error(engine: Any, run_input
 
 
 def test_the_time_zone_dates_the_predictions(held_out_digits: list[Any], demo_model: Any) -> None:
+    from demo import digits
+    from engine.local_engine import LocalConfig, LocalEngine
     from lambdas.model_registry import ModelRegistry
-    from workflow import digits
-    from workflow.local_engine import LocalConfig, LocalEngine
 
     with LocalEngine(LocalConfig(name="tz", time_zone="Pacific/Kiritimati")) as engine:  # UTC+14
         registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))

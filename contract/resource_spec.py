@@ -106,6 +106,13 @@ RUNS_PREFIX = "runs/"
 MODELS_PREFIX = "models/"
 LABELS_PREFIX = "labels/"
 
+# A model version's folder in the registry (models/<name>/<version>/) and the registry's pointer.
+MODEL_FILE = "model.keras"
+COMPILED_FILE = "model.tflite"  # the same model in TF-Lite form, which is what serves
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+POINTER_FILE = "current.json"
+
 # Names of the Lambda functions, as the local engine registers them and CDK suffixes them.
 FUNCTIONS = {
     "ListNewVersions": "lambdas.handlers.list_new_versions.handler",

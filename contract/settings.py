@@ -6,9 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from infra.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE
+from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE
 
 
 class SettingsError(ValueError):
@@ -121,6 +122,14 @@ def _fraction(env: Mapping[str, str], name: str, default: float, upper: float | 
     if value < 0 or (upper is not None and value > upper):
         raise SettingsError(f"bad setting: {name}={raw!r} must be between 0 and {upper}")
     return value
+
+
+def cache_dir() -> Path:
+    """Where batchinfer keeps files on this machine: the demo model, the local stack's state."""
+    root = os.environ.get("BATCHINFER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "batchinfer"
+    )
+    return Path(root)
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from contract.settings import cache_dir
 from inference_image.preprocess import decode_image
 
 INPUT_SIZE = (32, 32)
@@ -96,13 +96,6 @@ def train(train_set: list[Digit], held_out: list[Digit], epochs: int, seed: int 
     metrics = {"accuracy": round(accuracy, 4), "held_out": len(held_out), "trained_on": len(train_set),
                "epochs": epochs, "train_seconds": round(seconds, 2)}
     return model, metrics
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("BATCHINFER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "batchinfer"
-    )
-    return Path(root)
 
 
 def trained_demo_model() -> tuple[Path, dict[str, Any]]:

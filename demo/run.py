@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contract.resource_spec import IMAGES_PREFIX
+from demo import digits
+from engine.local_engine import LocalConfig, LocalEngine
 from inference_image.classifier import COMPILED_FILE, compile_model, publish_compiled
-from infra.resource_spec import IMAGES_PREFIX
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import MODEL_PREFIX, RunStateStore, scan_all
-from workflow import digits
-from workflow.local_engine import LocalConfig, LocalEngine
 
 # Objects that are not usable images, uploaded beside the digits to show that they fail alone.
 BAD_OBJECTS = {
@@ -110,7 +110,7 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
              console: Console | None = None, faults: str | None = None, retrain: bool = False) -> DemoResult:
     console = console or Console()
     config = LocalConfig(batch_size=batch_size, max_concurrency=concurrency, time_zone=time_zone)
-    if faults is not None:  # a fault plan to rehearse failures (workflow/faults.py)
+    if faults is not None:  # a fault plan to rehearse failures (engine/faults.py)
         config.faults = faults
     with LocalEngine(config) as engine:
         console.print(f"embedded engine up: bucket [bold]{config.bucket}[/], state machine [bold]{config.name}[/]")

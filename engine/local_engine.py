@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from infra.resource_spec import (
+from contract.resource_spec import (
     DAILY_COUNTS,
     FAILURES,
     FUNCTIONS,
@@ -30,11 +30,11 @@ from infra.resource_spec import (
     function_arn_placeholder,
     upload_event_pattern,
 )
-from workflow import lambda_bridge, moto_patches
+from engine import lambda_bridge, moto_patches
+from engine.faults import FaultPlan
+from engine.local_pipe import LocalPipe
+from operate.targets import Target
 from workflow.definition import adapt_for_local_engine, render
-from workflow.faults import FaultPlan
-from workflow.local_pipe import LocalPipe
-from workflow.targets import Target
 
 MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
@@ -56,7 +56,7 @@ class LocalConfig:
     pipe_batch_size: int = PIPE_BATCH_SIZE
     pipe_window_seconds: float = PIPE_WINDOW_SECONDS
     extra_settings: dict[str, str] = field(default_factory=dict)
-    # A fault plan (workflow/faults.py): chosen Lambda invocations fail, time out or throttle.
+    # A fault plan (engine/faults.py): chosen Lambda invocations fail, time out or throttle.
     faults: str = field(default_factory=lambda: os.environ.get("BATCHINFER_FAULTS", ""))
 
     @property

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from lambdas.stores import FailureStore, RunStateStore
-from workflow.targets import Target, TargetError
+from operate.targets import Target, TargetError
 
 MODES = ("score", "replay", "retrain")
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -190,7 +190,7 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
     """
     from botocore.config import Config
 
-    from lambdas.settings import Settings
+    from contract.settings import Settings
     from lambdas.stores import COUNTED, MODEL_PREFIX, PredictionStore, query_all, scan_all, to_item
 
     if not 1 <= expires <= MAX_LINK_SECONDS:
@@ -244,7 +244,7 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
 
 def list_models(target: Target) -> list[dict[str, Any]]:
     """Every model in the registry (s3://<bucket>/models/<name>/): versions, metrics, the current one."""
-    from infra.resource_spec import MODELS_PREFIX
+    from contract.resource_spec import MODELS_PREFIX
     from lambdas.model_registry import ModelError, ModelRegistry
 
     s3 = target.client("s3")

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from infra.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
+from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
 
 
 class TargetError(RuntimeError):
@@ -64,7 +64,7 @@ class Target:
 
 
 def local_stack_file() -> Path:
-    from workflow.digits import cache_dir
+    from contract.settings import cache_dir
 
     return cache_dir() / "local-stack.json"
 

@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.resource_spec import FUNCTIONS
-from workflow.lambda_bridge import InjectedFault
+from contract.resource_spec import FUNCTIONS
+from engine.lambda_bridge import InjectedFault
 
 ENVIRONMENT_VARIABLE = "BATCHINFER_FAULTS"
 SYNTAX = "FUNCTION:KIND[:WHEN[:TIMES]], KIND one of error, throttle, timeout; WHEN a count N or batch-NNNNN"

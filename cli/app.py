@@ -52,7 +52,7 @@ def main(
 
 
 def target_of(ctx: typer.Context) -> Any:
-    from workflow.targets import TargetError, aws_target, local_target
+    from operate.targets import TargetError, aws_target, local_target
 
     options: Options = ctx.obj
     try:
@@ -67,7 +67,7 @@ def guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run an operation; turn the errors a person can act on into one line and exit code 2."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from workflow.targets import TargetError
+    from operate.targets import TargetError
 
     try:
         return call(*args, **kwargs)
@@ -86,14 +86,14 @@ def emit_json(value: Any) -> None:
 
 
 FAULT_HELP = ("Rehearse a failure: FUNCTION:KIND[:WHEN[:TIMES]], e.g. ClassifyBatch:throttle:2 or "
-              "ClassifyBatch:error:batch-00001; KIND is error, throttle or timeout (workflow/faults.py). Repeatable.")
+              "ClassifyBatch:error:batch-00001; KIND is error, throttle or timeout (engine/faults.py). Repeatable.")
 
 
 def fault_plan(specs: list[str] | None) -> str | None:
     """The --fault rules as one plan, checked now: a bad rule is a one-line error."""
     if not specs:
         return None
-    from workflow.faults import FaultPlan, FaultSpecError
+    from engine.faults import FaultPlan, FaultSpecError
 
     plan = ",".join(specs)
     try:
@@ -118,7 +118,7 @@ def demo(
     score them with the real state machine, and report counts and accuracy."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from workflow.demo import print_result, run_demo
+    from demo.run import print_result, run_demo
 
     try:
         ZoneInfo(time_zone)
@@ -147,8 +147,8 @@ def local_serve(
     import signal
     import threading
 
-    from workflow.local_engine import LocalConfig, LocalEngine
-    from workflow.targets import local_stack_file, write_local_stack
+    from engine.local_engine import LocalConfig, LocalEngine
+    from operate.targets import local_stack_file, write_local_stack
 
     faults = fault_plan(fault)
     config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
@@ -161,7 +161,7 @@ def local_serve(
         fail(f"cannot serve on port {port}: {error}")
     try:
         if model:
-            from workflow.demo import publish_demo_model
+            from demo.run import publish_demo_model
 
             publish_demo_model(engine, console)
         write_local_stack(engine.target(), os.getpid())
@@ -187,7 +187,7 @@ def local_serve(
 
 # -- runs ------------------------------------------------------------------------------------------
 def _wait_with_progress(target: Any, run_id: str) -> dict[str, Any]:
-    from workflow.operations import progress, wait
+    from operate.operations import progress, wait
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=errors, transient=True) as bar:
@@ -210,7 +210,7 @@ def start(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Start an execution by hand, as the schedule would."""
-    from workflow.operations import MODES, start_run
+    from operate.operations import MODES, start_run
 
     if mode not in MODES:
         fail(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -229,7 +229,7 @@ def _report_started(target: Any, run_id: str, wait_for_it: bool, as_json: bool) 
             console.print(f"started [bold]{run_id}[/]; follow it with `batchinfer show {run_id}`")
         return
     description = _wait_with_progress(target, run_id)
-    from workflow.operations import show_run
+    from operate.operations import show_run
 
     detail = guarded(show_run, target, run_id)
     if as_json:
@@ -247,7 +247,7 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Recent executions: id, mode, status, start, duration, scored, failed."""
-    from workflow.operations import list_runs
+    from operate.operations import list_runs
 
     rows = guarded(list_runs, target_of(ctx), limit)
     if as_json:
@@ -269,7 +269,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """One run: state-by-state timeline, Map run item counts, failures with their reasons."""
-    from workflow.operations import show_run
+    from operate.operations import show_run
 
     detail = guarded(show_run, target_of(ctx), run_id)
     if as_json:
@@ -286,7 +286,7 @@ def replay(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Start a replay of exactly the failed items of RUN_ID."""
-    from workflow.operations import replay_run
+    from operate.operations import replay_run
 
     target = target_of(ctx)
     new_run = guarded(replay_run, target, run_id)
@@ -304,7 +304,7 @@ def predictions(
 ) -> None:
     """Prediction rows: date, class, confidence, capture time, model version, image version; with
     --links, a presigned GET URL of each image version that expires (the bucket stays private)."""
-    from workflow.operations import list_predictions
+    from operate.operations import list_predictions
 
     rows = guarded(list_predictions, target_of(ctx), date, limit, links, expires)
     if as_json:
@@ -325,7 +325,7 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """The model registry: every version with its metrics, and which one serves."""
-    from workflow.operations import list_models
+    from operate.operations import list_models
 
     rows = guarded(list_models, target_of(ctx))
     if as_json:
