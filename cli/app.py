@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -28,6 +29,7 @@ class Options:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
+    port: int | None = None
 
 
 def fail(message: str) -> None:
@@ -43,12 +45,14 @@ def main(
     region: str = typer.Option(None, "--region", help="AWS region of the stack."),
     profile: str = typer.Option(None, "--profile", help="AWS profile to use."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help="Override the AWS endpoint."),
+    port: int = typer.Option(None, "--port", envvar="BATCHINFER_PORT", min=1024, max=65535,
+                             help="The local stack to use, by its port (needed when several run)."),
 ) -> None:
     """Batch image classification on AWS Step Functions, in AWS or on one machine."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Function logs are JSON for CloudWatch; on a terminal the CLI reports what matters itself.
     os.environ.setdefault("BATCHINFER_LOG_LEVEL", "ERROR")
-    ctx.obj = Options(stack=stack, region=region, profile=profile, endpoint_url=endpoint_url)
+    ctx.obj = Options(stack=stack, region=region, profile=profile, endpoint_url=endpoint_url, port=port)
 
 
 def target_of(ctx: typer.Context) -> Any:
@@ -58,7 +62,7 @@ def target_of(ctx: typer.Context) -> Any:
     try:
         if options.stack:
             return aws_target(options.stack, options.region, options.profile, options.endpoint_url)
-        return local_target()
+        return local_target(options.port)
     except TargetError as error:
         fail(str(error))
 
@@ -135,22 +139,47 @@ def demo(
 # -- the local stack -------------------------------------------------------------------------------
 @local_app.command("serve")
 def local_serve(
-    port: int = typer.Option(5000, min=1024, max=65535, help="Port of the local AWS endpoint."),
-    model: bool = typer.Option(True, help="Publish the demo digits model as the current version."),
+    ctx: typer.Context,
+    port: int = typer.Option(None, min=1024, max=65535,
+                             help="Port of the local AWS endpoint (default: BATCHINFER_PORT or 5000)."),
+    state_dir: Path = typer.Option(None, "--state-dir", file_okay=False,
+                                   help="Folder that keeps this stack's data (default: the cache's "
+                                        "local-state/PORT)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard the saved state and start empty."),
+    model: bool = typer.Option(True, help="Publish the demo digits model, if no version serves yet."),
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
     fault: list[str] = typer.Option(None, "--fault", help=FAULT_HELP),
 ) -> None:
     """Keep the embedded stack running: moto's AWS API on 127.0.0.1:PORT, the Lambda bridge,
-    and the local pipe that turns uploads into executions. Ctrl-C stops it."""
+    and the local pipe that turns uploads into executions. Its data is kept in --state-dir and is
+    there again after a restart. Ctrl-C (or SIGTERM) stops it."""
     import signal
     import threading
 
+    from engine import moto_patches
     from engine.local_engine import LocalConfig, LocalEngine
-    from operate.targets import local_stack_file, write_local_stack
+    from engine.persistence import SNAPSHOT_SECONDS, Scope, StateError, StateKeeper, restore
+    from operate.targets import (
+        DEFAULT_PORT,
+        default_state_dir,
+        port_is_free,
+        remove_local_stack,
+        write_local_stack,
+    )
 
+    options: Options = ctx.obj
+    port = port or options.port or DEFAULT_PORT
     faults = fault_plan(fault)
+    if not port_is_free(port):
+        fail(f"port {port} is already in use: stop what listens there, or serve on another with --port")
+    folder = state_dir or default_state_dir(port)
+    keeper = StateKeeper(folder)
+    try:
+        snapshot = keeper.claim(fresh=fresh)
+    except StateError as error:
+        fail(str(error))
     config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
     if faults is not None:
         config.faults = faults
@@ -158,22 +187,36 @@ def local_serve(
     try:
         engine.start()
     except OSError as error:
+        keeper.release()
         fail(f"cannot serve on port {port}: {error}")
+    kept = False
     try:
-        if model:
+        scope = Scope(config.account, config.region, engine.state_machine_arn)
+        if snapshot is not None:
+            try:
+                runs = restore(scope, snapshot)
+            except StateError as error:
+                fail(str(error))
+            console.print(f"restored the state saved at {snapshot['saved_at']} from {folder}: {runs} run(s)",
+                          highlight=False)
+        if model and not _serving_version(engine):
             from demo.run import publish_demo_model
 
             publish_demo_model(engine, console)
-        write_local_stack(engine.target(), os.getpid())
+        keeper.keep(scope, dynamodb_lock=getattr(moto_patches, "_dynamodb_lock", None))
+        kept = True
+        write_local_stack(engine.target(), os.getpid(), folder)
         assert engine.pipe is not None
+        engine.pipe.on_started = _log_pipe_execution
         engine.pipe.run_forever()
         console.print(f"local stack serving at [bold]{engine.endpoint_url}[/]\n"
                       f"  bucket         s3://{config.bucket}/incoming/  (uploads start runs through the pipe)\n"
                       f"  state machine  {engine.state_machine_arn}\n"
+                      f"  state          {folder}  (saved every {SNAPSHOT_SECONDS:g} s and on stop)\n"
                       f"  try            aws --endpoint-url {engine.endpoint_url} s3 cp photo.png "
                       f"s3://{config.bucket}/incoming/\n"
-                      f"                 batchinfer start --wait; batchinfer runs\n"
-                      "Ctrl-C stops it.")
+                      f"                 batchinfer --port {port} start --wait; batchinfer --port {port} runs\n"
+                      "Ctrl-C stops it.", highlight=False, soft_wrap=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
@@ -181,8 +224,34 @@ def local_serve(
         except KeyboardInterrupt:
             pass
     finally:
-        local_stack_file().unlink(missing_ok=True)
-        engine.stop()
+        remove_local_stack(port, os.getpid())
+        if engine.pipe is not None:
+            engine.pipe.stop()
+        try:
+            if kept:
+                keeper.close()
+                console.print(f"state saved in {folder}", highlight=False, soft_wrap=True)
+            else:
+                keeper.release()
+        finally:
+            engine.stop()
+
+
+def _serving_version(engine: Any) -> str | None:
+    from lambdas.model_registry import ModelError, ModelRegistry
+
+    try:
+        return ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3")).current_version()
+    except ModelError:
+        return None
+
+
+def _log_pipe_execution(execution_arn: str, records: int) -> None:
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
+    console.print(f"{stamp} pipe started {execution_arn.rsplit(':', 1)[-1]} for {records} upload(s)",
+                  highlight=False, soft_wrap=True)
 
 
 # -- runs ------------------------------------------------------------------------------------------
