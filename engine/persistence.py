@@ -55,7 +55,7 @@ def _spooled_file(data: bytes) -> Any:
 def _fake_key(state: dict[str, Any], value: bytes) -> Any:
     from moto.s3.models import FakeKey
 
-    key = FakeKey.__new__(FakeKey)
+    key: Any = FakeKey.__new__(FakeKey)
     key.__dict__.update(state)
     key.lock = threading.Lock()
     key._value_buffer = tempfile.SpooledTemporaryFile(key._max_buffer_size)
@@ -214,7 +214,7 @@ def restored_execution(saved: SavedExecution, state_machine: Any, account: str, 
     execution.output, execution.error, execution.cause = saved.output, saved.error, saved.cause
     execution._activity_store = {}
     execution._cloud_watch_logging_session = None
-    execution.exec_worker = _EndedWorker(_Environment(
+    execution.exec_worker = _EndedWorker(_Environment(  # type: ignore[assignment]
         _History(saved.events), _MapRuns([_MapRun(listed, described) for listed, described in saved.map_runs])))
     return execution
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from lambdas.stores import FailureStore, RunStateStore
+from operate.run_details import added_by_run, retrain_outcome
 from operate.targets import Target, TargetError
 
 MODES = ("score", "replay", "retrain")
@@ -28,6 +29,7 @@ def start_run(target: Target, mode: str, prefix: str | None = None, replay_of: s
     if prefix is not None:
         run_input["prefix"] = prefix
     if replay_of is not None:
+        replay_of = describe(target, replay_of)["name"]  # an unknown run is an error here, not an empty replay
         run_input["run"] = replay_of
     response = target.client("stepfunctions").start_execution(
         stateMachineArn=target.state_machine_arn, name=name or new_run_name(mode), input=json.dumps(run_input)
@@ -100,14 +102,19 @@ def list_runs(target: Target, limit: int = 20) -> list[dict[str, Any]]:
     for execution in executions[:limit]:
         description = sfn.describe_execution(executionArn=execution["executionArn"])
         output = _output(description)
+        mode = _mode(description)
+        retrain = retrain_outcome(execution["status"], output, description.get("error"),
+                                  description.get("cause")) if mode == "retrain" else None
         runs.append({
             "run_id": execution["name"],
-            "mode": _mode(description),
+            "mode": mode,
             "status": execution["status"],
             "started": execution["startDate"].isoformat(timespec="seconds"),
             "seconds": _seconds(execution["startDate"], execution.get("stopDate")),
             "scored": output.get("images_scored"),
             "failed": output.get("images_failed"),
+            # A retraining run scores nothing: its result is its outcome (promoted, kept, skipped, failed).
+            "outcome": retrain["outcome"] if retrain else None,
         })
     return runs
 
@@ -153,13 +160,21 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
     except Exception:  # older engines have no map runs
         pass
     failures = FailureStore(target.client("dynamodb"), target.failures_table).for_run(description["name"])
+    mode, output = _mode(description), _output(description)
+    extra: dict[str, Any] = {}
+    if mode == "retrain":
+        extra["retrain"] = retrain_outcome(description["status"], output, description.get("error"),
+                                            description.get("cause"))
+    elif output.get("daily_counts"):
+        # daily_counts are each day's totals when the run ended; this is what the run itself counted.
+        extra["added"] = added_by_run(target, description["name"], sorted(output["daily_counts"]))
     return {
         "run_id": description["name"],
-        "mode": _mode(description),
+        "mode": mode,
         "status": description["status"],
         "started": description["startDate"].isoformat(timespec="seconds"),
         "seconds": _seconds(description["startDate"], description.get("stopDate")),
-        "output": _output(description),
+        "output": output,
         "error": description.get("error"),
         "cause": description.get("cause"),
         "timeline": timeline,
@@ -168,12 +183,12 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
                       "version_id": f["image"]["version_id"], "stage": f["stage"], "reason": f["reason"]}
                      for f in failures],
         "console_url": target.console_url(description["name"]),
+        **extra,
     }
 
 
 def replay_run(target: Target, run_id: str) -> str:
-    description = describe(target, run_id)  # an unknown run id fails here, clearly
-    return start_run(target, "replay", replay_of=description["name"])
+    return start_run(target, "replay", replay_of=run_id)  # an unknown run id fails there, clearly
 
 
 # Presigned links expire: SigV4 allows at most 7 days; an hour is the default.
