@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from lambdas.stores import PredictionStore
 from operate.targets import Target
 
 # The outcome names of the retraining branch, as people say them: a rejected candidate keeps the current model.
@@ -44,20 +45,17 @@ def retrain_outcome(status: str, output: dict[str, Any], error: str | None = Non
     }
 
 
-def added_by_run(target: Target, run_id: str, dates: list[str]) -> dict[str, dict[str, int]]:
-    """Per day and class, the image versions this run counted: the part of each day's total it added."""
-    from contract.settings import Settings
-    from lambdas.stores import COUNTED, query_all, to_item
+def added_by_run(store: PredictionStore, run_id: str, dates: list[str]) -> dict[str, dict[str, int]]:
+    """Per day and class, the image versions this run counted: the part of each day's total it added.
 
-    dynamodb = target.client("dynamodb")
+    The counted prediction of an image version is written in one transaction with its COUNTED marker,
+    so its run_id is the run that counted it.
+    """
     added: dict[str, Counter[str]] = {}
     for date in dates:
-        for shard in range(Settings.count_shards):
-            for row in query_all(dynamodb, TableName=target.predictions_table, IndexName="by_date",
-                                 KeyConditionExpression="date_shard = :d",
-                                 ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"})):
-                if row["sk"] == COUNTED and row.get("run_id") == run_id:
-                    added.setdefault(date, Counter())[row["predicted_class"]] += 1
+        for row in store.predictions_on(date):
+            if row.get("run_id") == run_id:
+                added.setdefault(date, Counter())[row["predicted_class"]] += 1
     return {date: dict(sorted(counts.items())) for date, counts in sorted(added.items())}
 
 
