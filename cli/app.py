@@ -417,11 +417,17 @@ def models(
         emit_json(rows)
         return
     columns = [Column("model"), Column("version", key=True), Column("current"), Column("accuracy", right=True),
-               Column("held out", right=True), Column("trained on", right=True), Column("from")]
+               Column("held out", right=True), Column("held-out set", key=True), Column("trained on", right=True),
+               Column("from")]
     print_table(console, columns, [
         [row["model"], row["version"], "[green]serving[/]" if row["current"] else "", _blank(row["accuracy"]),
-         _blank(row["held_out"]), _blank(row["trained_on"]), _blank(row["base_version"])]
+         _blank(row["held_out"]), escape(_blank(row.get("held_out_set"))), _blank(row["trained_on"]),
+         _blank(row["base_version"])]
         for row in rows])
+    sets = {row.get("held_out_set") for row in rows}
+    if "its own" in sets:
+        say(console, "accuracy on \"its own\" held-out set is not comparable across versions; a retraining "
+                     "round scores every version on its held-out set")
 
 
 def _status(status: str) -> str:

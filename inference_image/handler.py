@@ -8,7 +8,7 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import ClassifyRequest, classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import logger, metrics
+from lambdas.observability import logger, publish_batch_metrics
 
 
 @lru_cache(maxsize=1)
@@ -32,9 +32,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for failure in result["failures"]:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
-    metrics.add_metric(name="ImagesScored", unit="Count", value=result["scored"])
-    metrics.add_metric(name="ImagesFailed", unit="Count", value=result["failed"])
-    metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result["seconds"]["total"])
-    metrics.flush_metrics()
+    publish_batch_metrics(result["scored"], result["failed"], result["seconds"]["total"])
     logger.info("batch classified", extra={k: result[k] for k in ("scored", "failed", "counted", "duplicates")})
     return result

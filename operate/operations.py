@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from contract.resource_spec import MODELS_PREFIX, RUNS_PREFIX
+from contract.resource_spec import MODELS_PREFIX, RUNS_PREFIX, SHARED_EVALUATION
 from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
@@ -258,10 +259,27 @@ def list_models(target: Target) -> list[dict[str, Any]]:
             current: str | None = registry.current_version()
         except ModelError:
             current = None
-        for version in registry.versions():
-            metrics = registry.metrics(version)
+        versions = {version: registry.metrics(version) for version in registry.versions()}
+        shared = comparable_accuracies(versions)
+        for version, metrics in versions.items():
+            accuracy, held_out, held_out_set = shared.get(version, (metrics.get("accuracy"), metrics.get("held_out"),
+                                                                    "its own"))
             models.append({"model": name, "version": version, "current": version == current,
-                           "accuracy": metrics.get("accuracy"), "held_out": metrics.get("held_out"),
+                           "accuracy": accuracy, "held_out": held_out, "held_out_set": held_out_set,
                            "trained_on": metrics.get("trained_on"), "base_version": metrics.get("base_version"),
                            "metrics": metrics})
     return models
+
+
+def comparable_accuracies(versions: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any, str]]:
+    """Each version's accuracy on the newest held-out set that retraining scored every version on.
+
+    A version's own metrics were measured on whatever images it was trained against; only the shared
+    set compares versions on the same images. Versions never scored on it are left out here.
+    """
+    evaluations = {v: m[SHARED_EVALUATION] for v, m in versions.items() if isinstance(m.get(SHARED_EVALUATION), dict)}
+    if not evaluations:
+        return {}
+    # Each round scores every version that exists then: the newest round's set covers the most versions.
+    newest = Counter(str(e["set"]) for e in evaluations.values()).most_common(1)[0][0]
+    return {v: (e.get("accuracy"), e.get("images"), newest) for v, e in evaluations.items() if e["set"] == newest}
