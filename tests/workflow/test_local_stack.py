@@ -162,7 +162,7 @@ def test_two_stacks_each_with_its_own_state(cache: Path, stacks: list[Stack]) ->
     stacks += [first, second]
     first.wait_ready()
     second.wait_ready()
-    first.s3().put_object(Bucket=BUCKET, Key="incoming/only-on-one.png", Body=b"x")
+    first.s3().put_object(Bucket=BUCKET, Key="elsewhere/only-on-one.png", Body=b"x")
 
     both = run("runs")
     assert both.exit_code == 2 and "2 local stacks are running" in both.output and "--port" in both.output
