@@ -18,7 +18,6 @@ from contract.resource_spec import (
     DAILY_COUNTS,
     FAILURES,
     FUNCTIONS,
-    IMAGES_PREFIX,
     LABELS_PREFIX,
     MODELS_PREFIX,
     PIPE_BATCH_SIZE,
@@ -30,6 +29,7 @@ from contract.resource_spec import (
     function_arn_placeholder,
     upload_event_pattern,
 )
+from contract.settings import Settings, setting_named_by
 from engine import lambda_bridge, moto_patches
 from engine.faults import FaultPlan
 from engine.local_pipe import LocalPipe
@@ -80,22 +80,23 @@ class LocalConfig:
     def model_registry(self) -> str:
         return f"s3://{self.bucket}/{MODELS_PREFIX}{self.model_name}"
 
+    def settings(self) -> Settings:
+        """The settings of every function, as the CDK stack sets them in AWS for the same config."""
+        return Settings(
+            bucket=self.bucket,
+            model_registry=self.model_registry,
+            **{setting_named_by(table.setting): self.table_name(table.logical_id) for table in TABLES},
+            time_zone=self.time_zone,
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            min_new_labels=self.min_new_labels,
+            # A version promoted here is served at the next invocation; AWS checks every 30 s.
+            model_refresh_seconds=0.0,
+        )
+
     def settings_env(self) -> dict[str, str]:
-        """The environment each function gets, as the CDK stack sets it in AWS."""
-        env = {
-            "BATCHINFER_BUCKET": self.bucket,
-            "BATCHINFER_IMAGES_PREFIX": IMAGES_PREFIX,
-            "BATCHINFER_MODEL_REGISTRY": self.model_registry,
-            "BATCHINFER_TIME_ZONE": self.time_zone,
-            "BATCHINFER_BATCH_SIZE": str(self.batch_size),
-            "BATCHINFER_MAX_CONCURRENCY": str(self.max_concurrency),
-            "BATCHINFER_MODEL_REFRESH_SECONDS": "0",
-            "BATCHINFER_MIN_NEW_LABELS": str(self.min_new_labels),
-        }
-        for table in TABLES:
-            env[table.setting] = self.table_name(table.logical_id)
-        env.update(self.extra_settings)
-        return env
+        """The environment each function gets: its settings, then any `extra_settings`."""
+        return {**self.settings().to_env(), **self.extra_settings}
 
 
 class LocalEngine:
