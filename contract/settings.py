@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE
+from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE, TABLES, TableSpec
 
 TRAINING_HOOKS = ("lambda", "sagemaker")
 
@@ -169,6 +169,11 @@ def setting_named_by(variable_name: str) -> str:
         if f.metadata["variable"].name == variable_name:
             return f.name
     raise KeyError(f"no setting is carried by {variable_name!r}")
+
+
+def table_settings(table_name: Callable[[TableSpec], str]) -> dict[str, Any]:
+    """The settings that name the tables, by setting name: Settings(**table_settings(...), ...)."""
+    return {setting_named_by(spec.setting): table_name(spec) for spec in TABLES}
 
 
 def problem_with(name: str, value: Any) -> str | None:

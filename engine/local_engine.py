@@ -29,11 +29,11 @@ from contract.resource_spec import (
     function_arn_placeholder,
     upload_event_pattern,
 )
-from contract.settings import Settings, setting_named_by
+from contract.settings import Settings, table_settings
 from engine import lambda_bridge, moto_patches
 from engine.faults import FaultPlan
 from engine.local_pipe import LocalPipe
-from operate.targets import Target
+from operate.targets import AwsService, Target
 from workflow.definition import adapt_for_local_engine, render
 
 MOTO_CONFIG: dict[str, Any] = {
@@ -85,7 +85,7 @@ class LocalConfig:
         return Settings(
             bucket=self.bucket,
             model_registry=self.model_registry,
-            **{setting_named_by(table.setting): self.table_name(table.logical_id) for table in TABLES},
+            **table_settings(lambda table: self.table_name(table.logical_id)),
             time_zone=self.time_zone,
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
@@ -212,7 +212,7 @@ class LocalEngine:
             os.environ[name] = value
 
     # -- clients ---------------------------------------------------------------------------
-    def client(self, service: str) -> Any:
+    def client(self, service: AwsService) -> Any:
         return boto3.client(service, region_name=self.config.region, endpoint_url=self.endpoint_url)
 
     # -- resources -------------------------------------------------------------------------

@@ -6,12 +6,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
+
+# The AWS services batchinfer calls. boto3's type stubs know each client by its literal name.
+AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation"]
 
 
 class TargetError(RuntimeError):
@@ -28,7 +31,7 @@ class Target:
     endpoint_url: str | None = None
     profile: str | None = None
 
-    def client(self, service: str, config: Any = None) -> Any:
+    def client(self, service: AwsService, config: Any = None) -> Any:
         if self.kind == "local":  # moto takes any credentials; never use a real account's here
             return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
                                 aws_access_key_id="local", aws_secret_access_key="local", config=config)

@@ -23,9 +23,8 @@ from contract.resource_spec import (
     PREDICTIONS,
     RUN_STATE,
     RUNS_PREFIX,
-    TABLES,
 )
-from contract.settings import Settings, setting_named_by
+from contract.settings import Settings, table_settings
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -54,7 +53,7 @@ def function_settings(config: DeployConfig, storage: Storage) -> Settings:
     return Settings(
         bucket=bucket,
         model_registry=f"s3://{bucket}/{MODELS_PREFIX}{config.model_name}",
-        **{setting_named_by(spec.setting): storage.table(spec).table_name for spec in TABLES},
+        **table_settings(lambda spec: storage.table(spec).table_name),
         **config.function_settings(),
     )
 

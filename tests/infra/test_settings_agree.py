@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from contract.resource_spec import FUNCTIONS, TABLES
-from contract.settings import Settings, load_settings, setting_named_by, setting_names, variable_of
+from contract.settings import Settings, load_settings, setting_names, table_settings, variable_of
 from engine.local_engine import LocalConfig
 from infra.config import SHARED_SETTINGS, DeployConfig
 from infra.constructs.functions import POWERTOOLS_ENVIRONMENT
@@ -66,7 +66,7 @@ def _expected(config: DeployConfig) -> Settings:
     return Settings(
         bucket="ImagesBucket",
         model_registry=f"s3://ImagesBucket/models/{config.model_name}",
-        **{setting_named_by(spec.setting): spec.logical_id for spec in TABLES},
+        **table_settings(lambda spec: spec.logical_id),
         **config.function_settings(),
     )
 

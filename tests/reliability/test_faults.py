@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
@@ -171,14 +172,15 @@ class ThrottledDynamoDB:
             def stream(self, **_: Any) -> Iterator[bytes]:
                 yield self.getvalue()
 
-        return AWSResponse(request.url, 400, {"x-amzn-RequestId": "throttled"}, Raw(body.encode()))
+        headers = HTTPHeaders.from_dict({"x-amzn-RequestId": "throttled"})
+        return AWSResponse(request.url, 400, headers, Raw(body.encode()))
 
     def transact_write_items(self, **kwargs: Any) -> Any:
         if self._take("transact"):
             items = kwargs["TransactItems"]
             raise ClientError(
                 {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
-                 "CancellationReasons": [{"Code": "ThrottlingError"}] + [{"Code": "None"}] * (len(items) - 1)},
+                 "CancellationReasons": [{"Code": "ThrottlingError" if n == 0 else "None"} for n in range(len(items))]},
                 "TransactWriteItems",
             )
         return self._client.transact_write_items(**kwargs)

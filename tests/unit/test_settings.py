@@ -4,6 +4,7 @@ value fails alike however it arrives."""
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from contract.settings import Settings, SettingsError, load_settings, problem_wi
 
 pytestmark = pytest.mark.unit
 
-NAMES = {
+NAMES: dict[str, Any] = {
     "bucket": "b",
     "predictions_table": "p",
     "counts_table": "c",
@@ -49,7 +50,7 @@ def test_defaults_are_the_fields_defaults() -> None:
 )
 def test_a_bad_value_fails_naming_its_variable(name: str, value: object, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        Settings(**{**NAMES, name: value})  # type: ignore[arg-type]
+        Settings(**{**NAMES, name: value})
     env = {**Settings(**NAMES).to_env(), variable_of(name): str(value)}
     with pytest.raises(SettingsError, match=variable_of(name)):
         load_settings(env)
