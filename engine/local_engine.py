@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +30,7 @@ from contract.settings import Settings, table_settings
 from engine import lambda_bridge, moto_patches
 from engine.faults import FaultPlan
 from engine.local_pipe import LocalPipe
+from operate import operations
 from operate.targets import AwsService, Target
 from workflow.definition import adapt_for_local_engine, render
 
@@ -40,7 +38,6 @@ MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
 }
-TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 @dataclass
@@ -282,26 +279,16 @@ class LocalEngine:
 
     # -- runs ------------------------------------------------------------------------------
     def start_execution(self, run_input: Any, name: str | None = None) -> str:
-        name = name or f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         response = self.client("stepfunctions").start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(run_input)
+            stateMachineArn=self.state_machine_arn,
+            name=name or operations.new_run_name("run"),
+            input=json.dumps(run_input),
         )
         return str(response["executionArn"])
 
-    def wait(
-        self, execution_arn: str, timeout: float = 3600, on_poll: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
-        sfn = self.client("stepfunctions")
-        deadline = time.monotonic() + timeout
-        while True:
-            description = sfn.describe_execution(executionArn=execution_arn)
-            if description["status"] in TERMINAL:
-                return dict(description)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout:.0f} s")
-            if on_poll:
-                on_poll()
-            time.sleep(0.2)
+    def wait(self, execution_arn: str, timeout: float = 3600) -> dict[str, Any]:
+        # Runs here take seconds: poll more often than the CLI does against AWS.
+        return operations.wait(self.target(), execution_arn, timeout=timeout, poll_seconds=0.2)
 
     def run(self, run_input: Any, name: str | None = None, timeout: float = 3600) -> dict[str, Any]:
         return self.wait(self.start_execution(run_input, name), timeout)

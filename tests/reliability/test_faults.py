@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -127,12 +128,13 @@ def test_the_fault_switch_reads_its_setting_and_refuses_bad_rules(monkeypatch: p
 def test_the_demo_rehearses_a_failing_batch(demo_model: Any) -> None:
     from cli.app import app
 
-    result = CliRunner().invoke(app, ["demo", "--images", "16", "--batch-size", "8",
+    result = CliRunner().invoke(app, ["demo", "--images", "16", "--batch-size", "8", "--concurrency", "3",
                                       "--fault", "ClassifyBatch:error:batch-00000"])
     assert result.exit_code == 0, result.output
     # The first batch (eight digits) fails for good; the three bad objects fail on their own.
     assert "images scored: 8   failed: 11" in result.output
     assert "InjectedError" in result.output
+    assert re.search(r"whole workflow, 3\s+batches in flight", result.output), result.output
 
 
 # -- DynamoDB throttling ------------------------------------------------------------------------------
