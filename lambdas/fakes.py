@@ -1,8 +1,9 @@
 """In-memory stand-ins for the stores and the registry's storage, for unit tests and quick experiments.
 
-Each subclasses the real store and overrides every method that touches AWS (it has no client). Each keeps the contract of the real store (tests/contract runs the same tests on both): the same
-rows, the same ordering, and the same exactly-once rule for predictions and counts. Rows go
-through the real stores' DynamoDB conversion, so numbers round as they do in the tables.
+Each subclasses the real store and overrides every method that touches AWS (it has no client), and
+keeps the real store's contract (tests/contract runs the same tests on both): the same rows, the
+same ordering, and the same exactly-once rule for predictions and counts. Rows go through the real
+stores' DynamoDB conversion, so numbers round as they do in the tables.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from inference_image.classify import ClassifyRequest, classify_batch
+from inference_image.classify import classify_batch
 from lambdas.records import Batch
+from lambdas.steps import ClassifyBatchRequest
 from lambdas.stores import COUNTED, FAILED
 from tests.unit.conftest import BUCKET, World, png, settings
 
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.unit
 
 def classify(world: World, batch: Batch, run_id: str = "run-1", **overrides: str) -> dict[str, Any]:
     chosen = settings(**overrides) if overrides else world.settings
-    return classify_batch(ClassifyRequest(run_id, batch), chosen, world.model, world.source, world.predictions,
-                          world.failures, world.state)
+    return classify_batch(ClassifyBatchRequest(run_id, batch), chosen, world.model, world.source, world.predictions,
+                          world.failures, world.state).to_dict()
 
 
 def test_a_batch_is_classified_written_and_counted(world: World) -> None:

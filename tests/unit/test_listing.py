@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from lambdas.listing import ListRequest, ObjectRef, list_new_versions
+from lambdas.listing import list_new_versions
 from lambdas.records import Failure, Prediction
+from lambdas.steps import ListNewVersionsRequest as ListRequest
+from lambdas.steps import ObjectRef
 from tests.unit.conftest import BUCKET, World, png
 
 pytestmark = pytest.mark.unit
 
 
 def listed(world: World, request: ListRequest, checkpoint: str | None = None) -> dict:
-    return list_new_versions(request, world.settings, world.source, world.predictions, checkpoint)
+    return list_new_versions(request, world.settings, world.source, world.predictions, checkpoint).to_dict()
 
 
 def test_new_versions_are_written_as_a_manifest_of_batches(world: World) -> None:

@@ -9,9 +9,10 @@ import pytest
 
 from lambdas.model_registry import ModelError
 from lambdas.promotion import promote_if_better
-from lambdas.records import BadRecord, Failure, Prediction
-from lambdas.replay import ReplayRequest, build_replay_manifest
-from lambdas.training_data import TRAINING_SCOPE, CollectRequest, collect_training_data
+from lambdas.records import Failure, Prediction
+from lambdas.replay import build_replay_manifest
+from lambdas.steps import BuildReplayManifestRequest, CollectTrainingDataRequest, PromoteIfBetterRequest
+from lambdas.training_data import TRAINING_SCOPE, collect_training_data
 from tests.unit.conftest import BUCKET, World, png, settings
 
 pytestmark = pytest.mark.unit
@@ -23,8 +24,8 @@ def fail(world: World, image: Any, run: str = "run-1") -> None:
 
 
 def replay(world: World, of: str = "run-1") -> dict[str, Any]:
-    return build_replay_manifest(ReplayRequest("replay-1", of), world.settings, world.source, world.predictions,
-                                 world.failures)
+    return build_replay_manifest(BuildReplayManifestRequest("replay-1", of), world.settings, world.source,
+                                 world.predictions, world.failures).to_dict()
 
 
 # -- replay ---------------------------------------------------------------------------------
@@ -63,8 +64,8 @@ def test_replaying_a_run_without_failures_says_so(world: World) -> None:
 # -- training data --------------------------------------------------------------------------
 def collect(world: World, **overrides: str) -> dict[str, Any]:
     chosen = settings(**overrides) if overrides else world.settings
-    return collect_training_data(CollectRequest("retrain-1"), chosen, world.source, world.registry, world.state,
-                                 world.predictions)
+    return collect_training_data(CollectTrainingDataRequest("retrain-1"), chosen, world.source, world.registry,
+                                 world.state, world.predictions).to_dict()
 
 
 def test_training_data_needs_a_current_model(world: World) -> None:
@@ -147,7 +148,9 @@ def promote(world: World, candidate: float, current: float | None, margin: float
     collect_result = {"current_version": "v1" if current is not None else None, "labels_high_water": high_water}
     evaluation = {"candidate_version": "v2", "candidate_accuracy": candidate, "current_accuracy": current,
                   "held_out": 40, "excluded": [], "training_excluded": []}
-    return promote_if_better("retrain-1", collect_result, evaluation, world.registry, world.state, margin)
+    request = PromoteIfBetterRequest.from_event({"run_id": "retrain-1", "collect": collect_result,
+                                                 "evaluation": evaluation})
+    return promote_if_better(request, world.registry, world.state, margin).to_dict()
 
 
 def test_a_better_candidate_is_promoted(world: World) -> None:
@@ -175,6 +178,3 @@ def test_a_candidate_with_nothing_to_beat_is_promoted(world: World) -> None:
     assert promote(world, 0.1, None)["outcome"] == "promoted" and world.registry.current_version() == "v2"
 
 
-def test_promotion_needs_the_evaluation(world: World) -> None:
-    with pytest.raises(BadRecord, match="PromoteIfBetter needs the evaluation's candidate_version and accuracies"):
-        promote_if_better("retrain-1", {}, {"candidate_version": "v2"}, world.registry, world.state, 0.0)
