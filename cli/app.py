@@ -451,7 +451,7 @@ def _print_run(detail: dict[str, Any]) -> None:
     if detail.get("error"):
         say(console, f"[red]{escape(one_line(str(detail['error'])))}: {escape(one_line(str(detail.get('cause'))))}[/]")
     print_table(console, [Column("state", key=True), Column("type"), Column("entered", key=True),
-                          Column("seconds", right=True), Column("status")],
+                          Column("seconds", right=True), Column("status", wrap=True)],
                 [[step["state"], step["type"], step["entered"], _blank(step["seconds"]), escape(step["status"])]
                  for step in detail["timeline"]], title="timeline")
     for map_run in detail["map_runs"]:
@@ -485,7 +485,8 @@ def _print_run(detail: dict[str, Any]) -> None:
             keys = [f["object"].split("/", 3)[-1] for f in items]
             shown = ", ".join(keys[:3]) + (f", … {len(keys) - 3} more" if len(keys) > 3 else "")
             rows.append([str(len(items)), stage, escape(reason), escape(shown)])
-        print_table(console, [Column("items", right=True), Column("stage"), Column("reason"), Column("objects")],
+        print_table(console, [Column("items", right=True), Column("stage"), Column("reason", wrap=True),
+                              Column("objects", wrap=True)],
                     rows, title=f"{len(detail['failures'])} failed item(s), by reason")
         if output.get("replay"):
             say(console, f"replay them with: [bold]{output['replay']}[/]")
@@ -510,8 +511,6 @@ def _print_retrain(retrain: dict[str, Any]) -> None:
                      f"{retrain['candidate_version']} {_accuracy(retrain['candidate_accuracy'])}, "
                      f"{_blank(retrain['previous_version']) or 'no current version'} "
                      f"{_accuracy(retrain['current_accuracy'])}")
-    if retrain.get("significance"):
-        say(console, f"  significance: {escape(str(retrain['significance']))}")
     if retrain.get("excluded"):
         say(console, f"  {retrain['excluded']} unusable labelled image(s) left out (--json lists them)")
 

@@ -18,7 +18,7 @@ from rich.text import Text
 
 # Each column of a Rich table costs its padding and a border beside its text.
 _CELL_OVERHEAD = 3
-_NARROWEST_OTHER_COLUMN = 6
+_NARROWEST_WRAPPED_COLUMN = 12
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Column:
     name: str
     key: bool = False  # an id, URI or link: printed whole or the table is printed plain
     right: bool = False
+    wrap: bool = False  # free text (a reason): the one kind of column a table may wrap to fit
 
 
 def plain(cell: str) -> str:
@@ -34,8 +35,8 @@ def plain(cell: str) -> str:
 
 
 def say(console: Console, text: str) -> None:
-    """One line of text; not wrapped where there is no terminal to wrap it for."""
-    console.print(text, highlight=False, soft_wrap=not console.is_terminal)
+    """One line of text, never broken by Rich: a terminal wraps it for the eye, and a URI in it stays whole."""
+    console.print(text, highlight=False, soft_wrap=True)
 
 
 def one_line(message: str) -> str:
@@ -48,12 +49,12 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
     if console.is_terminal and _fits(console.width, columns, rows):
         table = Table(title=title)
         for index, column in enumerate(columns):
-            if column.key:
+            justify = "right" if column.right else "left"
+            if column.wrap:
+                table.add_column(column.name, overflow="fold", justify=justify)
+            else:  # ids, statuses, numbers: whole, or the table is not printed as a table
                 widest = max([len(column.name)] + [len(plain(row[index])) for row in rows])
-                table.add_column(column.name, no_wrap=True, min_width=widest,
-                                 justify="right" if column.right else "left")
-            else:
-                table.add_column(column.name, overflow="fold", justify="right" if column.right else "left")
+                table.add_column(column.name, no_wrap=True, min_width=widest, justify=justify)
         for row in rows:
             table.add_row(*row)
         console.print(table)
@@ -65,7 +66,7 @@ def _fits(width: int, columns: Sequence[Column], rows: Sequence[Sequence[str]]) 
     needed = 1
     for index, column in enumerate(columns):
         cells = [len(column.name)] + [len(plain(row[index])) for row in rows]
-        needed += _CELL_OVERHEAD + (max(cells) if column.key else min(max(cells), _NARROWEST_OTHER_COLUMN))
+        needed += _CELL_OVERHEAD + (min(max(cells), _NARROWEST_WRAPPED_COLUMN) if column.wrap else max(cells))
     return needed <= width
 
 
