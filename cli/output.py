@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -49,7 +50,7 @@ def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequ
     if console.is_terminal and _fits(console.width, columns, rows):
         table = Table(title=title)
         for index, column in enumerate(columns):
-            justify = "right" if column.right else "left"
+            justify: Literal["left", "right"] = "right" if column.right else "left"
             if column.wrap:
                 table.add_column(column.name, overflow="fold", justify=justify)
             else:  # ids, statuses, numbers: whole, or the table is not printed as a table

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import hashlib
 import io
 import os
 import pickle
@@ -238,8 +237,27 @@ def _backends(scope: Scope) -> tuple[Any, Any, Any]:
     return s3, dynamodb, stepfunctions_backend(scope.account, scope.region)
 
 
-def capture(scope: Scope, dynamodb_lock: Any = None) -> bytes:
-    """The whole state of the stack as bytes: S3 buckets, DynamoDB tables, the state machine's executions."""
+def fingerprint(scope: Scope) -> tuple[Any, ...]:
+    """A cheap summary that changes when the state does: object versions per bucket, items per table, each
+    execution's status. A run in progress changes it every time (its history grows), so it is saved as it goes;
+    in-place updates (a counter, a rollup) happen inside runs, whose end changes it too."""
+    s3_backends, dynamodb, stepfunctions = _backends(scope)
+    s3 = s3_backends[scope.account]["aws"]
+    buckets = tuple((name, sum(len(versions) for versions in dict.values(bucket.keys)))
+                    for name, bucket in list(s3.buckets.items()))
+    tables = tuple((name, sum(len(v) if isinstance(v, dict) else 1 for v in list(table.items.values())))
+                   for name, table in list(dynamodb.tables.items()))
+    executions = tuple((e.name, e.status) for e in list(
+        stepfunctions.describe_state_machine(scope.state_machine_arn).executions))
+    running = any(status == "RUNNING" for _, status in executions)
+    return buckets, tables, executions, object() if running else None
+
+
+def capture(scope: Scope, dynamodb_lock: Any = None, ended: dict[str, SavedExecution] | None = None) -> bytes:
+    """The whole state of the stack as bytes: S3 buckets, DynamoDB tables, the state machine's executions.
+
+    `ended` keeps the exports of executions that have ended, which never change, from one capture to the next.
+    """
     import moto
 
     s3_backends, dynamodb, stepfunctions = _backends(scope)
@@ -252,7 +270,14 @@ def capture(scope: Scope, dynamodb_lock: Any = None) -> bytes:
         tables = _stable_dumps(dict(dynamodb.tables))
     now = datetime.datetime.now(tz=datetime.timezone.utc)
     state_machine = stepfunctions.describe_state_machine(scope.state_machine_arn)
-    executions = [export_execution(e, now) for e in list(state_machine.executions)]
+    executions = []
+    for execution in list(state_machine.executions):
+        saved = ended.get(execution.execution_arn) if ended is not None else None
+        if saved is None:
+            saved = export_execution(execution, now)
+            if ended is not None and execution.status != "RUNNING":
+                ended[execution.execution_arn] = saved
+        executions.append(saved)
     return pickle.dumps({
         "format": FORMAT,
         "moto": moto.__version__,
@@ -339,7 +364,8 @@ class StateKeeper:
         self._lock_handle: Any = None
         self._scope: Scope | None = None
         self._dynamodb_lock: Any = None
-        self._last_digest = b""
+        self._last_fingerprint: Any = None
+        self._ended: dict[str, SavedExecution] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._save_lock = threading.Lock()
@@ -381,16 +407,14 @@ class StateKeeper:
         self._thread.start()
 
     def save(self) -> bool:
-        """Snapshot now; False when nothing changed since the last one."""
+        """Snapshot now; False when nothing changed since the last one (a capture costs CPU the stack needs)."""
         assert self._scope is not None
         with self._save_lock:
-            data = capture(self._scope, self._dynamodb_lock)
-            # The saved_at field changes every time: compare the state without it.
-            digest = hashlib.blake2b(_without_time(data)).digest()
-            if digest == self._last_digest:
+            before = fingerprint(self._scope)
+            if before == self._last_fingerprint:
                 return False
-            write_atomically(self.snapshot_path, data)
-            self._last_digest = digest
+            write_atomically(self.snapshot_path, capture(self._scope, self._dynamodb_lock, self._ended))
+            self._last_fingerprint = before
             self.saves += 1
             return True
 
@@ -416,8 +440,3 @@ class StateKeeper:
             self._lock_handle.close()
             self._lock_handle = None
 
-
-def _without_time(data: bytes) -> bytes:
-    snapshot = pickle.loads(data)
-    snapshot.pop("saved_at", None)
-    return pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
