@@ -19,6 +19,15 @@ Step Functions:
    themselves once per item, so past ~1,000 items a worker thread dies with RecursionError.
 4. A Map whose worker thread dies fails with `States.Runtime` naming the cause, instead of
    waiting forever for items that no thread will run (the run would stay RUNNING).
+5. The 256 KiB payload quota where moto does not check it: a state's input, the input after
+   Parameters/ItemSelector (a Task's payload, a Map child's input), a Map's gathered result
+   before ResultSelector/ResultPath, and StartExecution's input (ValidationException, as AWS's
+   API answers). moto already checks a state's output and a Task's result.
+6. `States.ALL` does not match `States.DataLimitExceeded` or `States.Runtime`: both are terminal
+   in AWS (a Retry or Catch on States.ALL does not see them); moto matched them.
+7. A Parallel branch or inline Map iteration that fails with a `States.*` error passes that error
+   on, as AWS does; moto rebuilt it as a custom error name, which refuses the `States.` prefix, so
+   every such error became `States.Runtime`.
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ def install() -> None:
     cheap_transactions()
     map_workers_loop()
     dead_map_workers_fail_the_map()
+    payload_quota()
+    terminal_errors_escape_states_all()
+    states_errors_pass_through_branches()
 
 
 _state = threading.local()
@@ -221,3 +233,140 @@ def _runtime_failure(env: Any, cause: str) -> Exception:
             ),
         )
     )
+
+
+PAYLOAD_QUOTA_BYTES = 256 * 1024  # Step Functions: input or output of a task, state or execution
+
+
+def _payload_bytes(value: Any) -> int:
+    from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+
+    return len((value if isinstance(value, str) else to_json_str(value)).encode("utf-8"))
+
+
+def _check_payload(env: Any, value: Any, what: str) -> None:
+    size = _payload_bytes(value)
+    if size > PAYLOAD_QUOTA_BYTES:
+        raise _data_limit_failure(env, f"{what} has {size} bytes, over the {PAYLOAD_QUOTA_BYTES}-byte payload quota")
+
+
+def _data_limit_failure(env: Any, cause: str) -> Exception:
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    limit = StatesErrorNameType.StatesStatesDataLimitExceeded
+    return FailureEventException(
+        failure_event=FailureEvent(
+            env=env,
+            error_name=StatesErrorName(typ=limit),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
+                taskFailedEventDetails=TaskFailedEventDetails(error=limit.to_name(), cause=cause)
+            ),
+        )
+    )
+
+
+def payload_quota() -> None:
+    """Fix 5: enforce the 256 KiB payload quota where moto does not."""
+    from moto.stepfunctions import models as sfn_models
+    from moto.stepfunctions.exceptions import ValidationException
+    from moto.stepfunctions.parser import models as parser_models
+    from moto.stepfunctions.parser.asl.component.common.parargs import Parargs
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_selector import ItemSelector
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+    from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+
+    if getattr(CommonStateField._eval_body, "_quota", False):
+        return
+
+    state_body = CommonStateField._eval_body
+
+    def state_eval_body(self: Any, env: Any) -> None:
+        _check_payload(env, env.states.get_input(), f"The input of state '{self.name}'")
+        state_body(self, env)
+
+    def after(original: Callable[..., None], what: Callable[[Any], str]) -> Callable[..., None]:
+        def eval_body(self: Any, env: Any) -> None:
+            original(self, env)
+            _check_payload(env, env.stack[-1], what(self))
+
+        return eval_body
+
+    def start_execution(original: Callable[..., Any]) -> Callable[..., Any]:
+        def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            execution_input = kwargs.get("execution_input", args[2] if len(args) > 2 else None)
+            if execution_input is not None and _payload_bytes(execution_input) > PAYLOAD_QUOTA_BYTES:
+                # AWS's API model caps `input` at 262144 and answers a longer one with this error.
+                raise ValidationException(
+                    "1 validation error detected: Value at 'input' failed to satisfy constraint: "
+                    f"Member must have length less than or equal to {PAYLOAD_QUOTA_BYTES}"
+                )
+            return original(self, *args, **kwargs)
+
+        return checked
+
+    CommonStateField._eval_body = state_eval_body  # type: ignore[method-assign]
+    CommonStateField._eval_body._quota = True  # type: ignore[attr-defined]
+    Parargs._eval_body = after(Parargs._eval_body, lambda _: "The input after Parameters")  # type: ignore[method-assign]
+    ItemSelector._eval_body = after(  # type: ignore[method-assign]
+        ItemSelector._eval_body, lambda _: "A Map child's input after ItemSelector"
+    )
+    StateMap._eval_execution = after(  # type: ignore[method-assign]
+        StateMap._eval_execution, lambda state: f"The result of Map state '{state.name}'"
+    )
+    for backend in (sfn_models.StepFunctionBackend, parser_models.StepFunctionsParserBackend):
+        if "start_execution" in backend.__dict__:
+            backend.start_execution = start_execution(backend.__dict__["start_execution"])  # type: ignore[method-assign]
+
+
+def terminal_errors_escape_states_all() -> None:
+    """Fix 6: a Retry or Catch on States.ALL does not see States.DataLimitExceeded or States.Runtime."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+
+    if getattr(ErrorEqualsDecl._eval_body, "_terminal", False):
+        return
+    original = ErrorEqualsDecl._eval_body
+    terminal = {StatesErrorNameType.StatesStatesDataLimitExceeded, StatesErrorNameType.StatesRuntime}
+
+    def _eval_body(self: Any, env: Any) -> None:
+        error_name = env.stack[-1]
+        if isinstance(error_name, StatesErrorName) and error_name.typ in terminal and error_name not in self.error_names:
+            env.stack.pop()
+            env.stack.append(False)  # only an explicit ErrorEquals on the name itself matches
+            return
+        original(self, env)
+
+    _eval_body._terminal = True  # type: ignore[attr-defined]
+    ErrorEqualsDecl._eval_body = _eval_body  # type: ignore[method-assign]
+
+
+def states_errors_pass_through_branches() -> None:
+    """Fix 7: a branch's or iteration's `States.*` error keeps its name."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import iteration_worker
+    from moto.stepfunctions.parser.asl.component.state.exec.state_parallel import branches_decl
+
+    def error_name_of(error_name: str) -> Any:
+        if error_name.startswith("States."):
+            try:
+                return StatesErrorName.from_name(error_name)
+            except ValueError:
+                pass
+        return CustomErrorName(error_name=error_name)
+
+    iteration_worker.CustomErrorName = error_name_of  # type: ignore[attr-defined]
+    branches_decl.CustomErrorName = error_name_of  # type: ignore[attr-defined]

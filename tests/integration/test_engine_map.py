@@ -8,50 +8,16 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.small_machines import distributed_map_of_passes, run_small_machine
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def distributed_map_of_passes(bucket: str, key: str, max_concurrency: int) -> dict[str, Any]:
-    """A Distributed Map over a JSON array in S3 whose children are a single Pass state."""
-    return {
-        "StartAt": "EachItem",
-        "States": {
-            "EachItem": {
-                "Type": "Map",
-                "ItemReader": {
-                    "Resource": "arn:aws:states:::s3:getObject",
-                    "ReaderConfig": {"InputType": "JSON"},
-                    "Parameters": {"Bucket": bucket, "Key": key},
-                },
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                    "StartAt": "Echo",
-                    "States": {"Echo": {"Type": "Pass", "Parameters": {"n.$": "$.n"}, "End": True}},
-                },
-                "MaxConcurrency": max_concurrency,
-                "ResultSelector": {"items.$": "States.ArrayLength($)"},
-                "End": True,
-            }
-        },
-    }
-
-
-def run_small_machine(engine: Any, definition: dict[str, Any], run_input: Any = None, timeout: float = 600) -> Any:
-    sfn = engine.client("stepfunctions")
-    arn = sfn.create_state_machine(
-        name=f"small-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition),
-        roleArn=f"arn:aws:iam::{engine.config.account}:role/small", type="STANDARD",
-    )["stateMachineArn"]
-    execution = sfn.start_execution(stateMachineArn=arn, name=uuid.uuid4().hex, input=json.dumps(run_input or {}))
-    return engine.wait(execution["executionArn"], timeout=timeout)
 
 
 def test_a_distributed_map_of_thousands_of_items_per_worker_runs_to_the_end(engine: Any) -> None:
@@ -70,7 +36,7 @@ DEAD_WORKER_SCRIPT = textwrap.dedent(
     import json, sys
     from engine import moto_patches
     from engine.local_engine import LocalConfig, LocalEngine
-    from tests.integration.test_engine_map import distributed_map_of_passes, run_small_machine
+    from tests.integration.small_machines import distributed_map_of_passes, run_small_machine
 
     # Fix 4 alone: moto's worker still recurses, so its thread dies with RecursionError.
     moto_patches.install = lambda: (moto_patches.serialize_dynamodb_requests(),
