@@ -343,7 +343,8 @@ def terminal_errors_escape_states_all() -> None:
 
     def _eval_body(self: Any, env: Any) -> None:
         error_name = env.stack[-1]
-        if isinstance(error_name, StatesErrorName) and error_name.typ in terminal and error_name not in self.error_names:
+        terminal_error = isinstance(error_name, StatesErrorName) and error_name.typ in terminal
+        if terminal_error and error_name not in self.error_names:
             env.stack.pop()
             env.stack.append(False)  # only an explicit ErrorEquals on the name itself matches
             return
