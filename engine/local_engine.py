@@ -180,6 +180,7 @@ class LocalEngine:
             self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
         moto_patches.install()
+        moto_patches.limits.time_scale = self.config.time_scale
         _reset_function_caches()
         lambda_bridge.register(
             self.function_specs,
@@ -296,14 +297,19 @@ class LocalEngine:
         return values
 
     def deploy_definition(self) -> None:
-        definition = adapt_for_local_engine(render(self.substitutions()))
+        self.state_machine_arn = self.create_state_machine(self.config.name, render(self.substitutions()))
+
+    def create_state_machine(self, name: str, definition: dict[str, Any]) -> str:
+        """Deploy a definition as written for AWS: adapted for moto, with its EXPRESS children's limit kept."""
         sfn = self.client("stepfunctions")
-        self.state_machine_arn = sfn.create_state_machine(
-            name=self.config.name,
-            definition=json.dumps(definition),
+        arn = str(sfn.create_state_machine(
+            name=name,
+            definition=json.dumps(adapt_for_local_engine(definition)),
             roleArn=f"arn:aws:iam::{self.config.account}:role/{self.config.name}-workflow",
             type="STANDARD",
-        )["stateMachineArn"]
+        )["stateMachineArn"])
+        moto_patches.set_express_children(arn, maps_with_express_children(definition))
+        return arn
 
     # -- runs ------------------------------------------------------------------------------
     def start_execution(self, run_input: Any, name: str | None = None) -> str:
@@ -357,6 +363,23 @@ class LocalEngine:
     @property
     def state_table(self) -> str:
         return self.table(RUN_STATE)
+
+
+def maps_with_express_children(definition: dict[str, Any]) -> set[str]:
+    """Names of the Map states whose children are EXPRESS workflows, nested ones included."""
+    names: set[str] = set()
+
+    def visit(states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            processor = state.get("ItemProcessor") or state.get("Iterator") or {}
+            if processor.get("ProcessorConfig", {}).get("ExecutionType") == "EXPRESS":
+                names.add(name)
+            visit(processor.get("States", {}))
+            for branch in state.get("Branches", []):
+                visit(branch.get("States", {}))
+
+    visit(definition.get("States", {}))
+    return names
 
 
 def _reset_function_caches() -> None:

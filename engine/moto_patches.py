@@ -28,15 +28,32 @@ Step Functions:
 7. A Parallel branch or inline Map iteration that fails with a `States.*` error passes that error
    on, as AWS does; moto rebuilt it as a custom error name, which refuses the `States.` prefix, so
    every such error became `States.Runtime`.
+8. The EXPRESS child's 5-minute limit. moto runs Distributed Map children only as STANDARD, so the
+   engine deploys them so (workflow.definition.adapt_for_local_engine) and tells this module which
+   Map states had EXPRESS children (`set_express_children`); a child of those that runs past
+   5 minutes (times `time_scale`) ends TIMED_OUT with `States.Timeout`, as in AWS, whatever its
+   Tasks' TimeoutSeconds or Retry say. Its thread, like a timed-out Lambda handler's, finishes in
+   the background and its outcome is dropped.
+9. A Distributed Map's tolerated failures: moto parsed ToleratedFailureCount/Percentage but
+   ignored failed children (the Map succeeded whatever failed). Now failed and timed-out children
+   count against the threshold, default 0, and past it the Map fails with
+   `States.ExceedToleratedFailureThreshold`. Each failed child's input, error and cause are kept
+   on the Map Run (`failed_children`) for a ResultWriter to report. moto's grammar also refused a
+   whole-number `ToleratedFailurePercentage` (`5`, as AWS's examples write it; only `5.0` parsed):
+   the definition text is read with such numbers as decimals.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from contract.resource_spec import EXPRESS_EXECUTION_SECONDS, STATES_PAYLOAD_BYTES
 
 
 def install() -> None:
@@ -47,6 +64,8 @@ def install() -> None:
     payload_quota()
     terminal_errors_escape_states_all()
     states_errors_pass_through_branches()
+    express_children_time_out()
+    tolerated_failures_enforced()
 
 
 _state = threading.local()
@@ -185,6 +204,7 @@ def dead_map_workers_fail_the_map() -> None:
 
     def _launch_worker(self: Any, env: Any, eval_input: Any, job_pool: Any) -> Any:
         worker = self._create_worker(env=env, eval_input=eval_input, job_pool=job_pool)
+        worker._child_seconds = _express_child_seconds(env, eval_input.state_name)  # fix 8
         thread = threading.Thread(target=_watched_worker, args=(worker, env, job_pool), daemon=True)
         inline.TMP_THREADS.append(thread)
         thread.start()
@@ -235,7 +255,9 @@ def _runtime_failure(env: Any, cause: str) -> Exception:
     )
 
 
-PAYLOAD_QUOTA_BYTES = 256 * 1024  # Step Functions: input or output of a task, state or execution
+PAYLOAD_QUOTA_BYTES = STATES_PAYLOAD_BYTES
+# The Map state being evaluated on this thread (innermost last): its Map Run and workers start here.
+_current_map = threading.local()
 
 
 def _payload_bytes(value: Any) -> int:
@@ -320,9 +342,17 @@ def payload_quota() -> None:
     ItemSelector._eval_body = after(  # type: ignore[method-assign]
         ItemSelector._eval_body, lambda _: "A Map child's input after ItemSelector"
     )
-    StateMap._eval_execution = after(  # type: ignore[method-assign]
-        StateMap._eval_execution, lambda state: f"The result of Map state '{state.name}'"
-    )
+    map_execution = StateMap._eval_execution
+
+    def eval_map_execution(self: Any, env: Any) -> None:
+        _current_map.states = [*getattr(_current_map, "states", []), self]  # read by fixes 8 and 9
+        try:
+            map_execution(self, env)
+        finally:
+            _current_map.states = _current_map.states[:-1]
+        _check_payload(env, env.stack[-1], f"The result of Map state '{self.name}'")
+
+    StateMap._eval_execution = eval_map_execution  # type: ignore[method-assign]
     for backend in (sfn_models.StepFunctionBackend, parser_models.StepFunctionsParserBackend):
         if "start_execution" in backend.__dict__:
             backend.start_execution = start_execution(backend.__dict__["start_execution"])  # type: ignore[method-assign]
@@ -371,3 +401,215 @@ def states_errors_pass_through_branches() -> None:
 
     iteration_worker.CustomErrorName = error_name_of  # type: ignore[attr-defined]
     branches_decl.CustomErrorName = error_name_of  # type: ignore[attr-defined]
+
+
+@dataclass
+class EngineLimits:
+    """What the engine tells the patches: the time scale, and which Map states have EXPRESS children."""
+
+    time_scale: float = 1.0
+    express_children: dict[str, set[str]] = field(default_factory=dict)  # state machine ARN -> Map names
+
+
+limits = EngineLimits()
+
+
+def set_express_children(state_machine_arn: str, map_state_names: set[str]) -> None:
+    limits.express_children[state_machine_arn] = set(map_state_names)
+
+
+def _express_child_seconds(env: Any, map_state_name: str) -> float | None:
+    state_machine = env.states.context_object.context_object_data["StateMachine"]["Id"]
+    # A Map Run's children belong to "<state machine ARN>/<map run id>"; the ARN is what was deployed.
+    deployed = next((arn for arn in limits.express_children if state_machine.startswith(arn)), None)
+    if deployed is None or map_state_name not in limits.express_children[deployed]:
+        return None
+    return EXPRESS_EXECUTION_SECONDS * limits.time_scale
+
+
+def express_children_time_out() -> None:
+    """Fix 8 (with fix 9's accounting): an EXPRESS child ends TIMED_OUT after 5 minutes (scaled)."""
+    from moto.stepfunctions.parser.asl.component.program.program import Program
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor import (
+        distributed_item_processor_worker as worker_module,
+    )
+
+    worker_class = worker_module.DistributedItemProcessorWorker
+    if getattr(worker_class._eval_job, "_limited", False):
+        return
+    program_eval = Program.eval
+
+    def eval_program(self: Any, env: Any) -> None:
+        seconds = getattr(env, "_child_seconds", None)
+        if seconds is None:
+            return program_eval(self, env)
+        env._child_seconds = None  # the child's own program only, not the programs nested in it
+        env.next_state_name = self.start_at.start_at_name
+        # Program.eval's own way to time a program out, with the child's limit in place of TimeoutSeconds.
+        child = threading.Thread(target=super(Program, self).eval, args=(env,), daemon=True, name="express-child")
+        child.start()
+        child.join(timeout=seconds)
+        if child.is_alive():
+            env.set_timed_out()
+        return None
+
+    Program.eval = eval_program  # type: ignore[method-assign]
+    worker_class._eval_job = _eval_child_job  # type: ignore[method-assign]
+    worker_class._eval_job._limited = True  # type: ignore[attr-defined]
+
+
+def _eval_child_job(self: Any, env: Any, job: Any) -> None:
+    """moto's DistributedItemProcessorWorker._eval_job, counting a timed-out or failed child as AWS does."""
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramError, ProgramStopped, ProgramTimedOut
+    from moto.stepfunctions.parser.asl.eval.states import ItemData, MapData
+
+    record = self._map_run_record
+    record.item_counter.total.count()
+    record.item_counter.running.count()
+    record.execution_counter.total.count()
+    record.execution_counter.running.count()
+    job_output = None
+    failure: dict[str, Any] | None = None
+    try:
+        env.states.context_object.context_object_data["Map"] = MapData(
+            Item=ItemData(Index=job.job_index, Value=job.job_input)
+        )
+        env.states.reset(job.job_input)
+        env.stack.append(env.states.get_input())
+        self._eval_input(env_frame=env)
+        child_input = env.states.get_input()
+        env._child_seconds = getattr(self, "_child_seconds", None)
+        job.job_program.eval(env)
+        end = env.program_state()
+        if isinstance(end, ProgramTimedOut):
+            failure = {"Status": "TIMED_OUT", "Error": "States.Timeout", "Input": child_input,
+                       "Cause": f"The child execution ran past the EXPRESS limit of {EXPRESS_EXECUTION_SECONDS} s"}
+            record.item_counter.timed_out.count()
+            record.execution_counter.timed_out.count()
+        elif isinstance(end, ProgramError):
+            error = end.error or {}
+            failure = {"Status": "FAILED", "Error": error.get("error"), "Cause": error.get("cause"),
+                       "Input": child_input}
+            record.item_counter.failed.count()
+            record.execution_counter.failed.count()
+        elif isinstance(end, ProgramStopped):
+            record.item_counter.aborted.count()
+            record.execution_counter.aborted.count()
+        else:
+            record.item_counter.succeeded.count()
+            record.item_counter.results_written.count()
+            record.execution_counter.succeeded.count()
+            record.execution_counter.results_written.count()
+            job_output = env.states.get_input()
+    except Exception as exc:  # the child could not even start (its input, say): it failed
+        failure = {"Status": "FAILED", "Error": getattr(exc, "error", None) or "States.Runtime",
+                   "Cause": str(exc), "Input": job.job_input}
+        failure_event = getattr(exc, "failure_event", None)
+        if failure_event is not None:
+            failure["Error"] = failure_event.error_name.error_name if failure_event.error_name else "States.Runtime"
+        record.item_counter.failed.count()
+        record.execution_counter.failed.count()
+    finally:
+        record.item_counter.running.offset(-1)
+        record.execution_counter.running.offset(-1)
+        job.job_output = job_output
+        if failure is not None:
+            with _failed_children_lock:
+                failed = record.__dict__.setdefault("failed_children", [])
+                failed.append({"Index": job.job_index, **failure})
+
+
+_failed_children_lock = threading.Lock()
+
+
+_WHOLE_PERCENTAGE = re.compile(r'("ToleratedFailurePercentage"\s*:\s*)(\d+)(?=\s*[,}\]])')
+
+
+def tolerated_failures_enforced() -> None:
+    """Fix 9: past the tolerated failures, a Distributed Map fails with States.ExceedToleratedFailureThreshold."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.tolerated_failure import (
+        ToleratedFailureCountDecl,
+        ToleratedFailurePercentageDecl,
+    )
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    if getattr(DistributedIterationComponent._map_run, "_tolerance", False):
+        return
+    from_state_props = StateMap.from_state_props
+
+    def note_declared_tolerance(self: Any, state_props: Any) -> None:
+        from_state_props(self, state_props)
+        # AWS applies only the thresholds that are declared; with neither, any failure fails the Map.
+        self._declared_tolerance = (
+            state_props.get(ToleratedFailureCountDecl) is not None,
+            state_props.get(ToleratedFailurePercentageDecl) is not None,
+        )
+
+    map_run = DistributedIterationComponent._map_run
+
+    def checked_map_run(self: Any, env: Any, eval_input: Any) -> None:
+        items = len(env.stack[-1]) if env.stack and isinstance(env.stack[-1], list) else 0
+        map_run(self, env, eval_input)
+        record = eval_input.map_run_record
+        failed = record.item_counter.failed.get() + record.item_counter.timed_out.get()
+        state = (getattr(_current_map, "states", None) or [None])[-1]
+        count_declared, percentage_declared = getattr(state, "_declared_tolerance", (False, False))
+        count_limit, percentage_limit = eval_input.tolerated_failure_count, eval_input.tolerated_failure_percentage
+        percentage = 100.0 * failed / items if items else 0.0
+        over_count = failed > count_limit if count_declared else False
+        over_percentage = percentage > percentage_limit if percentage_declared else False
+        if not count_declared and not percentage_declared:
+            over_count = failed > 0
+        if over_count or over_percentage:
+            env.stack.pop()  # the gathered results: the Map has failed
+            raise _tolerance_failure(env, failed, items, count_limit if count_declared else None,
+                                     percentage_limit if percentage_declared else None)
+
+    parse = AmazonStateLanguageParser.parse
+
+    def parse_whole_percentages(definition: str) -> Any:
+        return parse(_WHOLE_PERCENTAGE.sub(r"\1\2.0", definition))
+
+    AmazonStateLanguageParser.parse = staticmethod(parse_whole_percentages)  # type: ignore[method-assign]
+    StateMap.from_state_props = note_declared_tolerance  # type: ignore[method-assign]
+    checked_map_run._tolerance = True  # type: ignore[attr-defined]
+    DistributedIterationComponent._map_run = checked_map_run  # type: ignore[method-assign]
+
+
+def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, percentage: float | None) -> Exception:
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    threshold = StatesErrorNameType.StatesExceedToleratedFailureThreshold
+    tolerated = " and ".join(
+        text for text in (
+            None if count is None else f"{count} item(s)",
+            None if percentage is None else f"{percentage:g}% of items",
+        ) if text
+    ) or "no failed item (no ToleratedFailureCount or ToleratedFailurePercentage)"
+    cause = (
+        f"The Map Run failed: {failed} of {items} child executions failed or timed out, "
+        f"over the tolerated failure threshold ({tolerated})"
+    )
+    return FailureEventException(
+        failure_event=FailureEvent(
+            env=env,
+            error_name=StatesErrorName(typ=threshold),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
+                taskFailedEventDetails=TaskFailedEventDetails(error=threshold.to_name(), cause=cause)
+            ),
+        )
+    )

@@ -34,10 +34,7 @@ def distributed_map_of_passes(bucket: str, key: str, max_concurrency: int) -> di
 
 def run_small_machine(engine: Any, definition: dict[str, Any], run_input: Any = None, timeout: float = 600) -> Any:
     sfn = engine.client("stepfunctions")
-    arn = sfn.create_state_machine(
-        name=f"small-{uuid.uuid4().hex[:8]}", definition=json.dumps(definition),
-        roleArn=f"arn:aws:iam::{engine.config.account}:role/small", type="STANDARD",
-    )["stateMachineArn"]
+    arn = engine.create_state_machine(f"small-{uuid.uuid4().hex[:8]}", definition)
     execution = sfn.start_execution(stateMachineArn=arn, name=uuid.uuid4().hex, input=json.dumps(run_input or {}))
     return engine.wait(execution["executionArn"], timeout=timeout)
 
@@ -70,3 +67,40 @@ def pass_with_parameters(parameters: dict[str, Any], catch_all: bool = False) ->
             "End": True,
         }
     return {"StartAt": "Step", "States": {"Step": state, "Caught": {"Type": "Succeed"}}}
+
+
+def distributed_map_of_tasks(bucket: str, key: str, child_type: str, task: dict[str, Any],
+                             **map_fields: Any) -> dict[str, Any]:
+    """A Distributed Map whose children (EXPRESS or STANDARD) run one Task state."""
+    return {
+        "StartAt": "EachItem",
+        "States": {
+            "EachItem": {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "JSON"},
+                    "Parameters": {"Bucket": bucket, "Key": key},
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": child_type},
+                    "StartAt": "Work",
+                    "States": {"Work": {**task, "End": True}},
+                },
+                "MaxConcurrency": 4,
+                "ResultPath": None,
+                "End": True,
+                **map_fields,
+            }
+        },
+    }
+
+
+def put_items(engine: Any, key: str, items: list[Any]) -> None:
+    engine.client("s3").put_object(Bucket=engine.config.bucket, Key=key, Body=json.dumps(items).encode())
+
+
+def map_run_of(engine: Any, execution_arn: str) -> dict[str, Any]:
+    sfn = engine.client("stepfunctions")
+    map_run_arn = sfn.list_map_runs(executionArn=execution_arn)["mapRuns"][0]["mapRunArn"]
+    return dict(sfn.describe_map_run(mapRunArn=map_run_arn))
