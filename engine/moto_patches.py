@@ -399,8 +399,8 @@ def states_errors_pass_through_branches() -> None:
                 pass
         return CustomErrorName(error_name=error_name)
 
-    iteration_worker.CustomErrorName = error_name_of  # type: ignore[attr-defined]
-    branches_decl.CustomErrorName = error_name_of  # type: ignore[attr-defined]
+    iteration_worker.CustomErrorName = error_name_of  # type: ignore[misc, assignment]
+    branches_decl.CustomErrorName = error_name_of  # type: ignore[misc, assignment]
 
 
 @dataclass
