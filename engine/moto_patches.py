@@ -41,6 +41,12 @@ Step Functions:
    on the Map Run (`failed_children`) for a ResultWriter to report. moto's grammar also refused a
    whole-number `ToleratedFailurePercentage` (`5`, as AWS's examples write it; only `5.0` parsed):
    the definition text is read with such numbers as decimals.
+
+DynamoDB and SQS quotas moto does not check (it does check the 400 KB item, 100 TransactWriteItems
+and 100 BatchGetItem keys itself):
+10. BatchWriteItem takes at most 25 requests; TransactWriteItems at most 4 MB of items.
+11. An SQS message counts its attributes as well as its body against the queue's MaximumMessageSize
+    (moto counted the body's characters only).
 """
 
 from __future__ import annotations
@@ -53,7 +59,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.resource_spec import EXPRESS_EXECUTION_SECONDS, STATES_PAYLOAD_BYTES
+from contract.resource_spec import (
+    DYNAMODB_BATCH_WRITE_ITEMS,
+    DYNAMODB_TRANSACTION_BYTES,
+    EXPRESS_EXECUTION_SECONDS,
+    STATES_PAYLOAD_BYTES,
+)
 
 
 def install() -> None:
@@ -66,6 +77,8 @@ def install() -> None:
     states_errors_pass_through_branches()
     express_children_time_out()
     tolerated_failures_enforced()
+    dynamodb_request_quotas()
+    sqs_message_size()
 
 
 _state = threading.local()
@@ -613,3 +626,85 @@ def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, per
             ),
         )
     )
+
+
+def _attribute_bytes(name: str, value: dict[str, Any]) -> int:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return len(name.encode()) + int(DynamoType(value).size())
+
+
+def _transaction_bytes(transact_items: list[dict[str, Any]]) -> int:
+    """The items a transaction writes, sized as DynamoDB sizes items (names and values)."""
+    total = 0
+    for entry in transact_items:
+        for operation in entry.values():
+            attributes = {**operation.get("Item", {}), **operation.get("Key", {}),
+                          **operation.get("ExpressionAttributeValues", {})}
+            total += sum(_attribute_bytes(name, value) for name, value in attributes.items())
+    return total
+
+
+def dynamodb_request_quotas() -> None:
+    """Fix 10: BatchWriteItem's 25 requests and TransactWriteItems' 4 MB."""
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.batch_write_item, "_quota", False):
+        return
+    batch_write_item, transact_write_items = DynamoHandler.batch_write_item, DynamoHandler.transact_write_items
+
+    def checked_batch_write_item(self: Any) -> Any:
+        requests = sum(len(table_requests) for table_requests in self.body.get("RequestItems", {}).values())
+        if requests > DYNAMODB_BATCH_WRITE_ITEMS:
+            raise MockValidationException("Too many items requested for the BatchWriteItem call")
+        return batch_write_item(self)
+
+    def checked_transact_write_items(self: Any) -> Any:
+        if _transaction_bytes(self.body.get("TransactItems", [])) > DYNAMODB_TRANSACTION_BYTES:
+            raise MockValidationException("Transaction request cannot be larger than 4 MB")
+        return transact_write_items(self)
+
+    checked_batch_write_item._quota = True  # type: ignore[attr-defined]
+    DynamoHandler.batch_write_item = checked_batch_write_item  # type: ignore[method-assign]
+    DynamoHandler.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
+
+
+def _sqs_message_bytes(body: str, attributes: dict[str, Any] | None) -> int:
+    size = len(body.encode())
+    for name, attribute in (attributes or {}).items():
+        value = attribute.get("StringValue") or attribute.get("BinaryValue") or ""
+        size += len(name.encode()) + len(str(attribute.get("DataType", "")).encode())
+        size += len(value) if isinstance(value, bytes) else len(str(value).encode())
+    return size
+
+
+def sqs_message_size() -> None:
+    """Fix 11: a message's body and attributes, in bytes, within the queue's MaximumMessageSize."""
+    from moto.sqs.exceptions import InvalidParameterValue
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend.send_message, "_sized", False):
+        return
+    send_message, send_message_batch = SQSBackend.send_message, SQSBackend.send_message_batch
+
+    def check(queue: Any, body: str, attributes: dict[str, Any] | None) -> None:
+        limit = int(queue.maximum_message_size)
+        if _sqs_message_bytes(body, attributes) > limit:
+            raise InvalidParameterValue(
+                f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
+            )
+
+    def checked_send_message(self: Any, queue_name: str, message_body: str, *args: Any, **kwargs: Any) -> Any:
+        check(self.get_queue(queue_name), message_body, kwargs.get("message_attributes", args[0] if args else None))
+        return send_message(self, queue_name, message_body, *args, **kwargs)
+
+    def checked_send_message_batch(self: Any, queue_name: str, entries: dict[str, dict[str, Any]]) -> Any:
+        queue = self.get_queue(queue_name)
+        for entry in entries.values():
+            check(queue, entry.get("MessageBody", ""), entry.get("MessageAttributes"))
+        return send_message_batch(self, queue_name, entries)
+
+    checked_send_message._sized = True  # type: ignore[attr-defined]
+    SQSBackend.send_message = checked_send_message  # type: ignore[method-assign]
+    SQSBackend.send_message_batch = checked_send_message_batch  # type: ignore[method-assign]
