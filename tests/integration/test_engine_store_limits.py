@@ -25,7 +25,8 @@ def counter(n: int, pad: int = 0) -> dict[str, Any]:
 def refused(call: Any) -> dict[str, str]:
     with pytest.raises(ClientError) as error:
         call()
-    return dict(error.value.response["Error"])
+    return {"Code": str(error.value.response["Error"].get("Code")),
+            "Message": str(error.value.response["Error"].get("Message"))}
 
 
 def test_an_item_over_400_kb_is_refused(engine: Any) -> None:
