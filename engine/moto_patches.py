@@ -37,8 +37,8 @@ Step Functions:
 9. A Distributed Map's tolerated failures: moto parsed ToleratedFailureCount/Percentage but
    ignored failed children (the Map succeeded whatever failed). Now failed and timed-out children
    count against the threshold, default 0, and past it the Map fails with
-   `States.ExceedToleratedFailureThreshold`. Each failed child's input, error and cause are kept
-   on the Map Run (`failed_children`) for a ResultWriter to report. moto's grammar also refused a
+   `States.ExceedToleratedFailureThreshold`. Each child's input, and a failed child's error and
+   cause, are kept on the Map Run for the ResultWriter (fix 12). moto's grammar also refused a
    whole-number `ToleratedFailurePercentage` (`5`, as AWS's examples write it; only `5.0` parsed):
    the definition text is read with such numbers as decimals.
 
@@ -47,11 +47,17 @@ and 100 BatchGetItem keys itself):
 10. BatchWriteItem takes at most 25 requests; TransactWriteItems at most 4 MB of items.
 11. An SQS message counts its attributes as well as its body against the queue's MaximumMessageSize
     (moto counted the body's characters only).
+
+12. A Distributed Map's ResultWriter writes AWS's result files beside manifest.json:
+    SUCCEEDED_0.json and FAILED_0.json (failed and timed-out children, with Error and Cause), each
+    an array of child execution records with Input and Output as JSON strings, listed in the
+    manifest's ResultFiles. moto wrote an empty manifest only.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import threading
 from collections import defaultdict
@@ -79,6 +85,7 @@ def install() -> None:
     tolerated_failures_enforced()
     dynamodb_request_quotas()
     sqs_message_size()
+    result_writer_files()
 
 
 _state = threading.local()
@@ -491,6 +498,8 @@ def _eval_child_job(self: Any, env: Any, job: Any) -> None:
         env.stack.append(env.states.get_input())
         self._eval_input(env_frame=env)
         child_input = env.states.get_input()
+        with _failed_children_lock:
+            record.__dict__.setdefault("child_inputs", {})[job.job_index] = child_input
         env._child_seconds = getattr(self, "_child_seconds", None)
         job.job_program.eval(env)
         end = env.program_state()
@@ -708,3 +717,71 @@ def sqs_message_size() -> None:
     checked_send_message._sized = True  # type: ignore[attr-defined]
     SQSBackend.send_message = checked_send_message  # type: ignore[method-assign]
     SQSBackend.send_message_batch = checked_send_message_batch  # type: ignore[method-assign]
+
+
+def result_writer_files() -> None:
+    """Fix 12: SUCCEEDED_0.json and FAILED_0.json, as AWS's ResultWriter writes them."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval import (
+        resource_eval_s3,
+    )
+
+    evaluator = resource_eval_s3.ResourceEvalS3
+    if getattr(evaluator._handle_put_object, "_files", False):
+        return
+
+    def handle_put_object(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
+        parameters = env.stack.pop()
+        results = env.stack.pop()
+        s3 = evaluator._get_s3_client(resource_runtime_part=resource_runtime_part, state_credentials=state_credentials)
+        record = env.map_run_record_pool_manager.get_all().pop()
+        prefix = parameters.get("Prefix", "")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        folder = f"{prefix}{record.map_run_arn.split(':')[-1]}/"
+        files = _result_files(record, results)
+        listed: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        for status, entries in files.items():
+            if not entries:
+                continue
+            body = json.dumps(entries).encode()
+            key = f"{folder}{status}_0.json"
+            s3.put_object(Bucket=parameters["Bucket"], Key=key, Body=body)
+            listed[status].append({"Key": key, "Size": len(body)})
+        manifest = {"DestinationBucket": parameters["Bucket"], "MapRunArn": record.map_run_arn,
+                    "ResultFiles": listed}
+        key = f"{folder}manifest.json"
+        s3.put_object(Bucket=parameters["Bucket"], Key=key, Body=json.dumps(manifest, indent=2).encode())
+        env.stack.append({"MapRunArn": record.map_run_arn,
+                          "ResultWriterDetails": {"Bucket": parameters["Bucket"], "Key": key}})
+
+    handle_put_object._files = True  # type: ignore[attr-defined]
+    evaluator._handle_put_object = staticmethod(handle_put_object)  # type: ignore[assignment]
+
+
+def _result_files(record: Any, results: Any) -> dict[str, list[dict[str, Any]]]:
+    inputs: dict[int, Any] = record.__dict__.get("child_inputs", {})
+    failed = {child["Index"]: child for child in record.__dict__.get("failed_children", [])}
+
+    def entry(index: int, status: str, **extra: Any) -> dict[str, Any]:
+        name = f"{record.map_run_arn.split(':')[-1]}-{index:06d}"
+        return {
+            "ExecutionArn": f"{record.map_state_machine_arn.replace(':mapRun:', ':execution:')}:{name}",
+            "Name": name,
+            "StateMachineArn": record.map_state_machine_arn.replace(":mapRun:", ":stateMachine:"),
+            "Status": status,
+            "InputDetails": {"Included": True},
+            **extra,
+        }
+
+    succeeded = [
+        entry(index, "SUCCEEDED", Input=json.dumps(inputs[index]), Output=json.dumps(output),
+              OutputDetails={"Included": True})
+        for index, output in enumerate(results if isinstance(results, list) else [])
+        if index not in failed and index in inputs
+    ]
+    failures = [
+        entry(index, child["Status"], Input=json.dumps(child.get("Input")), Error=child.get("Error"),
+              Cause=child.get("Cause"))
+        for index, child in sorted(failed.items())
+    ]
+    return {"SUCCEEDED": succeeded, "FAILED": failures, "PENDING": []}
