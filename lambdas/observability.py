@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = "batchinfer"
+NAMESPACE = "batchinfer"
+
+# The metrics the functions emit (namespace NAMESPACE, dimension service=SERVICE); the CloudWatch
+# dashboard shows them and its tests hold it to this list.
+IMAGES_SCORED = "ImagesScored"
+IMAGES_FAILED = "ImagesFailed"  # per batch; and once more per failure stage, with a `stage` dimension
+BATCH_SECONDS = "BatchSeconds"
+BATCHES_FAILED = "BatchesFailed"  # batches that still failed after their retries (caught in the Map)
+COLD_START = "ColdStart"  # Powertools' own, with a function_name dimension
+FAILURE_STAGES = ("read", "decode", "batch")
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace="batchinfer", service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def count_failures_by_stage(stages: Iterable[str]) -> None:
+    """One ImagesFailed data point per stage seen, so the dashboard can split failures by stage."""
+    for stage, count in Counter(stages).items():
+        with single_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=count, namespace=NAMESPACE,
+                           default_dimensions={"service": SERVICE}) as metric:
+            metric.add_dimension(name="stage", value=stage)

@@ -4,11 +4,12 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.failures import record_batch_failure
-from lambdas.observability import logger
+from lambdas.observability import BATCHES_FAILED, count_failures_by_stage, logger, metrics
 from lambdas.records import BadRecord, Batch
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not isinstance(event, dict) or "run_id" not in event or "batch" not in event:
         raise BadRecord("RecordBatchFailure needs 'run_id', 'batch' and 'error'")
@@ -18,5 +19,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result = record_batch_failure(
         str(event["run_id"]), batch, event.get("error"), s.predictions, s.failures, s.state
     )
+    metrics.add_metric(name=BATCHES_FAILED, unit="Count", value=1)
+    count_failures_by_stage(["batch"] * int(result["failed"]))
     logger.warning("batch recorded as failed", extra={"failed": result["failed"], "error": result["error"]})
     return result
