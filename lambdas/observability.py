@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 SERVICE = "batchinfer"
 NAMESPACE = "batchinfer"
@@ -26,6 +27,8 @@ metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 def count_failures_by_stage(stages: Iterable[str]) -> None:
     """One ImagesFailed data point per stage seen, so the dashboard can split failures by stage."""
+    if is_metrics_disabled():  # as the other metrics are (the local engine turns them off)
+        return
     for stage, count in Counter(stages).items():
         with single_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=count, namespace=NAMESPACE,
                            default_dimensions={"service": SERVICE}) as metric:
