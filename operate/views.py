@@ -35,31 +35,18 @@ def run_dates(target: Target, run_id: str) -> list[str]:
     return sorted({d for r in state.batch_results(run_id) for d in r.get("dates", [])})
 
 
-def _counted_rows(target: Target, date: str) -> list[dict[str, Any]]:
-    """The COUNTED marker of every image version of one day (the by_date index, every shard)."""
-    from contract.settings import Settings
-    from lambdas.stores import COUNTED, query_all, to_item
-
-    dynamodb = target.client("dynamodb")
-    return [
-        row
-        for shard in range(Settings.count_shards)
-        for row in query_all(dynamodb, TableName=target.predictions_table, IndexName="by_date",
-                             KeyConditionExpression="date_shard = :d",
-                             ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))
-        if row["sk"] == COUNTED
-    ]
-
-
 def run_added_counts(target: Target, run_id: str) -> dict[str, dict[str, int]]:
     """{date: {class: n}}: the image versions this run entered into the daily counts.
 
-    The run's output carries each day's totals after it; this is the run's own share, taken from
-    the COUNTED markers, which record the run that counted them.
+    The run's output carries each day's totals after it; this is the run's own share: the counted
+    predictions of its days that it wrote (a prediction and its COUNTED marker are one transaction).
     """
+    from operate.operations import prediction_store
+
+    store = prediction_store(target)
     added: dict[str, dict[str, int]] = {}
     for date in run_dates(target, run_id):
-        for row in _counted_rows(target, date):
+        for row in store.predictions_on(date):
             if row.get("run_id") == run_id:
                 day = added.setdefault(date, {})
                 day[str(row["predicted_class"])] = day.get(str(row["predicted_class"]), 0) + 1
@@ -68,12 +55,9 @@ def run_added_counts(target: Target, run_id: str) -> dict[str, dict[str, int]]:
 
 def prediction_days(target: Target) -> dict[str, dict[str, int]]:
     """Every day with predictions and its totals by class, oldest first."""
-    from contract.settings import Settings
-    from lambdas.stores import PredictionStore
+    from operate.operations import prediction_store
 
-    store = PredictionStore(target.client("dynamodb"), target.predictions_table, target.counts_table,
-                            Settings.count_shards)
-    return store.rollups()
+    return prediction_store(target).rollups()
 
 
 def predictions_page(target: Target, date: str, predicted_class: str | None = None,
@@ -83,8 +67,7 @@ def predictions_page(target: Target, date: str, predicted_class: str | None = No
     Filters: the predicted class, and confidence below a threshold (the review queue for labelling).
     Each row has a presigned link to its image version.
     """
-    from contract.settings import Settings
-    from lambdas.stores import MODEL_PREFIX, PredictionStore
+    from operate.operations import prediction_store
 
     try:
         datetime.strptime(date, "%Y-%m-%d")
@@ -92,12 +75,8 @@ def predictions_page(target: Target, date: str, predicted_class: str | None = No
         raise TargetError(f"the day must be YYYY-MM-DD, got {date!r}") from None
     if below is not None and not 0.0 <= below <= 1.0:
         raise TargetError(f"the confidence threshold must be between 0 and 1, got {below}")
-    counted = [r for r in _counted_rows(target, date)
-               if predicted_class is None or str(r["predicted_class"]) == predicted_class]
-    store = PredictionStore(target.client("dynamodb"), target.predictions_table, target.counts_table,
-                            Settings.count_shards)
-    rows = list(store.get_many([{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
-                                for r in counted]))
+    rows = [r for r in prediction_store(target).predictions_on(date)
+            if predicted_class is None or str(r["predicted_class"]) == predicted_class]
     if below is not None:
         rows = [r for r in rows if float(r["confidence"]) < below]
         rows.sort(key=lambda r: (float(r["confidence"]), r["image_id"]))
