@@ -1,4 +1,5 @@
-"""Two fixes to moto's DynamoDB that the embedded engine needs, installed by LocalEngine.start.
+"""Fixes to moto that the embedded engine needs, installed by LocalEngine.start: two to DynamoDB, one
+to Step Functions.
 
 1. Requests run one at a time. Map iterations run on threads, and moto's TransactWriteItems
    deep-copies tables while other threads write to them. DynamoDB itself serializes conflicting
@@ -24,6 +25,7 @@ from typing import Any
 def install() -> None:
     serialize_dynamodb_requests()
     cheap_transactions()
+    map_runs_of_a_starting_execution()
 
 
 _state = threading.local()
@@ -103,3 +105,45 @@ def serialize_dynamodb_requests() -> None:
 
     call_action._serialized = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def map_runs_of_a_starting_execution() -> None:
+    """ListMapRuns on an execution that has just started lists no Map Run, as in AWS (fix 3).
+
+    moto builds an execution's environment on its worker thread, so for the first moments of a
+    run `exec_worker.env` is None and ListMapRuns fails with an AttributeError (a 500): the run
+    console and `batchinfer show` poll runs in exactly those moments. DescribeMapRun of such a
+    run is a ResourceNotFound, as for any Map Run that does not exist yet; and since moto's
+    DescribeMapRun looks through every execution, one that is starting no longer breaks it for the
+    others.
+    """
+    from moto.stepfunctions.parser.api import ResourceNotFound
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    if getattr(StepFunctionsParserBackend.list_map_runs, "_patched", False):
+        return
+    list_map_runs = StepFunctionsParserBackend.list_map_runs
+
+    def has_environment(execution: Any) -> bool:
+        return execution.exec_worker is not None and execution.exec_worker.env is not None
+
+    def started(backend: Any, execution_arn: str) -> bool:
+        return has_environment(backend.describe_execution(execution_arn=execution_arn))
+
+    def patched_list(self: Any, execution_arn: str) -> dict[str, Any]:
+        if not started(self, execution_arn):
+            return {"mapRuns": []}
+        return dict(list_map_runs(self, execution_arn))
+
+    def patched_describe(self: Any, map_run_arn: str) -> dict[str, Any]:
+        for execution in self._get_executions():
+            if not has_environment(execution):
+                continue
+            record = execution.exec_worker.env.map_run_record_pool_manager.get(map_run_arn)
+            if record is not None:
+                return dict(record.describe())
+        raise ResourceNotFound()
+
+    patched_list._patched = True  # type: ignore[attr-defined]
+    StepFunctionsParserBackend.list_map_runs = patched_list  # type: ignore[method-assign]
+    StepFunctionsParserBackend.describe_map_run = patched_describe  # type: ignore[method-assign]
