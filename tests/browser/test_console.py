@@ -167,3 +167,34 @@ def test_models_page_unknown_run_and_a_stopped_stack(served: Any, console_url: s
 
 def _first_day(engine: Any) -> str:
     return sorted(recount(engine))[0]
+
+
+def test_retraining_run_from_the_console(served: Any, console_url: str, page: Any) -> None:
+    from demo import digits
+    from tests.workflow.test_retrain import upload_labelled
+
+    upload_labelled(served, digits.split()[0][:80])
+    page.goto(console_url + "/")
+    page.click("#start-retrain")
+    assert "Start a retraining run" in page.locator("h1").inner_text()
+    page.click("#confirm")
+    page.wait_for_url(re.compile(r"/runs/retrain-"))
+    assert _wait_for_end(page) == "SUCCEEDED"
+    assert page.locator("#mode").inner_text() == "retrain"
+
+    outcome = page.locator("#outcome").inner_text()
+    assert outcome in ("promoted", "rejected")
+    for name in ("CollectTrainingData", "EnoughNewLabels", "TrainingHook", "EvaluateCandidate", "PromoteIfBetter"):
+        assert _state(page, name) == "succeeded", name
+    assert _state(page, "ListNewVersions") == "not-run" and _state(page, "SkipTraining") == "not-run"
+    versions = page.locator("#versions tbody tr")
+    assert versions.count() == 2
+    before, candidate = (row.split("\t") for row in versions.all_inner_texts())
+    assert before[0] == "v1" and 0.0 <= float(before[2]) <= 1.0 and 0.0 <= float(candidate[2]) <= 1.0
+    assert ("serving now" in candidate[1]) == (outcome == "promoted")
+    assert re.search(r"labels used: \d+ to train, \d+ held out, 80 new", page.locator("#labels-used").inner_text())
+
+    page.goto(console_url + "/models")
+    serving = page.locator("#models tr:has(.serving)").get_attribute("data-version")
+    assert serving == (candidate[0] if outcome == "promoted" else "v1")
+    assert page.locator(f'#models tr[data-version="{candidate[0]}"]').count() == 1
