@@ -19,6 +19,7 @@ from console.graph import layout, overlay
 from operate.targets import Target, TargetError
 
 DEFAULT_PORT = 8400
+PER_PAGE = 24  # predictions a page
 RUN_MODES = ("score", "retrain")  # started from the runs page; replay starts from a run's page
 log = logging.getLogger(__name__)
 
@@ -168,11 +169,12 @@ def create_app(resolve_target: Callable[[], Target], stack_label: str) -> Flask:
         try:
             below = float(below_text) if below_text else None
             page_number = int(request.args.get("page", "1"))
+            per_page = min(max(int(request.args.get("per_page", str(PER_PAGE))), 1), 500)
         except ValueError:
             abort(400, "the confidence threshold must be a number between 0 and 1, and the page a whole number")
-        page = predictions_page(current, day, chosen_class, below, page_number) if day else None
+        page = predictions_page(current, day, chosen_class, below, page_number, per_page) if day else None
         classes = sorted({c for totals in days.values() for c in totals}, key=_class_order)
-        filters = {"day": day or "", "class": chosen_class or "", "below": below_text}
+        filters = {"day": day or "", "class": chosen_class or "", "below": below_text, "per_page": per_page}
 
         def page_link(number: int) -> str:
             return url_for("predictions_page") + "?" + urlencode({**filters, "page": number})

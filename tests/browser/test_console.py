@@ -138,6 +138,17 @@ def test_score_run_with_a_broken_image_then_replay_and_review(
     assert all("model v1" in text for text in cards.all_inner_texts())
     page.screenshot(path=str(screenshots / "predictions.png"), full_page=True)
 
+    # Paging through the day, 8 a page: every prediction once.
+    page.goto(console_url + f"/predictions?day={day}&per_page=8")
+    seen: list[str] = []
+    for number in (1, 2, 3):
+        assert f"21 prediction(s) on {day}; page {number} of 3" in page.locator("#summary").inner_text()
+        seen += page.locator("#grid li.card .key").all_inner_texts()
+        if number < 3:
+            page.click("#next")
+            page.wait_for_url(re.compile(f"page={number + 1}"))
+    assert len(seen) == len(set(seen)) == 21 and page.locator("#next").count() == 0
+
     # The review queue: confidence below a threshold, lowest first.
     page.fill("#below", "0.999")
     page.click("#apply")
