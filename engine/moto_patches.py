@@ -142,7 +142,7 @@ def map_runs_of_a_starting_execution() -> None:
             record = execution.exec_worker.env.map_run_record_pool_manager.get(map_run_arn)
             if record is not None:
                 return dict(record.describe())
-        raise ResourceNotFound()
+        raise ResourceNotFound(f"Map Run {map_run_arn} not found")
 
     patched_list._patched = True  # type: ignore[attr-defined]
     StepFunctionsParserBackend.list_map_runs = patched_list  # type: ignore[method-assign]

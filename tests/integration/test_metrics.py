@@ -18,8 +18,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(autouse=True)
 def metrics_on(scoring_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The local engine turns metrics off; here they are on, as in Lambda."""
+    """The local engine turns metrics off; here they are on, as in Lambda. Metrics added while they
+    were off (earlier tests in this process) were never flushed: start from none."""
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    observability.metrics.clear_metrics()
 
 
 def _emitted(output: str) -> list[tuple[str, dict[str, str], float]]:
