@@ -24,10 +24,6 @@ RUN_MODES = ("score", "retrain")  # started from the runs page; replay starts fr
 log = logging.getLogger(__name__)
 
 
-class UnknownRun(LookupError):
-    """A run id the stack does not know: a 404 page, with a link back."""
-
-
 @lru_cache(maxsize=1)
 def definition() -> dict[str, Any]:
     from workflow.definition import definition_text
@@ -53,13 +49,9 @@ def create_app(resolve_target: Callable[[], Target], stack_label: str) -> Flask:
     # -- errors: a page that says what is wrong, never a stack trace -------------------------------
     @app.errorhandler(TargetError)
     def stack_error(error: TargetError) -> Any:
-        if str(error).startswith("unknown run id"):
+        if str(error).startswith("unknown run id"):  # operate's words for a run the stack does not know
             return _not_found(str(error))
         return render_template("error.html", title="The stack cannot be read", message=str(error)), 503
-
-    @app.errorhandler(UnknownRun)
-    def unknown_run(error: UnknownRun) -> Any:
-        return _not_found(str(error))
 
     @app.errorhandler(NoCredentialsError)
     def no_credentials(error: NoCredentialsError) -> Any:
@@ -239,5 +231,5 @@ def _run_view(target: Target, run_id: str) -> dict[str, Any]:
         "done": done,
         "planned": planned,
         "retrain": output if output.get("mode") == "retrain" or "outcome" in output else None,
-        "events": [step for step in detail["timeline"]],
+        "events": list(detail["timeline"]),
     }
