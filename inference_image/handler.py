@@ -8,7 +8,15 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import BATCH_SECONDS, IMAGES_FAILED, IMAGES_SCORED, count_failures_by_stage, logger, metrics
+from lambdas.observability import (
+    BATCH_SECONDS,
+    IMAGES_FAILED,
+    IMAGES_SCORED,
+    count_cold_start,
+    count_failures_by_stage,
+    logger,
+    metrics,
+)
 from lambdas.steps import ClassifyBatchRequest
 
 
@@ -23,8 +31,9 @@ def reset() -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    count_cold_start(context)
     request = ClassifyBatchRequest.from_event(event)
     logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
     s = stores()

@@ -27,7 +27,7 @@ SERVICE_METRICS = {
 
 def _emitted_by_our_code() -> dict[str, set[str]]:
     """Metric name -> dimension names, from the add_metric / single_metric calls in the deployed code,
-    and Powertools' ColdStart where a handler asks for it."""
+    and Powertools' ColdStart where a handler counts it."""
     constants = {name: getattr(observability, name) for name in dir(observability) if name.isupper()}
     emitted: dict[str, set[str]] = {}
     for package in ("lambdas", "inference_image"):
@@ -44,8 +44,7 @@ def _emitted_by_our_code() -> dict[str, set[str]]:
                     if name is not None:
                         dims = {"service"} | ({"stage"} if called == "single_metric" else set())
                         emitted.setdefault(str(name), set()).update(dims)
-                cold_start = keywords.get("capture_cold_start_metric")
-                if called == "log_metrics" and isinstance(cold_start, ast.Constant) and cold_start.value is True:
+                if called == "add_cold_start_metric" or called == "count_cold_start":
                     emitted.setdefault("ColdStart", set()).update({"service", "function_name"})
     return emitted
 
