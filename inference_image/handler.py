@@ -8,7 +8,7 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import logger, publish_batch_metrics
+from lambdas.observability import count_cold_start, count_failures_by_stage, logger, publish_batch_metrics
 from lambdas.steps import ClassifyBatchRequest
 
 
@@ -24,6 +24,7 @@ def reset() -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    count_cold_start(context)
     request = ClassifyBatchRequest.from_event(event)
     logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
     s = stores()
@@ -33,7 +34,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for failure in result.failures:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
+    # Flushed here, not by @metrics.log_metrics: see publish_batch_metrics (it carries the ColdStart too).
     publish_batch_metrics(result.scored, result.failed, result.seconds.total)
+    count_failures_by_stage(failure["stage"] for failure in result.failures)
     logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
                                            "counted": result.counted, "duplicates": result.duplicates})
     return result.to_dict()
