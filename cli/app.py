@@ -332,13 +332,18 @@ def models(
         emit_json(rows)
         return
     table = Table(title="model registry")
-    for column in ("model", "version", "current", "accuracy", "held out", "trained on", "from"):
+    for column in ("model", "version", "current", "serves", "int8 agreement", "int8 drop (points)", "accuracy",
+                   "held out", "trained on", "from"):
         table.add_column(column)
     for row in rows:
         table.add_row(row["model"], row["version"], "[green]serving[/]" if row["current"] else "",
+                      _blank(row["serves"]), _blank(row["int8_agreement"]), _blank(row["int8_accuracy_drop_points"]),
                       _blank(row["accuracy"]), _blank(row["held_out"]), _blank(row["trained_on"]),
                       _blank(row["base_version"]))
     console.print(table)
+    for row in rows:
+        if row["serving_reason"]:
+            console.print(f"{row['model']}/{row['version']} serves {row['serves']}: {row['serving_reason']}")
 
 
 def _status(status: str) -> str:

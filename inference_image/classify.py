@@ -26,6 +26,7 @@ class Model(Protocol):
     labels: list[str]
     input_size: tuple[int, int]
     channels: int
+    runtime: str
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -117,6 +118,7 @@ def classify_batch(
                 run_id=request.run_id,
                 batch_id=request.batch.batch_id,
                 date=image.capture_date(zone),
+                runtime=model.runtime,
             )
         )
     outcome = predictions.write(batch_predictions)
@@ -131,6 +133,7 @@ def classify_batch(
     result = {
         "batch_id": request.batch.batch_id,
         "model_version": model.version,
+        "runtime": model.runtime,
         "images": len(items),
         "written": len(outcome.written),
         "counted": counted,

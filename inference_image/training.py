@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from contract.settings import Settings
-from inference_image.classifier import publish_model
 from inference_image.labelled_sets import load_labelled_set
-from lambdas.model_registry import ModelRegistry
+from inference_image.publishing import publish_model
+from lambdas.model_registry import MODEL_FILE, ModelRegistry
 from lambdas.records import BadRecord
 
 REQUIRED = ("train_manifest", "labels", "model_registry", "current_version", "candidate_version")
@@ -33,7 +33,7 @@ def train_candidate(collect: dict[str, Any], settings: Settings, s3: Any) -> dic
     import keras
 
     registry = ModelRegistry(collect["model_registry"], s3_client=s3)
-    base = registry.fetch(collect["current_version"])
+    base = registry.fetch(collect["current_version"], file=MODEL_FILE)
     model = keras.models.load_model(base.model_path, compile=False)
     height, width, channels = model.input_shape[1:4]
     labels = list(collect["labels"])
@@ -56,10 +56,18 @@ def train_candidate(collect: dict[str, Any], settings: Settings, s3: Any) -> dic
         "train_accuracy": round(float(history.history["accuracy"][-1]), 4),
         "train_seconds": round(time.perf_counter() - started, 2),
     }
+    # The int8 form is calibrated on these training images and checked on the held-out ones.
+    held = None
+    if collect.get("holdout_manifest"):
+        held = load_labelled_set(s3, collect["holdout_manifest"], labels, (height, width), channels,
+                                 settings.max_image_bytes, settings.max_image_pixels, settings.read_threads)
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "model.keras"
+        path = Path(scratch) / MODEL_FILE
         model.save(path)
-        publish_model(registry, collect["candidate_version"], path, labels, metrics)
+        recorded = publish_model(registry, collect["candidate_version"], path, labels, metrics,
+                                 calibration=data.images, held_out=held.images if held else None,
+                                 targets=held.targets if held else None)
+    metrics["serving"] = recorded["serving"]
     return {
         "candidate_version": collect["candidate_version"],
         "model_location": f"{registry.location}/{collect['candidate_version']}/",

@@ -2,8 +2,9 @@
 
 The root is an S3 URI (s3://bucket/models/<name>) or a local folder. A version holds
 `model.keras`, `labels.json` (class names in output order) and `metrics.json`, and, when it was
-published with inference_image.classifier.publish_model, `model.tflite`: the same model in
-TF-Lite form, which is what serves.
+published with inference_image.publishing.publish_model, its TF-Lite forms: `model.tflite` (fp32)
+and `model.int8.tflite` (full-integer int8). metrics.json says under "serving" which form serves
+and why; a cold start fetches that one file and not the others.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from contract.resource_spec import LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE
+from contract.resource_spec import COMPILED_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE, SERVING_FILES
 from lambdas.records import utc_now
 
 __all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelRegistry", "ModelVersion"]
@@ -30,7 +31,7 @@ class ModelError(RuntimeError):
 @dataclass(frozen=True)
 class ModelVersion:
     version: str
-    model_path: Path  # local file, downloaded if the registry is in S3
+    model_path: Path  # local file (the form that serves, unless asked for another), downloaded from S3
     labels: list[str]
     metrics: dict[str, Any]
 
@@ -87,21 +88,47 @@ class ModelRegistry:
             raise ModelError(f"{self.location}/{version}/{LABELS_FILE} must be a non-empty list of class names")
         return labels
 
-    def fetch(self, version: str) -> ModelVersion:
+    def _exists(self, relative: str) -> bool:
+        if not self.is_s3:
+            return (self.root / relative).exists()
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}")
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise ModelError(f"cannot read {self.location}/{relative}: {error}") from None
+        return True
+
+    def serving_file(self, version: str, metrics: dict[str, Any]) -> str:
+        """The file a version serves from: the form its metrics chose, else (a version published
+        before int8) its fp32 TF-Lite form, else its Keras model."""
+        serving = metrics.get("serving")
+        form = serving.get("form") if isinstance(serving, dict) else None
+        if form in SERVING_FILES:
+            return SERVING_FILES[str(form)]
+        return COMPILED_FILE if self._exists(f"{version}/{COMPILED_FILE}") else MODEL_FILE
+
+    def fetch(self, version: str, file: str | None = None) -> ModelVersion:
+        """A version with one of its model files local: `file`, or by default the one that serves."""
         labels = self.fetch_labels(version)
         try:
             metrics = self._read_json(f"{version}/{METRICS_FILE}")
         except ModelError:
             metrics = {}
+        if not isinstance(metrics, dict):
+            metrics = {}
+        name = file or self.serving_file(version, metrics)
         if self.is_s3:
-            local = self.cache_dir / self.bucket / self.prefix / version / MODEL_FILE
+            local = self.cache_dir / self.bucket / self.prefix / version / name
             if not local.exists():
                 local.parent.mkdir(parents=True, exist_ok=True)
-                partial = local.with_suffix(".partial")
-                partial.write_bytes(self._read(f"{version}/{MODEL_FILE}"))
+                partial = local.with_name(local.name + ".partial")
+                partial.write_bytes(self._read(f"{version}/{name}"))
                 partial.replace(local)
         else:
-            local = self.root / version / MODEL_FILE
+            local = self.root / version / name
             if not local.exists():
                 raise ModelError(f"cannot read {local}: no such file")
         return ModelVersion(version=version, model_path=local, labels=labels, metrics=metrics)
@@ -134,16 +161,20 @@ class ModelRegistry:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
 
-    def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any]) -> None:
-        """Store a version; it serves nothing until it is promoted."""
+    def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any],
+                forms: dict[str, bytes] | None = None) -> None:
+        """Store a version (with its TF-Lite forms, by file name); it serves nothing until it is promoted."""
         self._write(f"{version}/{LABELS_FILE}", json.dumps(labels).encode())
-        self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
+        for name, data in (forms or {}).items():
+            self._write(f"{version}/{name}", data)
         if self.is_s3:
             self._write(f"{version}/{MODEL_FILE}", model_file.read_bytes())
         else:
             target = self.root / version / MODEL_FILE
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_file, target)
+        # Last: the metrics name the form that serves, so the files they name are there before them.
+        self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
 
     def write_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())

@@ -185,6 +185,7 @@ class PredictionStore:
             "key": p.image.key,
             "version_id": p.image.version_id,
             "model_version": p.model_version,
+            "runtime": p.runtime,
             "run_id": p.run_id,
             "batch_id": p.batch_id,
             "created_at": now,

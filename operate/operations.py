@@ -261,7 +261,11 @@ def list_models(target: Target) -> list[dict[str, Any]]:
             current = None
         for version in registry.versions():
             metrics = registry.metrics(version)
+            serving: dict[str, Any] = metrics["serving"] if isinstance(metrics.get("serving"), dict) else {}
             models.append({"model": name, "version": version, "current": version == current,
+                           "serves": serving.get("form"), "int8_agreement": serving.get("int8_agreement"),
+                           "int8_accuracy_drop_points": serving.get("accuracy_drop_points"),
+                           "serving_reason": serving.get("reason"),
                            "accuracy": metrics.get("accuracy"), "held_out": metrics.get("held_out"),
                            "trained_on": metrics.get("trained_on"), "base_version": metrics.get("base_version"),
                            "metrics": metrics})
