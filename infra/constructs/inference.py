@@ -38,7 +38,6 @@ from infra.constructs.functions import (
 )
 from infra.constructs.storage import Storage
 
-
 # ClassifyBatch's image has LiteRT and no TensorFlow (small, so a cold start on a new host pulls
 # little); the training and evaluation functions share the image that adds TensorFlow.
 SERVING_DOCKERFILE = "inference_image/Dockerfile"
