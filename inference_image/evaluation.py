@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,16 +18,17 @@ from inference_image.labelled_sets import LabelledSet, load_labelled_set
 from inference_image.publishing import publish_model
 from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
 from lambdas.records import BadRecord
+from lambdas.stores import ImageSource
 
 
-def register_sagemaker_artifact(registry: ModelRegistry, s3: Any, artifact_uri: str, version: str,
+def register_sagemaker_artifact(registry: ModelRegistry, source: ImageSource, artifact_uri: str, version: str,
                                 labels: list[str], load_set: Any = None) -> None:
     """A SageMaker job's model.tar.gz (holding model.keras, and labels.json if it chose to) as a version.
 
     `load_set(manifest_key, input size, channels)` gives the training and held-out images its int8
     form is calibrated and checked on."""
     parsed = urlparse(artifact_uri)
-    body = s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+    body = source.read_object(parsed.netloc, parsed.path.lstrip("/"))
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive, tempfile.TemporaryDirectory() as scratch:
         names = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
         if MODEL_FILE not in names:
@@ -57,23 +59,23 @@ def accuracy(classifier: Classifier, images: np.ndarray, targets: np.ndarray, ba
 
 
 def evaluate_candidate(collect: dict[str, Any], training: dict[str, Any], settings: Settings,
-                       s3: Any) -> dict[str, Any]:
+                       source: ImageSource, open_registry: Callable[[str], ModelRegistry]) -> dict[str, Any]:
     if not collect.get("holdout_manifest") or not collect.get("model_registry"):
         raise BadRecord("EvaluateCandidate needs the collect step's holdout_manifest and model_registry")
-    registry = ModelRegistry(collect["model_registry"], s3_client=s3)
+    registry = open_registry(collect["model_registry"])
     candidate_version = str(training.get("candidate_version") or collect["candidate_version"])
     if training.get("model_artifact"):
         def load_set(manifest: str, size: tuple[int, int], channels: int) -> LabelledSet | None:
             if not collect.get(manifest):
                 return None
-            return load_labelled_set(s3, collect[manifest], list(collect["labels"]), size, channels,
+            return load_labelled_set(source, collect[manifest], list(collect["labels"]), size, channels,
                                      settings.max_image_bytes, settings.max_image_pixels, settings.read_threads)
 
-        register_sagemaker_artifact(registry, s3, training["model_artifact"], candidate_version,
+        register_sagemaker_artifact(registry, source, training["model_artifact"], candidate_version,
                                     list(collect["labels"]), load_set)
     # Both sides are scored in the form each serves in (int8 or fp32), as ClassifyBatch would.
     candidate = load_version(registry, candidate_version)
-    held = load_labelled_set(s3, collect["holdout_manifest"], candidate.labels, candidate.input_size,
+    held = load_labelled_set(source, collect["holdout_manifest"], candidate.labels, candidate.input_size,
                              candidate.channels, settings.max_image_bytes, settings.max_image_pixels,
                              settings.read_threads)
     if len(held.targets) == 0:
