@@ -7,7 +7,7 @@ from typing import Any
 from inference_image.evaluation import evaluate_candidate
 from inference_image.training import train_candidate
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.records import BadRecord
 
 
@@ -17,21 +17,27 @@ def _collect(event: Any) -> dict[str, Any]:
     return dict(event["collect"])
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def train(event: dict[str, Any], context: Any) -> dict[str, Any]:
     collect = _collect(event)
     s = stores()
     result = train_candidate(collect, s.settings, s.source, s.open_registry)
+    count(TrainedOn=result["metrics"]["trained_on"], TrainingImagesExcluded=len(result["excluded"]))
     logger.info("candidate trained", extra={"candidate": result["candidate_version"], **result["metrics"]})
     return result
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def evaluate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     collect = _collect(event)
     s = stores()
     training: dict[str, Any] = event["training"] if isinstance(event.get("training"), dict) else {}
     result = evaluate_candidate(collect, training, s.settings, s.source, s.open_registry)
+    count(HeldOutImages=result["held_out"], HeldOutImagesExcluded=len(result["excluded"]))
     logger.info("candidate evaluated", extra={k: result[k] for k in ("candidate_version", "candidate_accuracy",
                                                                      "current_accuracy", "held_out")})
     return result

@@ -9,6 +9,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from pydantic import ValidationError
+
 from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
@@ -53,8 +56,16 @@ class ListRequest:
         )
 
 
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "the event"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{field}: {problem['msg'].lower()}{more}"
+
+
 def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
-    """Object versions from SQS records carrying EventBridge "Object Created" events.
+    """Object versions from SQS records carrying EventBridge "Object Created" events, read with
+    Powertools' model of S3's EventBridge events.
 
     A record that is not such an event is set aside with a reason; the others go on.
     """
@@ -66,15 +77,19 @@ def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
             event = json.loads(body) if isinstance(body, str) else body
             if not isinstance(event, dict):
                 raise ValueError("the body is not a JSON object")
-            detail = event.get("detail") or {}
             if event.get("detail-type") != "Object Created":
                 raise ValueError(f"detail-type is {event.get('detail-type')!r}, not 'Object Created'")
-            bucket = detail["bucket"]["name"]
-            key = unquote_plus(detail["object"]["key"]) if "%" in detail["object"]["key"] else detail["object"]["key"]
-            version_id = detail["object"].get("version-id")
+            try:
+                parsed = S3EventNotificationEventBridgeModel.model_validate(event)
+            except ValidationError as error:
+                raise ValueError(_first_problem(error)) from None
+            bucket = parsed.detail.bucket.name
+            raw_key = parsed.detail.object.key
+            key = unquote_plus(raw_key) if "%" in raw_key else raw_key
+            version_id = parsed.detail.object.version_id
             if not version_id:
                 raise ValueError(f"s3://{bucket}/{key} has no version-id: is versioning on?")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+        except (TypeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
             rejected.append(f"record {index}: not an S3 Object Created event ({error})")
             continue
         objects[(bucket, key, version_id)] = ObjectRef(bucket, key, version_id)

@@ -125,13 +125,10 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
     description = describe(target, run_id)
     sfn = target.client("stepfunctions")
     events: list[dict[str, Any]] = []
-    paginator_args: dict[str, Any] = {"executionArn": description["executionArn"], "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**paginator_args)
+    pages = sfn.get_paginator("get_execution_history").paginate(
+        executionArn=description["executionArn"], PaginationConfig={"PageSize": 1000})
+    for page in pages:
         events.extend(page["events"])
-        if not page.get("nextToken"):
-            break
-        paginator_args["nextToken"] = page["nextToken"]
     timeline: list[dict[str, Any]] = []
     open_states: dict[str, dict[str, Any]] = {}
     for event in events:

@@ -4,17 +4,18 @@ from typing import Any
 
 from lambdas.counting import aggregate_daily_counts
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.records import BadRecord
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not isinstance(event, dict) or not event.get("run_id"):
         raise BadRecord("AggregateDailyCounts needs 'run_id'")
-    logger.append_keys(run_id=event["run_id"])
     s = stores()
-    return aggregate_daily_counts(
+    summary = aggregate_daily_counts(
         str(event["run_id"]),
         str(event.get("mode") or "score"),
         event.get("checkpoint"),
@@ -24,3 +25,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         s.failures,
         s.state,
     )
+    count(RunImagesScored=summary.get("images_scored", 0), RunImagesFailed=summary.get("images_failed", 0))
+    return summary

@@ -3,18 +3,20 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.promotion import promote_if_better
 from lambdas.records import BadRecord
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not isinstance(event, dict) or not all(k in event for k in ("run_id", "collect", "evaluation")):
         raise BadRecord("PromoteIfBetter needs 'run_id', 'collect' and 'evaluation'")
-    logger.append_keys(run_id=event["run_id"])
     s = stores()
     result = promote_if_better(str(event["run_id"]), event["collect"], event["evaluation"], s.registry, s.state,
                                s.settings.promotion_margin)
+    count(ModelsPromoted=1 if result["outcome"] == "promoted" else 0)
     logger.info("retraining outcome", extra={"outcome": result["outcome"], "reason": result["reason"]})
     return result
