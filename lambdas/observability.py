@@ -5,13 +5,27 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 SERVICE = "batchinfer"
 # Every step's event carries the execution's run id at the top: it is each log line's correlation id.
 RUN_ID_PATH = "run_id"
 
+
+
+class _EMFProvider(AmazonCloudWatchEMFProvider):
+    """Powertools' EMF metrics, cleared at each flush even when output is disabled: Powertools
+    keeps a disabled flush's metrics, so a long-lived local engine would pile them up forever."""
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        super().flush_metrics(raise_on_empty_metrics)
+        if is_metrics_disabled():
+            self.clear_metrics()
+
+
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace="batchinfer", service=SERVICE)
+metrics = Metrics(provider=_EMFProvider(namespace="batchinfer", service=SERVICE))
 # Patches botocore, so each store call (S3, DynamoDB) is a sub-segment of the handler's trace.
 # Off outside Lambda and on the embedded engine (POWERTOOLS_TRACE_DISABLED): no X-Ray daemon there.
 tracer = Tracer(service=SERVICE)

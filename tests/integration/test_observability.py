@@ -52,3 +52,12 @@ def test_log_lines_carry_the_run_id_as_correlation_id(engine: Any) -> None:
         handler.setStream(previous_stream)
     logged = [json.loads(line) for line in buffer.getvalue().splitlines()]
     assert logged and all(line["correlation_id"] == "run-8" for line in logged)
+
+
+def test_metrics_do_not_pile_up_while_their_output_is_off(engine: Any) -> None:
+    from lambdas.observability import metrics
+
+    context = LambdaContext("list", 1024, "arn:aws:lambda:us-east-1:1:function:list", 60)
+    for n in range(3):
+        list_new_versions.handler({"run_id": f"run-{n}", "input": {"mode": "score"}}, context)
+    assert metrics.provider.metric_set == {}
