@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -315,137 +316,184 @@ def calibration_and_check(workload: Workload, photos: list[bytes]) -> tuple[np.n
     return calibration, np.stack([decode_image(p, size) for p in rest])
 
 
-def run(workload: Workload, out: Path) -> dict[str, Any]:
-    from inference_image.classifier import Classifier
+@dataclass
+class Prepared:
+    """What every measurement shares: the model in its forms, registered locally, and the photos."""
+
+    model_file: Path
+    forms: Any  # inference_image.publishing.Forms: fp32, int8 and the serving decision
+    fp32_only: Any  # the same fp32 form, published as the path before int8
+    compile_seconds: float
+    quantize_seconds: float
+    local_registry: Any  # a folder ModelRegistry holding `version`
+    photos: list[bytes]
+    photo_files: list[Path]  # the first photos as files, for the subprocess measurements
+    inputs: np.ndarray  # decoded photos at the model's input size, one ceiling batch
+
+
+def run_meta(workload: Workload) -> dict[str, Any]:
+    features = cpu_vector_features()
+    return {
+        "mode": "smoke" if workload.smoke else "full",
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "processor": _processor(), "python": platform.python_version(),
+                    "vector_features": features,
+                    "int8_dot_product": any(f in features for f in ("avx512_vnni", "avx_vnni", "amx_int8"))},
+        "load_at_start": machine_load(),
+        "workload": {"model": "tiny CNN (smoke)" if workload.smoke else "ResNet-50, weights=None, 3 classes",
+                     "input": [workload.input_size, workload.input_size, 3],
+                     "photo": list(workload.photo_size), "jpeg_quality": 90, "labels": LABELS},
+    }
+
+
+def prepare(workload: Workload, scratch: Path, version: str) -> Prepared:
     from inference_image.preprocess import decode_image
     from inference_image.publishing import Forms, choose_form, compile_model, publish_forms, quantize_model
     from lambdas.model_registry import ModelRegistry
 
-    wall = time.perf_counter()
-    features = cpu_vector_features()
-    results: dict[str, Any] = {
-        "meta": {
-            "mode": "smoke" if workload.smoke else "full",
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "processor": _processor(), "python": platform.python_version(),
-                        "vector_features": features,
-                        "int8_dot_product": any(f in features for f in ("avx512_vnni", "avx_vnni", "amx_int8"))},
-            "load_at_start": machine_load(),
-            "workload": {"model": "tiny CNN (smoke)" if workload.smoke else "ResNet-50, weights=None, 3 classes",
-                         "input": [workload.input_size, workload.input_size, 3],
-                         "photo": list(workload.photo_size), "jpeg_quality": 90, "labels": LABELS},
-        }
+    model_file = save_model(workload, scratch)
+    maker = PhotoMaker(workload.photo_size)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        photos = list(pool.map(lambda _: maker.photo(), range(workload.workflow_images)))
+    photo_files = []
+    for n in range(max(workload.batch_sizes)):
+        photo_files.append(scratch / f"photo-{n}.jpg")
+        photo_files[-1].write_bytes(photos[n])
+    size = (workload.input_size, workload.input_size)
+    inputs = np.stack([decode_image(photos[n % len(photos)], size) for n in range(workload.ceiling_batch)])
+
+    log("0. the fp32 and int8 forms")
+    calibration, check = calibration_and_check(workload, photos)
+    with contextlib.redirect_stdout(sys.stderr):  # the converter prints its export to stdout
+        started = time.perf_counter()
+        fp32 = compile_model(model_file)
+        compile_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        int8 = quantize_model(model_file, calibration)
+        quantize_seconds = time.perf_counter() - started
+    # The workload's photos have no labels: int8 is checked by its agreement with fp32.
+    forms = Forms(fp32, int8, choose_form(fp32, int8, check, None, len(calibration)))
+    fp32_only = Forms(fp32, None, {"form": "fp32", "runtime": "litert", "reason": "the fp32 path, for comparison"})
+    local_registry = ModelRegistry(str(scratch / "registry"))
+    publish_forms(local_registry, version, model_file, LABELS, {}, forms)
+    local_registry.promote(version)
+    log(f"served form: {forms.serving['form']} ({forms.serving['reason']})")
+    return Prepared(model_file, forms, fp32_only, compile_seconds, quantize_seconds, local_registry, photos,
+                    photo_files, inputs)
+
+
+def serving(workload: Workload, prepared: Prepared, version: str, keras_outputs: np.ndarray) -> dict[str, Any]:
+    """The served form, why it serves, and how closely it agrees with Keras."""
+    from inference_image.classifier import Classifier
+
+    served = Classifier.load(prepared.local_registry.fetch(version))
+    forms = prepared.forms
+    return {
+        "form": forms.serving["form"],
+        "runtime": served.runtime,
+        "decision": forms.serving,
+        "compile_seconds": round(prepared.compile_seconds, 2),
+        "quantize_seconds": round(prepared.quantize_seconds, 2),
+        "fp32_bytes": len(forms.fp32),
+        "int8_bytes": len(forms.int8 or b""),
+        "agreement_workload": agreement(keras_outputs, served.predict(prepared.inputs)),
+        "agreement_demo_digits": None if workload.smoke else demo_agreement(),
     }
-    log(f"CPU vector features: {' '.join(features) or 'none found'}")
+
+
+def workflow_beside_ceiling(engine: Any, workload: Workload, prepared: Prepared,
+                            forward: Callable[[np.ndarray], Any]) -> dict[str, Any]:
+    """The whole workflow, with its form's forward pass measured just before and just after it."""
+    batch = prepared.inputs[: workload.ceiling_batch].astype(np.float32)
+    before = throughput(forward, batch, workload.min_seconds)
+    flow = whole_workflow(engine, workload, prepared.photos)
+    after = throughput(forward, batch, workload.min_seconds)
+    flow["ceiling_adjacent"] = round((before + after) / 2, 3)
+    flow["ceiling_before_after"] = [before, after]
+    flow["ratio_to_ceiling"] = round(flow["images_per_second"] / flow["ceiling_adjacent"], 3)
+    return flow
+
+
+def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures: dict[str, Any],
+                  forwards: dict[str, Callable[[np.ndarray], Any]], results: dict[str, Any]) -> None:
+    """Stages 2 to 4, on the embedded engine: ClassifyBatch and the whole workflow, each on the
+    served form and on fp32, and the seed's way."""
+    from engine.local_engine import LocalConfig, LocalEngine
+    from inference_image.publishing import publish_forms
+    from lambdas.model_registry import ModelRegistry
+
+    config = LocalConfig(name="batchinfer-bench", model_name="bench", batch_size=workload.ceiling_batch,
+                         max_concurrency=2)
+    results["meta"]["embedded_engine"] = (
+        "moto with engine/moto_patches.py: a transaction backs up each table once, not once per action"
+    )
+
+    def publish(engine: Any, chosen: Any, name: str) -> None:
+        registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
+        publish_forms(registry, name, prepared.model_file, LABELS, {}, chosen)
+        registry.promote(name)
+
+    def forward_of(chosen: Any) -> Callable[[np.ndarray], Any]:
+        return forwards["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
+
+    paths = {"served": (prepared.forms, version), "fp32": (prepared.fp32_only, f"{version}-fp32")}
+    # Each run gets an engine of its own: moto's transactions still cost a little more as a table
+    # grows (AWS's do not), so none is measured behind another's rows.
+    results["classify_batch"] = {}
+    for path, (chosen, name) in paths.items():
+        with LocalEngine(config) as engine:
+            publish(engine, chosen, name)
+            log(f"2. ClassifyBatch, {path} ({chosen.serving['form']})")
+            ceiling_of = figures["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
+            results["classify_batch"][path] = classify_runs(engine, workload, prepared.photos, ceiling_of,
+                                                            forward_of(chosen), prepared.inputs, f"classify-{path}")
+
+    results["workflow"] = {}
+    for path, (chosen, name) in paths.items():
+        with LocalEngine(config) as engine:
+            publish(engine, chosen, name)
+            log(f"3. the whole workflow on {workload.workflow_images} images, {path} ({chosen.serving['form']})")
+            flow = workflow_beside_ceiling(engine, workload, prepared, forward_of(chosen))
+            flow["form"] = chosen.serving["form"]
+            results["workflow"][path] = flow
+            log(f"workflow ({path}): {flow['images_per_second']} img/s = {flow['ratio_to_ceiling']} x ceiling")
+            if path == "served":
+                log("4. the seed's way")
+                results["seed_way"] = seed_way_runs(engine, workload, prepared.model_file)
+    results["seed_way"]["ours_workflow_speedup"] = round(
+        results["workflow"]["served"]["images_per_second"] / results["seed_way"]["best"]["images_per_second"], 2
+    )
+
+
+def run(workload: Workload, out: Path) -> dict[str, Any]:
+    wall = time.perf_counter()
+    results: dict[str, Any] = {"meta": run_meta(workload)}
+    log(f"CPU vector features: {' '.join(results['meta']['machine']['vector_features']) or 'none found'}")
     scratch = Path(tempfile.mkdtemp(prefix="batchinfer-bench-"))
     version = f"bench-{uuid.uuid4().hex[:8]}"
-    fp32_version = f"{version}-fp32"
     try:
         log("building the model and the photos")
-        model_file = save_model(workload, scratch)
-        maker = PhotoMaker(workload.photo_size)
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            photos = list(pool.map(lambda _: maker.photo(), range(workload.workflow_images)))
-        photo_files = []
-        for n in range(max(workload.batch_sizes)):
-            photo_files.append(scratch / f"photo-{n}.jpg")
-            photo_files[-1].write_bytes(photos[n])
-        size = (workload.input_size, workload.input_size)
-        inputs = np.stack([decode_image(photos[n % len(photos)], size) for n in range(workload.ceiling_batch)])
+        prepared = prepare(workload, scratch, version)
+        photos = prepared.photos
         results["meta"]["workload"]["mean_jpeg_bytes"] = int(sum(map(len, photos)) / len(photos))
 
-        log("0. the fp32 and int8 forms")
-        calibration, check = calibration_and_check(workload, photos)
-        with contextlib.redirect_stdout(sys.stderr):  # the converter prints its export to stdout
-            started = time.perf_counter()
-            fp32 = compile_model(model_file)
-            compile_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            int8 = quantize_model(model_file, calibration)
-            quantize_seconds = time.perf_counter() - started
-        # The workload's photos have no labels: int8 is checked by its agreement with fp32.
-        forms = Forms(fp32, int8, choose_form(fp32, int8, check, None, len(calibration)))
-        fp32_only = Forms(fp32, None, {"form": "fp32", "runtime": "litert", "reason": "the fp32 path, for comparison"})
-        local_registry = ModelRegistry(str(scratch / "registry"))
-        publish_forms(local_registry, version, model_file, LABELS, {}, forms)
-        local_registry.promote(version)
-        served_form = forms.serving["form"]
-        log(f"served form: {served_form} ({forms.serving['reason']})")
-
         log("1. ceiling")
-        figures = ceiling(workload, model_file, forms, inputs)
+        figures = ceiling(workload, prepared.model_file, prepared.forms, prepared.inputs)
         keras_outputs = figures.pop("keras_outputs")
         forwards = figures.pop("forwards")
         results["ceiling"] = figures
-        served = Classifier.load(local_registry.fetch(version))
-        served_forward = forwards["litert_int8" if served_form == "int8" else "litert_fp32"]
-        results["serving"] = {
-            "form": served_form,
-            "runtime": served.runtime,
-            "decision": forms.serving,
-            "compile_seconds": round(compile_seconds, 2),
-            "quantize_seconds": round(quantize_seconds, 2),
-            "fp32_bytes": len(fp32),
-            "int8_bytes": len(int8),
-            "agreement_workload": agreement(keras_outputs, served.predict(inputs)),
-            "agreement_demo_digits": None if workload.smoke else demo_agreement(),
-        }
-        del served
+        results["serving"] = serving(workload, prepared, version, keras_outputs)
 
-        from engine.local_engine import LocalConfig, LocalEngine
-
-        config = LocalConfig(name="batchinfer-bench", model_name="bench", batch_size=workload.ceiling_batch,
-                             max_concurrency=2)
-        results["meta"]["embedded_engine"] = (
-            "moto with engine/moto_patches.py: a transaction backs up each table once, not once per action"
-        )
-
-        def publish(engine: Any, chosen: Forms, name: str) -> None:
-            registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
-            publish_forms(registry, name, model_file, LABELS, {}, chosen)
-            registry.promote(name)
-
-        paths = {"served": (forms, version, served_forward), "fp32": (fp32_only, fp32_version, forwards["litert_fp32"])}
-        # Each ClassifyBatch run gets an engine of its own: moto's transactions still cost a little
-        # more as a table grows (AWS's do not), so none is measured behind another's rows.
-        results["classify_batch"] = {}
-        for path, (chosen, name, forward) in paths.items():
-            with LocalEngine(config) as engine:
-                publish(engine, chosen, name)
-                log(f"2. ClassifyBatch, {path} ({chosen.serving['form']})")
-                ceiling_of = figures["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
-                results["classify_batch"][path] = classify_runs(engine, workload, photos, ceiling_of, forward,
-                                                                inputs, f"classify-{path}")
-
-        results["workflow"] = {}
-        batch = inputs[: workload.ceiling_batch].astype(np.float32)
-        for path, (chosen, name, forward) in paths.items():
-            with LocalEngine(config) as engine:
-                publish(engine, chosen, name)
-                log(f"3. the whole workflow on {workload.workflow_images} images, {path} ({chosen.serving['form']})")
-                before = throughput(forward, batch, workload.min_seconds)
-                flow = whole_workflow(engine, workload, photos)
-                after = throughput(forward, batch, workload.min_seconds)
-                flow["form"] = chosen.serving["form"]
-                flow["ceiling_adjacent"] = round((before + after) / 2, 3)
-                flow["ceiling_before_after"] = [before, after]
-                flow["ratio_to_ceiling"] = round(flow["images_per_second"] / flow["ceiling_adjacent"], 3)
-                results["workflow"][path] = flow
-                log(f"workflow ({path}): {flow['images_per_second']} img/s = {flow['ratio_to_ceiling']} x ceiling")
-                if path == "served":
-                    log("4. the seed's way")
-                    results["seed_way"] = seed_way_runs(engine, workload, model_file)
-        results["seed_way"]["ours_workflow_speedup"] = round(
-            results["workflow"]["served"]["images_per_second"] / results["seed_way"]["best"]["images_per_second"], 2
-        )
+        on_the_engine(workload, prepared, version, figures, forwards, results)
 
         log("5. cold start")
-        results["cold_start"] = cold_start.measure(scratch / "registry", model_file, photo_files[0], workload.repeats)
+        results["cold_start"] = cold_start.measure(scratch / "registry", prepared.model_file,
+                                                   prepared.photo_files[0], workload.repeats)
         log("6. installed size of each image's packages")
         results["image_size"] = image_size.measure()
         log("7. memory")
         results["memory"] = {
-            str(b): memory.measure(b, scratch / "registry" , photo_files[:b]) for b in workload.batch_sizes
+            str(b): memory.measure(b, scratch / "registry", prepared.photo_files[:b]) for b in workload.batch_sizes
         }
         results["cost"] = cost_figures(workload, results)
         results["targets"] = targets(workload, results)
@@ -454,7 +502,7 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         cached = Path(tempfile.gettempdir()) / "batchinfer-models" / "batchinfer-bench-images" / "models" / "bench"
-        for name in (version, fp32_version):
+        for name in (version, f"{version}-fp32"):
             shutil.rmtree(cached / name, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -18,6 +18,7 @@ from inference_image.labelled_sets import LabelledSet, load_labelled_set
 from inference_image.publishing import publish_model
 from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
 from lambdas.records import BadRecord
+from lambdas.steps import EvaluateCandidateRequest, EvaluateCandidateResult
 from lambdas.stores import ImageSource
 
 
@@ -58,12 +59,11 @@ def accuracy(classifier: Classifier, images: np.ndarray, targets: np.ndarray, ba
     return right / len(targets) if len(targets) else 0.0
 
 
-def evaluate_candidate(collect: dict[str, Any], training: dict[str, Any], settings: Settings,
-                       source: ImageSource, open_registry: Callable[[str], ModelRegistry]) -> dict[str, Any]:
-    if not collect.get("holdout_manifest") or not collect.get("model_registry"):
-        raise BadRecord("EvaluateCandidate needs the collect step's holdout_manifest and model_registry")
+def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, source: ImageSource,
+                       open_registry: Callable[[str], ModelRegistry]) -> EvaluateCandidateResult:
+    collect, training = request.collect, request.training
     registry = open_registry(collect["model_registry"])
-    candidate_version = str(training.get("candidate_version") or collect["candidate_version"])
+    candidate_version = request.candidate_version
     if training.get("model_artifact"):
         def load_set(manifest: str, size: tuple[int, int], channels: int) -> LabelledSet | None:
             if not collect.get(manifest):
@@ -90,12 +90,12 @@ def evaluate_candidate(collect: dict[str, Any], training: dict[str, Any], settin
                "held_out": int(len(held.targets)), "compared_with": collect.get("current_version"),
                "compared_accuracy": current_accuracy}
     registry.write_metrics(candidate_version, metrics)
-    return {
-        "candidate_version": candidate_version,
-        "candidate_accuracy": round(candidate_accuracy, 4),
-        "candidate_runtime": candidate.runtime,
-        "current_accuracy": current_accuracy,
-        "held_out": int(len(held.targets)),
-        "excluded": held.excluded,
-        "training_excluded": list(training.get("excluded") or []),
-    }
+    return EvaluateCandidateResult(
+        candidate_version=candidate_version,
+        candidate_accuracy=round(candidate_accuracy, 4),
+        current_accuracy=current_accuracy,
+        held_out=int(len(held.targets)),
+        excluded=held.excluded,
+        training_excluded=list(training.get("excluded") or []),
+        candidate_runtime=candidate.runtime,
+    )

@@ -7,37 +7,26 @@ from typing import Any
 from inference_image.evaluation import evaluate_candidate
 from inference_image.training import train_candidate
 from lambdas.dependencies import stores
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
-from lambdas.records import BadRecord
+from lambdas.observability import logger
+from lambdas.steps import EvaluateCandidateRequest, TrainingHookRequest
 
 
-def _collect(event: Any) -> dict[str, Any]:
-    if not isinstance(event, dict) or not isinstance(event.get("collect"), dict):
-        raise BadRecord("the retraining steps need an object with 'run_id' and 'collect'")
-    return dict(event["collect"])
-
-
-@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
 def train(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    collect = _collect(event)
+    request = TrainingHookRequest.from_event(event)
     s = stores()
-    result = train_candidate(collect, s.settings, s.source, s.open_registry)
-    count(TrainedOn=result["metrics"]["trained_on"], TrainingImagesExcluded=len(result["excluded"]))
-    logger.info("candidate trained", extra={"candidate": result["candidate_version"], **result["metrics"]})
-    return result
+    result = train_candidate(request, s.settings, s.source, s.open_registry)
+    logger.info("candidate trained", extra={"candidate": result.candidate_version, **result.metrics})
+    return result.to_dict()
 
 
-@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
 def evaluate(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    collect = _collect(event)
+    request = EvaluateCandidateRequest.from_event(event)
     s = stores()
-    training: dict[str, Any] = event["training"] if isinstance(event.get("training"), dict) else {}
-    result = evaluate_candidate(collect, training, s.settings, s.source, s.open_registry)
-    count(HeldOutImages=result["held_out"], HeldOutImagesExcluded=len(result["excluded"]))
-    logger.info("candidate evaluated", extra={k: result[k] for k in ("candidate_version", "candidate_accuracy",
-                                                                     "current_accuracy", "held_out")})
-    return result
+    result = evaluate_candidate(request, s.settings, s.source, s.open_registry)
+    logger.info("candidate evaluated", extra={"candidate_version": result.candidate_version,
+                                              "candidate_accuracy": result.candidate_accuracy,
+                                              "current_accuracy": result.current_accuracy,
+                                              "held_out": result.held_out})
+    return result.to_dict()

@@ -3,16 +3,14 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
-from lambdas.replay import ReplayRequest, build_replay_manifest
+from lambdas.observability import logger
+from lambdas.replay import build_replay_manifest
+from lambdas.steps import BuildReplayManifestRequest
 
 
-@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    request = ReplayRequest.from_event(event)
+    request = BuildReplayManifestRequest.from_event(event)
+    logger.append_keys(run_id=request.run_id)
     s = stores()
-    result = build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures)
-    count(ImagesToReplay=result["images"], BatchesListed=result["batches"])
-    return result
+    return build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures).to_dict()
