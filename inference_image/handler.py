@@ -8,7 +8,7 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import logger, metrics
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.steps import ClassifyBatchRequest
 
 
@@ -22,10 +22,12 @@ def reset() -> None:
     classifiers.cache_clear()
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ClassifyBatchRequest.from_event(event)
-    logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
+    logger.append_keys(batch_id=request.batch.batch_id)
     s = stores()
     result = classify_batch(
         request, s.settings, classifiers().current(), s.source, s.predictions, s.failures, s.state
@@ -33,10 +35,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for failure in result.failures:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
-    metrics.add_metric(name="ImagesScored", unit="Count", value=result.scored)
-    metrics.add_metric(name="ImagesFailed", unit="Count", value=result.failed)
+    count(ImagesScored=result.scored, ImagesFailed=result.failed, DuplicatesSkipped=result.duplicates)
     metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result.seconds.total)
-    metrics.flush_metrics()
     logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
                                            "counted": result.counted, "duplicates": result.duplicates})
     return result.to_dict()
