@@ -332,14 +332,15 @@ def models(
         emit_json(rows)
         return
     table = Table(title="model registry")
-    for column in ("model", "version", "current", "serves", "int8 agreement", "int8 drop (points)", "accuracy",
-                   "held out", "trained on", "from"):
-        table.add_column(column)
+    for column in ("model", "version", "current", "serves", "int8 agreement, drop", "accuracy", "held out",
+                   "trained on", "from"):
+        table.add_column(column, min_width=7 if column == "current" else None)
     for row in rows:
+        check = "" if row["int8_agreement"] is None else (
+            f"{row['int8_agreement']}, {_blank(row['int8_accuracy_drop_points'])} pt")
         table.add_row(row["model"], row["version"], "[green]serving[/]" if row["current"] else "",
-                      _blank(row["serves"]), _blank(row["int8_agreement"]), _blank(row["int8_accuracy_drop_points"]),
-                      _blank(row["accuracy"]), _blank(row["held_out"]), _blank(row["trained_on"]),
-                      _blank(row["base_version"]))
+                      _blank(row["serves"]), check, _blank(row["accuracy"]), _blank(row["held_out"]),
+                      _blank(row["trained_on"]), _blank(row["base_version"]))
     console.print(table)
     for row in rows:
         if row["serving_reason"]:

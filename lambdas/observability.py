@@ -3,6 +3,8 @@ every AWS call of the stores as a sub-segment, EMF metrics with a cold-start met
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
@@ -15,13 +17,18 @@ RUN_ID_PATH = "run_id"
 
 
 class _EMFProvider(AmazonCloudWatchEMFProvider):
-    """Powertools' EMF metrics, cleared at each flush even when output is disabled: Powertools
-    keeps a disabled flush's metrics, so a long-lived local engine would pile them up forever."""
+    """Powertools' EMF metrics, quiet when their output is disabled. Powertools keeps a disabled
+    flush's metrics (a long-lived local engine would pile them up forever) and prints the cold-start
+    metric even when disabled (on the embedded engine, into the CLI's --json output)."""
 
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         super().flush_metrics(raise_on_empty_metrics)
         if is_metrics_disabled():
             self.clear_metrics()
+
+    def add_cold_start_metric(self, context: Any) -> None:
+        if not is_metrics_disabled():
+            super().add_cold_start_metric(context)
 
 
 logger = Logger(service=SERVICE)

@@ -54,10 +54,17 @@ def test_log_lines_carry_the_run_id_as_correlation_id(engine: Any) -> None:
     assert logged and all(line["correlation_id"] == "run-8" for line in logged)
 
 
-def test_metrics_do_not_pile_up_while_their_output_is_off(engine: Any) -> None:
+def test_metrics_stay_quiet_and_do_not_pile_up_while_their_output_is_off(
+    engine: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aws_lambda_powertools.metrics.provider import cold_start
+
     from lambdas.observability import metrics
 
+    monkeypatch.setattr(cold_start, "is_cold_start", True)
     context = LambdaContext("list", 1024, "arn:aws:lambda:us-east-1:1:function:list", 60)
+    capsys.readouterr()
     for n in range(3):
         list_new_versions.handler({"run_id": f"run-{n}", "input": {"mode": "score"}}, context)
     assert metrics.provider.metric_set == {}
+    assert "_aws" not in capsys.readouterr().out  # not even the cold-start metric
