@@ -8,7 +8,17 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
+from lambdas.observability import (
+    BATCH_SECONDS,
+    IMAGES_FAILED,
+    IMAGES_SCORED,
+    RUN_ID_PATH,
+    count,
+    count_failures_by_stage,
+    logger,
+    metrics,
+    tracer,
+)
 from lambdas.steps import ClassifyBatchRequest
 
 
@@ -35,8 +45,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for failure in result.failures:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
-    count(ImagesScored=result.scored, ImagesFailed=result.failed, DuplicatesSkipped=result.duplicates)
-    metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result.seconds.total)
+    metrics.add_metric(name=IMAGES_SCORED, unit="Count", value=result.scored)
+    metrics.add_metric(name=IMAGES_FAILED, unit="Count", value=result.failed)
+    metrics.add_metric(name=BATCH_SECONDS, unit="Seconds", value=result.seconds.total)
+    count(DuplicatesSkipped=result.duplicates)
+    count_failures_by_stage(failure["stage"] for failure in result.failures)
     logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
                                            "counted": result.counted, "duplicates": result.duplicates})
     return result.to_dict()

@@ -1,19 +1,31 @@
-"""Logging, tracing and metrics in one place: JSON logs correlated by run id, X-Ray traces with
-every AWS call of the stores as a sub-segment, EMF metrics with a cold-start metric."""
+"""Logging, tracing and metrics in one place: JSON logs correlated by run id (with batch and image
+ids), X-Ray traces with every AWS call of the stores as a sub-segment, EMF metrics."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics.provider import cold_start
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 SERVICE = "batchinfer"
+NAMESPACE = "batchinfer"
 # Every step's event carries the execution's run id at the top: it is each log line's correlation id.
 RUN_ID_PATH = "run_id"
 
+# The metrics the functions emit (namespace NAMESPACE, dimension service=SERVICE); the CloudWatch
+# dashboard shows them and its tests hold it to this list.
+IMAGES_SCORED = "ImagesScored"
+IMAGES_FAILED = "ImagesFailed"  # per batch; and once more per failure stage, with a `stage` dimension
+BATCH_SECONDS = "BatchSeconds"
+BATCHES_FAILED = "BatchesFailed"  # batches that still failed after their retries (caught in the Map)
+COLD_START = "ColdStart"  # Powertools' own, with a function_name dimension
+FAILURE_STAGES = ("read", "decode", "batch")
 
 
 class _EMFProvider(AmazonCloudWatchEMFProvider):
@@ -32,7 +44,7 @@ class _EMFProvider(AmazonCloudWatchEMFProvider):
 
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(provider=_EMFProvider(namespace="batchinfer", service=SERVICE))
+metrics = Metrics(provider=_EMFProvider(namespace=NAMESPACE, service=SERVICE))
 # Patches botocore, so each store call (S3, DynamoDB) is a sub-segment of the handler's trace.
 # Off outside Lambda and on the embedded engine (POWERTOOLS_TRACE_DISABLED): no X-Ray daemon there.
 tracer = Tracer(service=SERVICE)
@@ -42,3 +54,24 @@ def count(**figures: float) -> None:
     """Count metrics of one invocation (flushed by the handler's log_metrics)."""
     for name, value in figures.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def count_failures_by_stage(stages: Iterable[str]) -> None:
+    """One ImagesFailed data point per stage seen, so the dashboard can split failures by stage."""
+    if is_metrics_disabled():  # as the other metrics are (the local engine turns them off)
+        return
+    for stage, n in Counter(stages).items():
+        with single_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=n, namespace=NAMESPACE,
+                           default_dimensions={"service": SERVICE}) as metric:
+            metric.add_dimension(name="stage", value=stage)
+
+
+def count_cold_start(context: Any) -> None:
+    """Powertools' ColdStart metric (dimensions function_name, service), once per process, for a
+    handler without log_metrics(capture_cold_start_metric=True) (which, with the provider above,
+    stays quiet where metrics are turned off)."""
+    if not cold_start.is_cold_start:
+        return
+    cold_start.is_cold_start = False
+    if not is_metrics_disabled():
+        metrics.provider.add_cold_start_metric(context)

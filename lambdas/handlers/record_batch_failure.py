@@ -4,7 +4,14 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.failures import record_batch_failure
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
+from lambdas.observability import (
+    BATCHES_FAILED,
+    RUN_ID_PATH,
+    count_failures_by_stage,
+    logger,
+    metrics,
+    tracer,
+)
 from lambdas.steps import RecordBatchFailureRequest
 
 
@@ -16,6 +23,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(batch_id=request.batch.batch_id)
     s = stores()
     result = record_batch_failure(request, s.predictions, s.failures, s.state)
-    count(BatchesFailed=1, ImagesFailed=result.failed)
+    metrics.add_metric(name=BATCHES_FAILED, unit="Count", value=1)
+    count_failures_by_stage(["batch"] * int(result.failed))
     logger.warning("batch recorded as failed", extra={"failed": result.failed, "error": result.error})
     return result.to_dict()
