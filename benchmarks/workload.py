@@ -29,6 +29,8 @@ class Workload:
     seed_concurrent_images: int
     min_seconds: float  # least time measured per ceiling figure
     repeats: int  # fresh-process repeats of each cold start
+    calibration_images: int  # the workload's own photos int8 is calibrated on
+    check_images: int  # other photos int8 is checked on against fp32
 
     @property
     def ceiling_batch(self) -> int:
@@ -38,12 +40,12 @@ class Workload:
 FULL = Workload(
     smoke=False, input_size=224, photo_size=(1280, 960), workflow_images=1024, batch_sizes=(1, 8, 32),
     classify_images={1: 16, 8: 48, 32: 96}, seed_images=64, seed_threads=4, seed_concurrent_images=96,
-    min_seconds=4.0, repeats=2,
+    min_seconds=4.0, repeats=2, calibration_images=32, check_images=64,
 )
 SMOKE = Workload(
     smoke=True, input_size=64, photo_size=(320, 240), workflow_images=6, batch_sizes=(1, 2),
     classify_images={1: 2, 2: 4}, seed_images=3, seed_threads=2, seed_concurrent_images=4,
-    min_seconds=0.3, repeats=1,
+    min_seconds=0.3, repeats=1, calibration_images=2, check_images=2,
 )
 
 

@@ -416,18 +416,23 @@ def models(
     if as_json:
         emit_json(rows)
         return
-    columns = [Column("model"), Column("version", key=True), Column("current"), Column("accuracy", right=True),
-               Column("held out", right=True), Column("held-out set", key=True), Column("trained on", right=True),
-               Column("from")]
+    columns = [Column("model"), Column("version", key=True), Column("current"), Column("serves"),
+               Column("int8 agreement, drop"), Column("accuracy", right=True), Column("held out", right=True),
+               Column("held-out set", key=True), Column("trained on", right=True), Column("from")]
     print_table(console, columns, [
-        [row["model"], row["version"], "[green]serving[/]" if row["current"] else "", _blank(row["accuracy"]),
-         _blank(row["held_out"]), escape(_blank(row.get("held_out_set"))), _blank(row["trained_on"]),
-         _blank(row["base_version"])]
+        [row["model"], row["version"], "[green]serving[/]" if row["current"] else "", _blank(row["serves"]),
+         "" if row["int8_agreement"] is None
+         else f"{row['int8_agreement']}, {_blank(row['int8_accuracy_drop_points'])} pt",
+         _blank(row["accuracy"]), _blank(row["held_out"]), escape(_blank(row.get("held_out_set"))),
+         _blank(row["trained_on"]), _blank(row["base_version"])]
         for row in rows])
     sets = {row.get("held_out_set") for row in rows}
     if "its own" in sets:
         say(console, "accuracy on \"its own\" held-out set is not comparable across versions; a retraining "
                      "round scores every version on its held-out set")
+    for row in rows:
+        if row["serving_reason"]:
+            say(console, f"{row['model']}/{row['version']} serves {row['serves']}: {row['serving_reason']}")
 
 
 @app.command("console")

@@ -108,7 +108,10 @@ LABELS_PREFIX = "labels/"
 
 # A model version's folder in the registry (models/<name>/<version>/) and the registry's pointer.
 MODEL_FILE = "model.keras"
-COMPILED_FILE = "model.tflite"  # the same model in TF-Lite form, which is what serves
+COMPILED_FILE = "model.tflite"  # the same model in TF-Lite form (fp32)
+INT8_FILE = "model.int8.tflite"  # its full-integer int8 form, calibrated on the version's training images
+# The forms a version can serve in, by the name metrics.json gives them under "serving".
+SERVING_FILES = {"fp32": COMPILED_FILE, "int8": INT8_FILE}
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 # In a version's metrics.json: its accuracy on the newest held-out set, on which every version is scored,

@@ -114,3 +114,24 @@ def trained_demo_model() -> tuple[Path, dict[str, Any]]:
         partial.replace(model_file)
     metrics_file.write_text(json.dumps(metrics, indent=2))
     return model_file, metrics
+
+
+def demo_model_forms(model_file: Path) -> Any:
+    """The demo model's fp32 and int8 TF-Lite forms and the serving decision: int8 calibrated on the
+    training digits and checked on the held-out ones. Made once per model file, like the model."""
+    from inference_image.publishing import Forms, prepare_forms
+
+    folder = model_file.parent
+    fp32_file, int8_file, decision_file = folder / "model.tflite", folder / "model.int8.tflite", folder / "serving.json"
+    if fp32_file.exists() and decision_file.exists():
+        return Forms(fp32_file.read_bytes(), int8_file.read_bytes() if int8_file.exists() else None,
+                     json.loads(decision_file.read_text()))
+    train_set, held_out = split()
+    calibration, _ = to_arrays(train_set)
+    held_x, held_y = to_arrays(held_out)
+    forms = prepare_forms(model_file, calibration, held_x, held_y)
+    if forms.int8 is not None:
+        int8_file.write_bytes(forms.int8)
+    fp32_file.write_bytes(forms.fp32)
+    decision_file.write_text(json.dumps(forms.serving, indent=2))  # last: it marks the set complete
+    return forms

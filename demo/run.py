@@ -13,7 +13,7 @@ from rich.table import Table
 from contract.resource_spec import IMAGES_PREFIX
 from demo import digits
 from engine.local_engine import LocalConfig, LocalEngine
-from inference_image.classifier import COMPILED_FILE, compile_model, publish_compiled
+from inference_image.publishing import publish_forms
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import MODEL_PREFIX, scan_all
 from operate import operations
@@ -52,19 +52,17 @@ class DemoResult:
 def publish_demo_model(engine: LocalEngine, console: Console | None = None) -> str:
     started = time.perf_counter()
     model_file, metrics = digits.trained_demo_model()
-    compiled = model_file.with_name(COMPILED_FILE)
-    if not compiled.exists():  # converted once, like the model is trained once
-        compiled.write_bytes(compile_model(model_file))
+    forms = digits.demo_model_forms(model_file)
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     version = "v1"
-    registry.publish(version, model_file, digits.LABELS, metrics)
-    publish_compiled(registry, version, compiled.read_bytes())
+    publish_forms(registry, version, model_file, digits.LABELS, metrics, forms)
     registry.promote(version)
     if console:
+        serving = forms.serving
         console.print(
-            f"model [bold]{registry.name}/{version}[/]: Keras CNN served with TF-Lite, held-out accuracy "
-            f"{metrics['accuracy']:.3f} "
-            f"on {metrics['held_out']} digits ({time.perf_counter() - started:.1f} s to train or load)"
+            f"model [bold]{registry.name}/{version}[/]: Keras CNN, held-out accuracy {metrics['accuracy']:.3f} "
+            f"on {metrics['held_out']} digits ({time.perf_counter() - started:.1f} s to train or load); "
+            f"serves [bold]{serving['form']}[/] on LiteRT: {serving['reason']}"
         )
     return version
 

@@ -166,7 +166,8 @@ class LocalEngine:
                 "AWS_SECRET_ACCESS_KEY": "local",
                 "POWERTOOLS_SERVICE_NAME": "batchinfer",
                 "POWERTOOLS_METRICS_NAMESPACE": "batchinfer",
-                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",  # EMF lines would flood the terminal
+                "POWERTOOLS_TRACE_DISABLED": "true",  # there is no X-Ray daemon to send segments to
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("BATCHINFER_LOG_LEVEL", "WARNING"),
                 **self.config.settings_env(),
             }

@@ -1,14 +1,9 @@
-"""A loaded model behind one forward pass (TF-Lite when compiled, else Keras), and a cache that
-follows promotions."""
+"""A loaded model behind one forward pass (LiteRT for the TF-Lite forms, Keras only where TensorFlow
+is installed), and a cache that follows promotions. Serving imports no TensorFlow."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.machinery
-import importlib.util
-import io
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,17 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from contract.resource_spec import COMPILED_FILE
-from lambdas.model_registry import ModelError, ModelFileMissing, ModelRegistry, ModelVersion
+from contract.resource_spec import COMPILED_FILE, INT8_FILE, MODEL_FILE
+from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion
 
-# The TF-Lite form of a version, published beside model.keras. Serving prefers it: XNNPACK is
-# faster on CPU than TensorFlow here, and its interpreter loads without importing TensorFlow,
-# which is most of a cold start.
-_WRAPPER_MODULE = "tensorflow.lite.python._pywrap_tensorflow_interpreter_wrapper"
-_BUILTIN_OP_RESOLVER = 1  # TF-Lite's builtin ops with its default delegate (XNNPACK) on CPU
+# What serves a forward pass, by the file it comes from; every prediction records it.
+RUNTIMES = {COMPILED_FILE: "litert-fp32", INT8_FILE: "litert-int8", MODEL_FILE: "keras"}
 
 
-def _cpus() -> int:
+def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -36,69 +28,42 @@ def _configure_threads() -> None:
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(_cpus())
+        tf.config.threading.set_intra_op_parallelism_threads(available_cpus())
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # already initialised in this process
 
 
-def _interpreter_wrapper() -> Any:
-    """TF-Lite's interpreter extension, loaded on its own: it does not link TensorFlow.
+class LiteRTForward:
+    """One LiteRT interpreter (XNNPACK on CPU) over a TF-Lite model, fp32 or int8; resized to each
+    batch size it meets. Not thread-safe by itself, so calls take a lock (concurrent batches share
+    one cached classifier)."""
 
-    It is registered under the name TensorFlow itself imports it by, so that a later
-    `import tensorflow` in the same process reuses it instead of loading it twice.
-    """
-    if _WRAPPER_MODULE in sys.modules:
-        return sys.modules[_WRAPPER_MODULE]
-    spec = importlib.util.find_spec("tensorflow")  # finds the package without importing it
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = os.path.join(location, "lite", "python", "_pywrap_tensorflow_interpreter_wrapper.so")
-        if not os.path.exists(path):
-            continue
-        loader = importlib.machinery.ExtensionFileLoader(_WRAPPER_MODULE, path)
-        module_spec = importlib.util.spec_from_file_location(_WRAPPER_MODULE, path, loader=loader)
-        if module_spec is None:
-            break
-        module = importlib.util.module_from_spec(module_spec)
-        loader.exec_module(module)
-        sys.modules[_WRAPPER_MODULE] = module
-        return module
-    # Another layout of the package: let TensorFlow find it (slower, but the same interpreter).
-    from tensorflow.lite.python.interpreter_wrapper import (  # type: ignore[attr-defined]
-        _pywrap_tensorflow_interpreter_wrapper as wrapper,
-    )
+    def __init__(self, model: Path | bytes, threads: int):
+        from ai_edge_litert.interpreter import Interpreter
 
-    return wrapper
-
-
-class TFLiteForward:
-    """One TF-Lite interpreter; resized to each batch size it meets. Not thread-safe by itself,
-    so calls take a lock (concurrent batches share one cached classifier)."""
-
-    def __init__(self, path: Path, threads: int):
-        wrapper = _interpreter_wrapper()
-        self._interpreter = wrapper.CreateWrapperFromFile(
-            os.fspath(path), _BUILTIN_OP_RESOLVER, [], [], False, False, threads, False
-        )
-        inputs, outputs = list(self._interpreter.InputIndices()), list(self._interpreter.OutputIndices())
+        if isinstance(model, bytes):
+            self._interpreter = Interpreter(model_content=model, num_threads=threads)
+        else:
+            self._interpreter = Interpreter(model_path=os.fspath(model), num_threads=threads)
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
-        self._input, self._output = int(inputs[0]), int(outputs[0])
-        self.input_shape = tuple(int(d) for d in self._interpreter.TensorSize(self._input, 0))
-        self.output_shape = tuple(int(d) for d in self._interpreter.TensorSize(self._output, 0))
+            raise ModelError(f"the TF-Lite model has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 and 1")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(d) for d in self._input["shape"])
+        self.output_shape = tuple(int(d) for d in self._output["shape"])
         self._batch = -1
         self._lock = threading.Lock()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._lock:
             if images.shape[0] != self._batch:
-                self._interpreter.ResizeInputTensor(self._input, np.array(images.shape, dtype=np.int32), False, 0)
-                self._interpreter.AllocateTensors(0)
+                self._interpreter.resize_tensor_input(self._input["index"], list(images.shape))
+                self._interpreter.allocate_tensors()
                 self._batch = images.shape[0]
-            self._interpreter.SetTensor(self._input, np.ascontiguousarray(images, dtype=np.float32), 0)
-            self._interpreter.Invoke(0)  # releases the GIL: image reads go on meanwhile
-            return np.array(self._interpreter.GetTensor(self._output, 0))
+            self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(images, dtype=np.float32))
+            self._interpreter.invoke()  # releases the GIL: image reads go on meanwhile
+            return np.array(self._interpreter.get_tensor(self._output["index"]))
 
 
 @dataclass
@@ -108,21 +73,25 @@ class Classifier:
     input_size: tuple[int, int]  # (height, width)
     channels: int
     _forward: Any
-    runtime: str = field(default="keras")  # "tflite" or "keras": what serves the forward pass
+    runtime: str = field(default="keras")  # "litert-int8", "litert-fp32" or "keras": what serves the forward pass
 
     @classmethod
     def load(cls, model_version: ModelVersion) -> Classifier:
-        compiled = model_version.model_path.with_name(COMPILED_FILE)
-        if compiled.exists():
-            return cls._load_tflite(model_version, compiled)
+        """The version on the runtime of the file fetched; a Keras file with its fp32 TF-Lite form
+        beside it serves from that form."""
+        path = model_version.model_path
+        if path.suffix == ".tflite":
+            return cls._load_tflite(model_version, path)
+        if path.with_name(COMPILED_FILE).exists():
+            return cls._load_tflite(model_version, path.with_name(COMPILED_FILE))
         return cls._load_keras(model_version)
 
     @classmethod
     def _load_tflite(cls, model_version: ModelVersion, path: Path) -> Classifier:
         try:
-            forward = TFLiteForward(path, _cpus())
-        except ModelError:
-            raise
+            forward = LiteRTForward(path, available_cpus())
+        except ModelError as error:
+            raise ModelError(f"model version {model_version.version}, {path.name}: {error}") from None
         except Exception as error:  # the interpreter raises ValueError or RuntimeError for a bad file
             raise ModelError(
                 f"cannot load model version {model_version.version} from {path.name}: "
@@ -136,12 +105,18 @@ class Classifier:
             input_size=(int(shape[1]), int(shape[2])),
             channels=int(shape[3]),
             _forward=forward,
-            runtime="tflite",
+            runtime=RUNTIMES.get(path.name, "litert-fp32"),
         )
 
     @classmethod
     def _load_keras(cls, model_version: ModelVersion) -> Classifier:
-        _configure_threads()
+        try:
+            _configure_threads()
+        except ImportError:  # ClassifyBatch's image has LiteRT and no TensorFlow
+            raise ModelError(
+                f"model version {model_version.version} has no TF-Lite form ({COMPILED_FILE}) and this image has no "
+                "TensorFlow to run its Keras model: publish it with inference_image.publishing.publish_model"
+            ) from None
         import keras
         import tensorflow as tf
 
@@ -189,43 +164,9 @@ class Classifier:
         return probabilities
 
 
-def compile_model(model_file: Path) -> bytes:
-    """The TF-Lite (fp32) form of a Keras model file; the same weights and the same outputs."""
-    import keras
-    import tensorflow as tf
-
-    model = keras.models.load_model(model_file, compile=False)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    # The converter prints its SavedModel's signatures to stdout, where CLI output (--json) goes.
-    with contextlib.redirect_stdout(io.StringIO()):
-        return bytes(converter.convert())
-
-
-def publish_compiled(registry: ModelRegistry, version: str, compiled: bytes) -> None:
-    """Store the TF-Lite form beside a published version's model.keras."""
-    registry.publish_file(version, COMPILED_FILE, compiled)
-
-
-def fetch_compiled(registry: ModelRegistry, model_version: ModelVersion) -> Path | None:
-    """The local copy of a version's TF-Lite form, or None when none was published."""
-    try:
-        return registry.fetch_file(model_version.version, COMPILED_FILE)
-    except ModelFileMissing:
-        return None
-
-
-def publish_model(registry: ModelRegistry, version: str, model_file: Path, labels: list[str],
-                  metrics: dict[str, Any]) -> None:
-    """Store a version with its TF-Lite form, which is what serves (it is not promoted here)."""
-    registry.publish(version, model_file, labels, metrics)
-    publish_compiled(registry, version, compile_model(model_file))
-
-
 def load_version(registry: ModelRegistry, version: str) -> Classifier:
-    """A registry version, ready to classify, on the runtime it serves with."""
-    model_version = registry.fetch(version)
-    fetch_compiled(registry, model_version)
-    return Classifier.load(model_version)
+    """A registry version, ready to classify, on the form it serves in (only that file is fetched)."""
+    return Classifier.load(registry.fetch(version))
 
 
 class ClassifierCache:

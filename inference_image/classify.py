@@ -34,6 +34,7 @@ class Model(Protocol):
     labels: list[str]
     input_size: tuple[int, int]
     channels: int
+    runtime: str
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -109,6 +110,7 @@ def to_predictions(done: ReadAndPredicted, model: Model, request: ClassifyBatchR
                 run_id=request.run_id,
                 batch_id=request.batch.batch_id,
                 date=image.capture_date(zone),
+                runtime=model.runtime,
             )
         )
     return batch_predictions
@@ -151,6 +153,7 @@ def classify_batch(
     result = ClassifyBatchResult(
         batch_id=request.batch.batch_id,
         model_version=model.version,
+        runtime=model.runtime,
         images=len(items),
         written=len(outcome.written),
         counted=counted,

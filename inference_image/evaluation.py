@@ -7,14 +7,16 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
 from contract.resource_spec import SHARED_EVALUATION
 from contract.settings import Settings
-from inference_image.classifier import Classifier, load_version, publish_model
-from inference_image.labelled_sets import load_labelled_set
+from inference_image.classifier import Classifier, load_version
+from inference_image.labelled_sets import LabelledSet, load_labelled_set
+from inference_image.publishing import publish_model
 from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
 from lambdas.records import BadRecord
 from lambdas.steps import EvaluateCandidateRequest, EvaluateCandidateResult
@@ -22,8 +24,11 @@ from lambdas.stores import ImageSource
 
 
 def register_sagemaker_artifact(registry: ModelRegistry, source: ImageSource, artifact_uri: str, version: str,
-                                labels: list[str]) -> None:
-    """A SageMaker job's model.tar.gz (holding model.keras, and labels.json if it chose to) as a version."""
+                                labels: list[str], load_set: Any = None) -> None:
+    """A SageMaker job's model.tar.gz (holding model.keras, and labels.json if it chose to) as a version.
+
+    `load_set(manifest_key, input size, channels)` gives the training and held-out images its int8
+    form is calibrated and checked on."""
     parsed = urlparse(artifact_uri)
     body = source.read_object(parsed.netloc, parsed.path.lstrip("/"))
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive, tempfile.TemporaryDirectory() as scratch:
@@ -34,7 +39,16 @@ def register_sagemaker_artifact(registry: ModelRegistry, source: ImageSource, ar
         assert member is not None
         model_path = Path(scratch) / MODEL_FILE
         model_path.write_bytes(member.read())
-        publish_model(registry, version, model_path, labels, {"trained_by": "sagemaker", "artifact": artifact_uri})
+        train = held = None
+        if load_set is not None:
+            import keras
+
+            height, width, channels = keras.models.load_model(model_path, compile=False).input_shape[1:4]
+            train = load_set("train_manifest", (height, width), channels)
+            held = load_set("holdout_manifest", (height, width), channels)
+        publish_model(registry, version, model_path, labels, {"trained_by": "sagemaker", "artifact": artifact_uri},
+                      calibration=train.images if train else None, held_out=held.images if held else None,
+                      targets=held.targets if held else None)
     _ = LABELS_FILE  # labels come from the collect step, so the classes stay in serving order
 
 
@@ -55,8 +69,15 @@ def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, so
     registry = open_registry(collect["model_registry"])
     candidate_version = request.candidate_version
     if training.get("model_artifact"):
+        def load_set(manifest: str, size: tuple[int, int], channels: int) -> LabelledSet | None:
+            if not collect.get(manifest):
+                return None
+            return load_labelled_set(source, collect[manifest], list(collect["labels"]), size, channels,
+                                     settings.max_image_bytes, settings.max_image_pixels, settings.read_threads)
+
         register_sagemaker_artifact(registry, source, training["model_artifact"], candidate_version,
-                                    list(collect["labels"]))
+                                    list(collect["labels"]), load_set)
+    # Both sides are scored in the form each serves in (int8 or fp32), as ClassifyBatch would.
     candidate = load_version(registry, candidate_version)
     held = load_labelled_set(source, collect["holdout_manifest"], candidate.labels, candidate.input_size,
                              candidate.channels, settings.max_image_bytes, settings.max_image_pixels,
@@ -75,6 +96,7 @@ def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, so
         only_candidate = int((candidate_right & ~current_right).sum())
         only_current = int((current_right & ~candidate_right).sum())
     metrics = {**registry.metrics(candidate_version), "accuracy": round(candidate_accuracy, 4),
+               "accuracy_runtime": candidate.runtime,
                "held_out": int(len(held.targets)), "compared_with": collect.get("current_version"),
                "compared_accuracy": current_accuracy}
     registry.write_metrics(candidate_version, metrics)
@@ -92,6 +114,7 @@ def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, so
         held_out=int(len(held.targets)),
         excluded=held.excluded,
         training_excluded=list(training.get("excluded") or []),
+        candidate_runtime=candidate.runtime,
     )
 
 

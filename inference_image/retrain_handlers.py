@@ -1,4 +1,4 @@
-"""Lambda entry points of the TensorFlow steps of the retraining branch (same image as ClassifyBatch)."""
+"""Lambda entry points of the TensorFlow steps of the retraining branch (the training image, Dockerfile.training)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,30 @@ from typing import Any
 from inference_image.evaluation import evaluate_candidate
 from inference_image.training import train_candidate
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.steps import EvaluateCandidateRequest, TrainingHookRequest
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def train(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = TrainingHookRequest.from_event(event)
     s = stores()
     result = train_candidate(request, s.settings, s.source, s.open_registry)
+    count(TrainedOn=result.metrics["trained_on"], TrainingImagesExcluded=len(result.excluded))
     logger.info("candidate trained", extra={"candidate": result.candidate_version, **result.metrics})
     return result.to_dict()
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def evaluate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = EvaluateCandidateRequest.from_event(event)
     s = stores()
     result = evaluate_candidate(request, s.settings, s.source, s.open_registry)
+    count(HeldOutImages=result.held_out, HeldOutImagesExcluded=len(result.excluded))
     logger.info("candidate evaluated", extra={"candidate_version": result.candidate_version,
                                               "candidate_accuracy": result.candidate_accuracy,
                                               "current_accuracy": result.current_accuracy,

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contract.settings import Settings
-from inference_image.classifier import publish_model
 from inference_image.labelled_sets import load_labelled_set
-from lambdas.model_registry import ModelRegistry
+from inference_image.publishing import publish_model
+from lambdas.model_registry import MODEL_FILE, ModelRegistry
 from lambdas.records import BadRecord
 from lambdas.steps import TrainingHookRequest, TrainingHookResult
 from lambdas.stores import ImageSource
@@ -33,7 +33,7 @@ def train_candidate(request: TrainingHookRequest, settings: Settings, source: Im
     collect = request.collect
 
     registry = open_registry(collect["model_registry"])
-    base = registry.fetch(collect["current_version"])
+    base = registry.fetch(collect["current_version"], file=MODEL_FILE)
     model = keras.models.load_model(base.model_path, compile=False)
     height, width, channels = model.input_shape[1:4]
     labels = list(collect["labels"])
@@ -56,10 +56,18 @@ def train_candidate(request: TrainingHookRequest, settings: Settings, source: Im
         "train_accuracy": round(float(history.history["accuracy"][-1]), 4),
         "train_seconds": round(time.perf_counter() - started, 2),
     }
+    # The int8 form is calibrated on these training images and checked on the held-out ones.
+    held = None
+    if collect.get("holdout_manifest"):
+        held = load_labelled_set(source, collect["holdout_manifest"], labels, (height, width), channels,
+                                 settings.max_image_bytes, settings.max_image_pixels, settings.read_threads)
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "model.keras"
+        path = Path(scratch) / MODEL_FILE
         model.save(path)
-        publish_model(registry, collect["candidate_version"], path, labels, metrics)
+        recorded = publish_model(registry, collect["candidate_version"], path, labels, metrics,
+                                 calibration=data.images, held_out=held.images if held else None,
+                                 targets=held.targets if held else None)
+    metrics["serving"] = recorded["serving"]
     return TrainingHookResult(
         candidate_version=collect["candidate_version"],
         model_location=f"{registry.location}/{collect['candidate_version']}/",

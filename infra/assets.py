@@ -9,7 +9,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The zip functions ship whole packages: the contract and the handlers' package, nothing more.
 # (Patterns are globs; a later "!" pattern takes a path back in.)
 LAMBDA_PACKAGES = ("contract", "lambdas")
-# The container image adds the TensorFlow package; its Dockerfile copies the same three.
+# The container images add the classifier's package; both Dockerfiles (ClassifyBatch's, and the
+# training one with TensorFlow) copy the same three.
 IMAGE_PACKAGES = ("contract", "lambdas", "inference_image")
 
 

@@ -2,8 +2,9 @@
 
 The root is an S3 URI (s3://bucket/models/<name>) or a local folder. A version holds
 `model.keras`, `labels.json` (class names in output order) and `metrics.json`, and, when it was
-published with inference_image.classifier.publish_model, `model.tflite`: the same model in
-TF-Lite form, which is what serves.
+published with inference_image.publishing.publish_model, its TF-Lite forms: `model.tflite` (fp32)
+and `model.int8.tflite` (full-integer int8). metrics.json says under "serving" which form serves
+and why; a cold start fetches that one file and not the others.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from contract.resource_spec import LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE
+from contract.resource_spec import COMPILED_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE, SERVING_FILES
 from lambdas.records import utc_now
 
 __all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelFileMissing",
@@ -35,7 +36,7 @@ class ModelFileMissing(ModelError):
 @dataclass(frozen=True)
 class ModelVersion:
     version: str
-    model_path: Path  # local file, downloaded if the registry is in S3
+    model_path: Path  # local file (the form that serves, unless asked for another), downloaded from S3
     labels: list[str]
     metrics: dict[str, Any]
 
@@ -205,13 +206,30 @@ class ModelRegistry:
             partial.replace(cached)
         return cached
 
-    def fetch(self, version: str) -> ModelVersion:
+    def serving_file(self, metrics: dict[str, Any]) -> str | None:
+        """The file a version serves from, as its metrics chose it (None for a version published
+        before the int8 form existed)."""
+        serving = metrics.get("serving")
+        form = serving.get("form") if isinstance(serving, dict) else None
+        return SERVING_FILES[str(form)] if form in SERVING_FILES else None
+
+    def fetch(self, version: str, file: str | None = None) -> ModelVersion:
+        """A version with one of its model files local: `file`, or by default only the one that serves."""
         labels = self.fetch_labels(version)
         try:
             metrics = self._read_json(f"{version}/{METRICS_FILE}")
         except ModelError:
             metrics = {}
-        local = self.fetch_file(version, MODEL_FILE)
+        if not isinstance(metrics, dict):
+            metrics = {}
+        name = file or self.serving_file(metrics)
+        if name is not None:
+            local = self.fetch_file(version, name)
+        else:  # published before int8: its fp32 TF-Lite form if it has one, else its Keras model
+            try:
+                local = self.fetch_file(version, COMPILED_FILE)
+            except ModelFileMissing:
+                local = self.fetch_file(version, MODEL_FILE)
         return ModelVersion(version=version, model_path=local, labels=labels, metrics=metrics)
 
     def versions(self) -> list[str]:
@@ -232,16 +250,20 @@ class ModelRegistry:
         """Store one more file of a version (e.g. its compiled form)."""
         self._write(f"{version}/{filename}", data)
 
-    def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any]) -> None:
-        """Store a version; it serves nothing until it is promoted."""
+    def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any],
+                forms: dict[str, bytes] | None = None) -> None:
+        """Store a version (with its TF-Lite forms, by file name); it serves nothing until it is promoted."""
         self._write(f"{version}/{LABELS_FILE}", json.dumps(labels).encode())
-        self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
+        for name, data in (forms or {}).items():
+            self._write(f"{version}/{name}", data)
         target = self.storage.local_path(f"{version}/{MODEL_FILE}")
         if target is None:
             self._write(f"{version}/{MODEL_FILE}", model_file.read_bytes())
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_file, target)
+        # Last: the metrics name the form that serves, so the files they name are there before them.
+        self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
 
     def write_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())

@@ -1,4 +1,5 @@
-"""Logging and metrics in one place: JSON logs with run, batch and image ids; EMF metrics."""
+"""Logging, tracing and metrics in one place: JSON logs correlated by run id (with batch and image
+ids), X-Ray traces with every AWS call of the stores as a sub-segment, EMF metrics."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-from aws_lambda_powertools.metrics.provider import cold_start
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 SERVICE = "batchinfer"
 NAMESPACE = "batchinfer"
+# Every step's event carries the execution's run id at the top: it is each log line's correlation id.
+RUN_ID_PATH = "run_id"
 
 # The metrics the functions emit (namespace NAMESPACE, dimension service=SERVICE); the CloudWatch
 # dashboard shows them and its tests hold it to this list.
@@ -24,49 +27,55 @@ BATCHES_FAILED = "BatchesFailed"  # batches that still failed after their retrie
 COLD_START = "ColdStart"  # Powertools' own, with a function_name dimension
 FAILURE_STAGES = ("read", "decode", "batch")
 
+
+class _EMFProvider(AmazonCloudWatchEMFProvider):
+    """Powertools' EMF metrics, quiet when their output is disabled, and safe across threads.
+
+    With metrics disabled (the embedded engine sets POWERTOOLS_METRICS_DISABLED) nothing is kept:
+    Powertools would keep disabled metrics, print them anyway once a metric holds 100 values (EMF
+    JSON in the demo's output), warn "No application metrics to publish" on an empty flush, and print
+    the cold-start metric (into the CLI's --json output). The lock matters locally only, where batches
+    run on parallel threads of one process and share this object; in Lambda one invocation runs at a time.
+    """
+
+    _lock = threading.RLock()
+
+    def add_metric(self, name: str, unit: Any, value: float, resolution: Any = 60) -> None:
+        if is_metrics_disabled():
+            return
+        with self._lock:
+            super().add_metric(name, unit, value, resolution)
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        if is_metrics_disabled():
+            self.clear_metrics()
+            return
+        with self._lock:
+            super().flush_metrics(raise_on_empty_metrics)
+
+    def add_cold_start_metric(self, context: Any) -> None:
+        if not is_metrics_disabled():
+            super().add_cold_start_metric(context)
+
+
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+metrics = Metrics(provider=_EMFProvider(namespace=NAMESPACE, service=SERVICE))
+# Patches botocore, so each store call (S3, DynamoDB) is a sub-segment of the handler's trace.
+# Off outside Lambda and on the embedded engine (POWERTOOLS_TRACE_DISABLED): no X-Ray daemon there.
+tracer = Tracer(service=SERVICE)
+
+
+def count(**figures: float) -> None:
+    """Count metrics of one invocation (flushed by the handler's log_metrics)."""
+    for name, value in figures.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 def count_failures_by_stage(stages: Iterable[str]) -> None:
     """One ImagesFailed data point per stage seen, so the dashboard can split failures by stage."""
     if is_metrics_disabled():  # as the other metrics are (the local engine turns them off)
         return
-    for stage, count in Counter(stages).items():
-        with single_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=count, namespace=NAMESPACE,
+    for stage, n in Counter(stages).items():
+        with single_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=n, namespace=NAMESPACE,
                            default_dimensions={"service": SERVICE}) as metric:
             metric.add_dimension(name="stage", value=stage)
-
-
-def count_cold_start(context: Any) -> None:
-    """Powertools' ColdStart metric (dimensions function_name, service), once per process.
-
-    Not `log_metrics(capture_cold_start_metric=True)`: that prints the metric even where metrics are
-    turned off, and on the embedded engine the handlers share stdout with the CLI's --json output.
-    """
-    if not cold_start.is_cold_start:
-        return
-    cold_start.is_cold_start = False
-    if not is_metrics_disabled():
-        metrics.provider.add_cold_start_metric(context)
-
-
-_metrics_lock = threading.Lock()
-
-
-def publish_batch_metrics(scored: int, failed: int, seconds: float) -> None:
-    """One EMF record for a classified batch (with the ColdStart metric if this call is the first).
-
-    Locally (POWERTOOLS_METRICS_DISABLED, which the embedded engine sets) nothing is added at all:
-    Powertools keeps disabled metrics, and prints them anyway once a metric holds 100 values, which
-    put EMF JSON into the demo's output; and a flush with nothing to publish warns "No application
-    metrics to publish". The lock keeps batches on parallel threads (the local Map) from flushing one
-    another's metrics.
-    """
-    if is_metrics_disabled():
-        return
-    with _metrics_lock:
-        metrics.add_metric(name=IMAGES_SCORED, unit="Count", value=scored)
-        metrics.add_metric(name=IMAGES_FAILED, unit="Count", value=failed)
-        metrics.add_metric(name=BATCH_SECONDS, unit="Seconds", value=seconds)
-        metrics.flush_metrics()

@@ -82,6 +82,7 @@ class Prediction:
     run_id: str
     batch_id: str
     date: str
+    runtime: str = ""  # what ran the forward pass: litert-int8, litert-fp32 or keras
 
     @property
     def prediction_id(self) -> str:

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import unquote_plus
 
+from pydantic import ValidationError
+
 from lambdas.records import BadRecord, Batch
 
 
@@ -72,11 +74,21 @@ class ListNewVersionsRequest:
         )
 
 
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"]) or "the event"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {problem['msg'].lower()}{more}"
+
+
 def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
-    """Object versions from SQS records carrying EventBridge "Object Created" events.
+    """Object versions from SQS records carrying EventBridge "Object Created" events, read with
+    Powertools' parser model of S3's EventBridge events.
 
     A record that is not such an event is set aside with a reason; the others go on.
     """
+    from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+
     objects: dict[tuple[str, str, str], ObjectRef] = {}
     rejected: list[str] = []
     for index, record in enumerate(records):
@@ -85,15 +97,19 @@ def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
             event = json.loads(body) if isinstance(body, str) else body
             if not isinstance(event, dict):
                 raise ValueError("the body is not a JSON object")
-            detail = event.get("detail") or {}
             if event.get("detail-type") != "Object Created":
                 raise ValueError(f"detail-type is {event.get('detail-type')!r}, not 'Object Created'")
-            bucket = detail["bucket"]["name"]
-            key = unquote_plus(detail["object"]["key"]) if "%" in detail["object"]["key"] else detail["object"]["key"]
-            version_id = detail["object"].get("version-id")
+            try:
+                parsed = S3EventNotificationEventBridgeModel.model_validate(event)
+            except ValidationError as error:
+                raise ValueError(_first_problem(error)) from None
+            bucket = parsed.detail.bucket.name
+            raw_key = parsed.detail.object.key
+            key = unquote_plus(raw_key) if "%" in raw_key else raw_key
+            version_id = parsed.detail.object.version_id
             if not version_id:
                 raise ValueError(f"s3://{bucket}/{key} has no version-id: is versioning on?")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+        except (TypeError, ValueError) as error:  # json.JSONDecodeError and ValidationError are ValueErrors
             rejected.append(f"record {index}: not an S3 Object Created event ({error})")
             continue
         objects[(bucket, key, version_id)] = ObjectRef(bucket, key, version_id)
@@ -155,6 +171,7 @@ class Seconds:
 class ClassifyBatchResult(StepResult):
     batch_id: str
     model_version: str
+    runtime: str  # what ran the forward pass: litert-int8, litert-fp32 or keras
     images: int
     written: int  # new prediction rows
     counted: int  # of the batch's versions, those this run counted (a retry's own earlier writes included)
@@ -319,6 +336,7 @@ class EvaluateCandidateResult(StepResult):
     held_out: int
     excluded: list[dict[str, str]]
     training_excluded: list[dict[str, str]]
+    candidate_runtime: str = ""  # the form it was scored in, the one it would serve in
 
 
 def _retraining_collect(event: Any) -> dict[str, Any]:

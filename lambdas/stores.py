@@ -215,6 +215,7 @@ class PredictionStore:
             "key": p.image.key,
             "version_id": p.image.version_id,
             "model_version": p.model_version,
+            "runtime": p.runtime,
             "run_id": p.run_id,
             "batch_id": p.batch_id,
             "created_at": now,
@@ -445,7 +446,10 @@ class RunStateStore:
 
 
 def batch_write(client: Any, table: str, rows: Sequence[dict[str, Any]]) -> None:
-    """BatchWriteItem in chunks of 25, retrying unprocessed items with backoff: none is dropped."""
+    """BatchWriteItem in chunks of 25, retrying unprocessed items with backoff: none is dropped.
+
+    Not boto3's Table.batch_writer(): it re-sends unprocessed items at once, with no backoff and no
+    bound on attempts, and it needs a resource where the stores hold a client."""
     for chunk in chunked(list(rows), 25):
         request: dict[str, Any] = {table: [{"PutRequest": {"Item": to_item(r)}} for r in chunk]}
         for attempt in range(_MAX_ATTEMPTS):

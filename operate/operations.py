@@ -137,13 +137,10 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
     description = describe(target, run_id)
     sfn = target.client("stepfunctions")
     events: list[dict[str, Any]] = []
-    paginator_args: dict[str, Any] = {"executionArn": description["executionArn"], "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**paginator_args)
+    pages = sfn.get_paginator("get_execution_history").paginate(
+        executionArn=description["executionArn"], PaginationConfig={"PageSize": 1000})
+    for page in pages:
         events.extend(page["events"])
-        if not page.get("nextToken"):
-            break
-        paginator_args["nextToken"] = page["nextToken"]
     timeline: list[dict[str, Any]] = []
     open_states: dict[str, dict[str, Any]] = {}
     for event in events:
@@ -272,7 +269,11 @@ def list_models(target: Target) -> list[dict[str, Any]]:
         for version, metrics in versions.items():
             accuracy, held_out, held_out_set = shared.get(version, (metrics.get("accuracy"), metrics.get("held_out"),
                                                                     "its own"))
+            serving: dict[str, Any] = metrics["serving"] if isinstance(metrics.get("serving"), dict) else {}
             models.append({"model": name, "version": version, "current": version == current,
+                           "serves": serving.get("form"), "int8_agreement": serving.get("int8_agreement"),
+                           "int8_accuracy_drop_points": serving.get("accuracy_drop_points"),
+                           "serving_reason": serving.get("reason"),
                            "accuracy": accuracy, "held_out": held_out, "held_out_set": held_out_set,
                            "trained_on": metrics.get("trained_on"), "base_version": metrics.get("base_version"),
                            "metrics": metrics})

@@ -51,11 +51,11 @@ def demo_model() -> tuple[Path, dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def demo_model_compiled(demo_model: tuple[Path, dict[str, Any]]) -> bytes:
-    """The demo model's TF-Lite form, as publish_model stores it beside model.keras."""
-    from inference_image.classifier import compile_model
+def demo_model_forms(demo_model: tuple[Path, dict[str, Any]]) -> Any:
+    """The demo model's fp32 and int8 TF-Lite forms and the serving decision, as publish_model makes them."""
+    from demo import digits
 
-    return compile_model(demo_model[0])
+    return digits.demo_model_forms(demo_model[0])
 
 
 @pytest.fixture(scope="session")
@@ -75,15 +75,14 @@ def engine() -> Iterator[Any]:
 
 
 @pytest.fixture
-def scoring_engine(engine: Any, demo_model: tuple[Path, dict[str, Any]], demo_model_compiled: bytes) -> Any:
-    """The embedded stack with the demo model published (Keras and TF-Lite) and promoted as v1."""
+def scoring_engine(engine: Any, demo_model: tuple[Path, dict[str, Any]], demo_model_forms: Any) -> Any:
+    """The embedded stack with the demo model published (Keras and both TF-Lite forms) and promoted as v1."""
     from demo import digits
-    from inference_image.classifier import publish_compiled
+    from inference_image.publishing import publish_forms
     from lambdas.model_registry import ModelRegistry
 
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
-    registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
-    publish_compiled(registry, "v1", demo_model_compiled)
+    publish_forms(registry, "v1", demo_model[0], digits.LABELS, demo_model[1], demo_model_forms)
     registry.promote("v1")
     return engine
 

@@ -1,5 +1,5 @@
-"""Inference: ClassifyBatch, the TensorFlow classifier, as a Lambda container image function, and
-how every container function is built from the one image of inference_image/."""
+"""Inference: ClassifyBatch, the LiteRT classifier, as a Lambda container image function, and how
+every container function is built from one of the two images of inference_image/."""
 
 from __future__ import annotations
 
@@ -38,16 +38,25 @@ from infra.constructs.functions import (
 )
 from infra.constructs.storage import Storage
 
+# ClassifyBatch's image has LiteRT and no TensorFlow (small, so a cold start on a new host pulls
+# little); the training and evaluation functions share the image that adds TensorFlow.
+SERVING_DOCKERFILE = "inference_image/Dockerfile"
+TRAINING_DOCKERFILE = "inference_image/Dockerfile.training"
+
+
+def dockerfile_of(function: str) -> str:
+    return SERVING_DOCKERFILE if function == CLASSIFY_BATCH else TRAINING_DOCKERFILE
+
 
 def image_code(function: str) -> lambda_.DockerImageCode:
-    """The image of inference_image/Dockerfile, running the spec's handler of `function`.
+    """The image of the function's Dockerfile, running the spec's handler of `function`.
 
-    Every container function builds from the same directory, Dockerfile and options, so they share
-    one image asset (built and pushed once); only the command differs.
+    Container functions of the same Dockerfile build from the same directory and options, so they
+    share one image asset (built and pushed once); only the command differs.
     """
     return lambda_.DockerImageCode.from_image_asset(
         directory=str(REPO_ROOT),
-        file="inference_image/Dockerfile",
+        file=dockerfile_of(function),
         exclude=IMAGE_EXCLUDE,
         platform=ecr_assets.Platform.LINUX_AMD64,
         cmd=[FUNCTIONS[function]],
@@ -88,7 +97,7 @@ def container_function(
 
 
 class Inference(Construct):
-    """The image is built from inference_image/Dockerfile with the repository root as its context.
+    """ClassifyBatch's image is built from inference_image/Dockerfile with the repository root as its context.
 
     At synth the context is only fingerprinted (no Docker needed); `cdk deploy` builds and pushes it.
     """
@@ -107,7 +116,7 @@ class Inference(Construct):
             memory_mb=config.classify_memory_mb,
             timeout_seconds=config.classify_timeout_seconds,
             reserved_concurrency=config.classify_reserved_concurrency,
-            description="TensorFlow in a container image",
+            description="LiteRT in a container image, no TensorFlow",
         )
         self._grant(storage)
         acknowledge(

@@ -4,13 +4,16 @@ from typing import Any
 
 from lambdas.counting import aggregate_daily_counts
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.steps import AggregateDailyCountsRequest
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = AggregateDailyCountsRequest.from_event(event)
-    logger.append_keys(run_id=request.run_id)
     s = stores()
-    return aggregate_daily_counts(request, s.predictions, s.failures, s.state).to_dict()
+    summary = aggregate_daily_counts(request, s.predictions, s.failures, s.state)
+    count(RunImagesScored=summary.images_scored, RunImagesFailed=summary.images_failed)
+    return summary.to_dict()

@@ -3,14 +3,17 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.replay import build_replay_manifest
 from lambdas.steps import BuildReplayManifestRequest
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = BuildReplayManifestRequest.from_event(event)
-    logger.append_keys(run_id=request.run_id)
     s = stores()
-    return build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures).to_dict()
+    result = build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures)
+    count(ImagesToReplay=result.images, BatchesListed=result.batches)
+    return result.to_dict()

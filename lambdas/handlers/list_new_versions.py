@@ -4,15 +4,18 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.listing import list_new_versions
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.steps import ListNewVersionsRequest
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ListNewVersionsRequest.from_event(event)
-    logger.append_keys(run_id=request.run_id)
     s = stores()
     prefix = request.prefix if request.prefix is not None else s.settings.images_prefix
     checkpoint = s.state.checkpoint(f"{s.settings.bucket}/{prefix}")
-    return list_new_versions(request, s.settings, s.source, s.predictions, checkpoint).to_dict()
+    result = list_new_versions(request, s.settings, s.source, s.predictions, checkpoint)
+    count(ImagesListed=result.images, BatchesListed=result.batches, EventsRejected=len(request.rejected_events))
+    return result.to_dict()

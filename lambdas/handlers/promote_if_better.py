@@ -3,16 +3,18 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.promotion import promote_if_better
 from lambdas.steps import PromoteIfBetterRequest
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = PromoteIfBetterRequest.from_event(event)
-    logger.append_keys(run_id=request.run_id)
     s = stores()
     result = promote_if_better(request, s.registry, s.state, s.settings.promotion_margin)
+    count(ModelsPromoted=1 if result.outcome == "promoted" else 0)
     logger.info("retraining outcome", extra={"outcome": result.outcome, "reason": result.reason})
     return result.to_dict()

@@ -25,6 +25,12 @@ SERVICE_METRICS = {
 }
 
 
+def _captures_cold_start(call: ast.Call) -> bool:
+    """`@metrics.log_metrics(capture_cold_start_metric=True)`: Powertools adds its ColdStart metric."""
+    return any(k.arg == "capture_cold_start_metric" and isinstance(k.value, ast.Constant) and k.value.value is True
+               for k in call.keywords)
+
+
 def _emitted_by_our_code() -> dict[str, set[str]]:
     """Metric name -> dimension names, from the add_metric / single_metric calls in the deployed code,
     and Powertools' ColdStart where a handler counts it."""
@@ -44,7 +50,7 @@ def _emitted_by_our_code() -> dict[str, set[str]]:
                     if name is not None:
                         dims = {"service"} | ({"stage"} if called == "single_metric" else set())
                         emitted.setdefault(str(name), set()).update(dims)
-                if called == "add_cold_start_metric" or called == "count_cold_start":
+                if called == "add_cold_start_metric" or (called == "log_metrics" and _captures_cold_start(node)):
                     emitted.setdefault("ColdStart", set()).update({"service", "function_name"})
     return emitted
 

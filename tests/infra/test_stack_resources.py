@@ -111,31 +111,48 @@ def test_each_container_function_runs_the_handler_of_the_spec(synthesized: Any, 
     assert _function(synthesized, name)["ImageConfig"] == {"Command": [FUNCTIONS[name]]}
 
 
-def test_the_container_functions_share_one_image(synthesized: Any) -> None:
-    images = {json.dumps(_function(synthesized, name)["Code"]["ImageUri"]) for name in CONTAINER_FUNCTIONS}
-    assert len(images) == 1
+def test_classify_batch_has_its_own_image_and_the_retraining_steps_share_the_tensorflow_one(
+    synthesized: Any,
+) -> None:
+    images = {name: json.dumps(_function(synthesized, name)["Code"]["ImageUri"]) for name in CONTAINER_FUNCTIONS}
+    assert images["TrainingHook"] == images["EvaluateCandidate"] != images["ClassifyBatch"]
     assets = json.loads((synthesized.template_file.parent / "Batchinfer.assets.json").read_text())
-    assert len(assets["dockerImages"]) == 1
+    dockerfiles = sorted(image["source"]["dockerFile"] for image in assets["dockerImages"].values())
+    assert dockerfiles == ["inference_image/Dockerfile", "inference_image/Dockerfile.training"]
 
 
-def test_the_image_is_built_at_deploy_time_from_the_repository_root(synthesized: Any) -> None:
+def test_the_images_are_built_at_deploy_time_from_the_repository_root(synthesized: Any) -> None:
     """Synth only fingerprints and stages the build context: no Docker is needed until deploy."""
     assets = json.loads((synthesized.template_file.parent / "Batchinfer.assets.json").read_text())
-    [image] = assets["dockerImages"].values()
-    assert image["source"]["dockerFile"] == "inference_image/Dockerfile"
-    assert image["source"]["platform"] == "linux/amd64"
-    context = synthesized.template_file.parent / image["source"]["directory"]
-    staged = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
-    assert {
-        "inference_image/Dockerfile",
-        "inference_image/handler.py",
-        "inference_image/retrain_handlers.py",
-        "lambdas/stores.py",
-        "lambdas/model_registry.py",
-        "contract/resource_spec.py",
-        "contract/settings.py",
-    } <= staged
-    assert not any(p.startswith((".venv/", ".git/", "tests/", "infra/constructs/")) for p in staged)
+    for image in assets["dockerImages"].values():
+        assert image["source"]["platform"] == "linux/amd64"
+        context = synthesized.template_file.parent / image["source"]["directory"]
+        staged = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
+        assert {
+            "inference_image/Dockerfile",
+            "inference_image/Dockerfile.training",
+            "inference_image/requirements.txt",
+            "inference_image/requirements-training.txt",
+            "inference_image/handler.py",
+            "inference_image/retrain_handlers.py",
+            "lambdas/stores.py",
+            "lambdas/model_registry.py",
+            "contract/resource_spec.py",
+            "contract/settings.py",
+        } <= staged
+        assert not any(p.startswith((".venv/", ".git/", "tests/", "infra/constructs/")) for p in staged)
+
+
+def test_the_classify_image_installs_no_tensorflow() -> None:
+    from infra.assets import REPO_ROOT
+
+    def requirements(name: str) -> str:
+        lines = (REPO_ROOT / "inference_image" / name).read_text().lower().splitlines()
+        return "\n".join(line for line in lines if not line.startswith("#"))
+
+    serving, training = requirements("requirements.txt"), requirements("requirements-training.txt")
+    assert "tensorflow" not in serving and "ai-edge-litert" in serving
+    assert "tensorflow-cpu" in training and "-r requirements.txt" in training
 
 
 @pytest.mark.parametrize("name", [name for name in FUNCTIONS if name not in CONTAINER_FUNCTIONS])

@@ -72,12 +72,27 @@ def test_the_checkpoint_keeps_old_history_out(engine: Any) -> None:
 
 
 def s3_event(bucket: str, key: str, version: str | None) -> dict:
-    obj = {"key": key, "size": 3}
+    """An SQS record holding the EventBridge event S3 sends for an upload, as AWS shapes it."""
+    obj = {"key": key, "size": 3, "etag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0062E99A88DC407460"}
     if version:
         obj["version-id"] = version
-    event = {"detail-type": "Object Created", "source": "aws.s3",
-             "detail": {"bucket": {"name": bucket}, "object": obj}}
+    event = {"version": "0", "id": "2d4eba74-fd51-3966-4bfa-b013c9da8ff1", "detail-type": "Object Created",
+             "source": "aws.s3", "account": "123456789012", "time": "2026-11-25T16:00:00Z",
+             "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
+             "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj,
+                        "request-id": "N4N7GDK58NMKJ12R", "requester": "123456789012",
+                        "source-ip-address": "1.2.3.4", "reason": "PutObject"}}
     return {"messageId": "m", "body": json.dumps(event)}
+
+
+def test_an_event_that_lacks_what_s3_always_sends_is_rejected_with_the_field() -> None:
+    from lambdas.steps import parse_s3_events
+
+    event = json.loads(s3_event("b", "incoming/a.png", "v1")["body"])
+    del event["detail"]["bucket"]
+    objects, rejected = parse_s3_events([event, s3_event("b", "incoming/b.png", "v2")])
+    assert [o.key for o in objects] == ["incoming/b.png"]
+    assert rejected == ["record 0: not an S3 Object Created event (detail.bucket: field required)"]
 
 
 def test_s3_events_name_the_versions_and_bad_records_are_set_aside(engine: Any) -> None:

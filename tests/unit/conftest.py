@@ -50,6 +50,7 @@ class ShadeModel:
     labels: list[str] = field(default_factory=lambda: ["dark", "light"])
     input_size: tuple[int, int] = (8, 8)
     channels: int = 3
+    runtime: str = "shade"  # recorded with each prediction, as the real classifier's runtime is
     calls: list[int] = field(default_factory=list)  # the size of each forward pass
 
     def predict(self, images: np.ndarray) -> np.ndarray:

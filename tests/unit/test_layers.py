@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS = (
     "contract",  # resource shapes, file and prefix names, settings and their environment names
     "lambdas",  # domain steps, stores, model registry, the zip functions' handlers
-    "inference_image",  # the TensorFlow container: classifier, ClassifyBatch, training and evaluation
+    "inference_image",  # the container images: classifier and ClassifyBatch (LiteRT), training and evaluation (TF)
     "workflow",  # the state machine definition, its rendering and the one local adaptation
     "infra",  # the CDK app
     "operate",  # start, list, show and replay runs on a stack, local or deployed
@@ -82,8 +82,10 @@ def test_the_deployed_code_ships_whole_packages() -> None:
     for shipped in (LAMBDA_PACKAGES, IMAGE_PACKAGES):
         for package in shipped:
             assert set(imports[package]) <= set(shipped), f"{package} needs a package that is not shipped"
-    dockerfile = (REPO / "inference_image" / "Dockerfile").read_text()
-    copied = {line.split()[1].strip("/") for line in dockerfile.splitlines() if line.startswith("COPY ")}
-    assert set(IMAGE_PACKAGES) <= copied
+    for name in ("Dockerfile", "Dockerfile.training"):
+        dockerfile = (REPO / "inference_image" / name).read_text()
+        copied = {line.split()[1].strip("/") for line in dockerfile.splitlines()
+                  if line.startswith("COPY ") and not line.split()[1].endswith(".txt")}
+        assert set(IMAGE_PACKAGES) == copied, name
     ignore = (REPO / ".dockerignore").read_text().split()
     assert {f"!{package}" for package in IMAGE_PACKAGES} <= set(ignore)

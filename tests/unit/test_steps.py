@@ -66,8 +66,13 @@ def test_a_malformed_event_gets_a_clear_error(request_type: Any, event: Any, mes
 
 
 def test_a_listing_event_from_s3_uploads_keeps_the_good_records() -> None:
-    good = {"detail-type": "Object Created", "detail": {"bucket": {"name": "b"},
-                                                        "object": {"key": "incoming/a%20b.png", "version-id": "v"}}}
+    # As S3 sends it through EventBridge (Powertools' parser model checks every field AWS always sets).
+    good = {"version": "0", "id": "2d4eba74-fd51-3966-4bfa-b013c9da8ff1", "detail-type": "Object Created",
+            "source": "aws.s3", "account": "123456789012", "time": "2026-11-25T16:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:s3:::b"],
+            "detail": {"version": "0", "bucket": {"name": "b"},
+                       "object": {"key": "incoming/a%20b.png", "size": 3, "etag": "e", "version-id": "v"},
+                       "request-id": "N4N7GDK58NMKJ12R", "requester": "123456789012", "reason": "PutObject"}}
     request = ListNewVersionsRequest.from_event({"run_id": "r", "input": {"events": [good, {"body": "{}"}]}})
     assert [(o.key, o.version_id) for o in request.objects or ()] == [("incoming/a b.png", "v")]
     assert request.rejected_events[0].startswith("record 1: not an S3 Object Created event")
@@ -97,7 +102,8 @@ def test_results_become_the_dicts_the_state_machine_reads() -> None:
     manifest = ManifestResult("b", "runs/r/manifest.json", 1, 2, 4, 0, None, [])
     assert list(manifest.to_dict()) == ["manifest_bucket", "manifest_key", "batches", "images", "max_concurrency",
                                         "already_done", "checkpoint", "notes"]
-    classify = ClassifyBatchResult("b0", "v1", 1, 1, 1, 0, 1, 0, ["2026-11-20"], [], Seconds(0.1, 0.2, 0.3))
+    classify = ClassifyBatchResult("b0", "v1", "litert-int8", 1, 1, 1, 0, 1, 0, ["2026-11-20"], [],
+                                   Seconds(0.1, 0.2, 0.3))
     assert classify.to_dict()["seconds"] == {"read_decode": 0.1, "inference": 0.2, "total": 0.3}
     quiet = AggregateDailyCountsResult("r", "score", 1, 1, 1, 0, 0, {"2026-11-20": {"cat": 1}})
     assert "notes" not in quiet.to_dict() and "replay" not in quiet.to_dict()

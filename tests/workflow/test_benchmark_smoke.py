@@ -29,20 +29,30 @@ def test_benchmark_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert meta["mode"] == "smoke"
     assert meta["load_at_start"]["loadavg"] and meta["load_at_end"]["uptime"]
 
-    for runtime in ("tf_function", "tflite_xnnpack"):
+    assert isinstance(meta["machine"]["vector_features"], list)
+    assert isinstance(meta["machine"]["int8_dot_product"], bool)
+
+    for runtime in ("tf_function", "litert_fp32", "litert_int8"):
         assert sorted(results["ceiling"][runtime]) == batch_sizes
         assert all(v > 0 for v in results["ceiling"][runtime].values())
-    assert sorted(results["ceiling"]["best"]) == batch_sizes
 
+    serving = results["serving"]
+    assert serving["form"] in ("int8", "fp32") and serving["runtime"] == f"litert-{serving['form']}"
+    assert serving["decision"]["calibration_images"] == 2 and "int8_agreement" in serving["decision"]
+    assert serving["agreement_workload"]["images"] == 2 and "agreement_demo_digits" in serving
+
+    for path in ("served", "fp32"):
+        for b in batch_sizes:
+            figures = results["classify_batch"][path][b]
+            assert figures["images"] > 0 and figures["images_per_second"] > 0 and figures["ratio_to_ceiling"] >= 0
+        assert results["classify_batch"][path]["1"]["runtime"] == (
+            serving["runtime"] if path == "served" else "litert-fp32")
+        flow = results["workflow"][path]
+        assert flow["images"] == 6 and flow["failed"] == 0 and flow["ratio_to_ceiling"] >= 0
+        assert flow["counts_exact"] is True
+        assert sum(flow["stored_counts"].values()) == 6
     for b in batch_sizes:
-        figures = results["classify_batch"][b]
-        assert figures["images"] > 0 and figures["images_per_second"] > 0 and figures["ratio_to_ceiling"] >= 0
         assert results["memory"][b]["peak_rss_mb"] > 0 and results["memory"][b]["scored"] == int(b)
-
-    flow = results["workflow"]
-    assert flow["images"] == 6 and flow["failed"] == 0 and flow["ratio_to_ceiling"] >= 0
-    assert flow["counts_exact"] is True
-    assert sum(flow["stored_counts"].values()) == 6
 
     seed = results["seed_way"]
     for run in ("sequential", "concurrent"):
@@ -51,17 +61,17 @@ def test_benchmark_smoke_reports_every_figure(tmp_path: Path) -> None:
         assert isinstance(seed[run]["lost_increments"], int)
     assert seed["ours_workflow_speedup"] > 0
 
-    serving = results["serving"]
-    assert serving["runtime"] == "tflite"
-    assert serving["agreement_workload"]["top1_agreement"] == 1.0
-    assert "agreement_demo_digits" in serving and serving["int8"]
-
     cold = results["cold_start"]
     assert cold["ours"]["total"] > 0 and cold["seed"]["total"] > 0 and cold["ratio"] > 0
     assert cold["ours"]["imports_tensorflow"] is False
 
+    sizes = results["image_size"]
+    assert 0 < sizes["classify"]["mb"] < sizes["classify_before"]["mb"] <= sizes["training"]["mb"]
+    assert "tensorflow-cpu" not in sizes["classify"]["largest_mb"]
+
     per_million = results["cost"]["per_million_images"]
-    assert set(per_million) == {"ours_express_children", "ours_standard_children", "seed_way"}
+    assert set(per_million) == {"ours_express_children", "ours_fp32_express_children", "ours_standard_children",
+                                "seed_way"}
     assert all(c["total_usd"] > 0 for c in per_million.values())
     assert "list prices as of" in results["cost"]["prices"]
 
