@@ -9,7 +9,15 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE
+from contract.resource_spec import (
+    DAILY_COUNTS,
+    FAILURES,
+    IMAGES_PREFIX,
+    INGEST_LEDGER,
+    INGEST_QUEUE_SETTING,
+    PREDICTIONS,
+    RUN_STATE,
+)
 
 
 class SettingsError(ValueError):
@@ -24,6 +32,8 @@ class Settings:
     failures_table: str
     state_table: str
     model_registry: str
+    ledger_table: str = ""
+    ingest_queue_url: str = ""
     images_prefix: str = IMAGES_PREFIX
     time_zone: str = "UTC"
     batch_size: int = 32
@@ -33,6 +43,11 @@ class Settings:
     max_image_pixels: int = 40_000_000
     read_threads: int = 8
     checkpoint_overlap_seconds: int = 3600
+    # The listing: at most this many versions in one run's manifest (the rest wait in the ledger),
+    # and the seconds one listing or reconciliation invocation may spend before handing over.
+    max_images_per_run: int = 100_000
+    listing_budget_seconds: int = 240
+    reconcile_budget_seconds: int = 600
     model_refresh_seconds: float = 30.0
     # The retraining branch.
     min_new_labels: int = 50
@@ -91,6 +106,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         failures_table=_required(env, FAILURES.setting),
         state_table=_required(env, RUN_STATE.setting),
         model_registry=_required(env, "BATCHINFER_MODEL_REGISTRY"),
+        ledger_table=_required(env, INGEST_LEDGER.setting),
+        ingest_queue_url=_required(env, INGEST_QUEUE_SETTING),
         images_prefix=prefix,
         time_zone=time_zone,
         batch_size=_positive_int(env, "BATCHINFER_BATCH_SIZE", 32),
@@ -100,6 +117,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_image_pixels=_positive_int(env, "BATCHINFER_MAX_IMAGE_PIXELS", 40_000_000),
         read_threads=_positive_int(env, "BATCHINFER_READ_THREADS", 8),
         checkpoint_overlap_seconds=_positive_int(env, "BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600),
+        max_images_per_run=_positive_int(env, "BATCHINFER_MAX_IMAGES_PER_RUN", 100_000),
+        listing_budget_seconds=_positive_int(env, "BATCHINFER_LISTING_BUDGET_SECONDS", 240),
+        reconcile_budget_seconds=_positive_int(env, "BATCHINFER_RECONCILE_BUDGET_SECONDS", 600),
         model_refresh_seconds=_fraction(env, "BATCHINFER_MODEL_REFRESH_SECONDS", 30.0, upper=None)
         if refresh else 30.0,
         min_new_labels=_positive_int(env, "BATCHINFER_MIN_NEW_LABELS", 50),

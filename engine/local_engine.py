@@ -19,6 +19,7 @@ from contract.resource_spec import (
     FAILURES,
     FUNCTIONS,
     IMAGES_PREFIX,
+    INGEST_QUEUE_SETTING,
     LABELS_PREFIX,
     MODELS_PREFIX,
     PIPE_BATCH_SIZE,
@@ -70,6 +71,15 @@ class LocalConfig:
     def queue_name(self) -> str:
         return f"{self.name}-uploads"
 
+    @property
+    def ingest_queue_name(self) -> str:
+        return f"{self.name}-ingest"
+
+    @property
+    def ingest_queue_url(self) -> str:
+        # moto names a queue by the last part of its URL, whichever endpoint serves it.
+        return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.ingest_queue_name}"
+
     def function_name(self, function: str) -> str:
         return f"{self.name}-{function}"
 
@@ -94,6 +104,7 @@ class LocalConfig:
         }
         for table in TABLES:
             env[table.setting] = self.table_name(table.logical_id)
+        env[INGEST_QUEUE_SETTING] = self.ingest_queue_url
         env.update(self.extra_settings)
         return env
 
@@ -240,10 +251,15 @@ class LocalEngine:
         self.queue_url = sqs.create_queue(QueueName=self.config.queue_name)["QueueUrl"]
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
+        # Every event also goes to the ingest queue, which the score run moves into the ingest ledger.
+        sqs.create_queue(QueueName=self.config.ingest_queue_name)
+        self.ingest_queue_arn = sqs.get_queue_attributes(
+            QueueUrl=self.config.ingest_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         events = self.client("events")
         events.put_rule(Name=f"{self.config.name}-uploads",
                         EventPattern=json.dumps(upload_event_pattern(self.config.bucket)), State="ENABLED")
-        events.put_targets(Rule=f"{self.config.name}-uploads", Targets=[{"Id": "queue", "Arn": self.queue_arn}])
+        events.put_targets(Rule=f"{self.config.name}-uploads", Targets=[{"Id": "queue", "Arn": self.queue_arn},
+                                                                     {"Id": "ingest", "Arn": self.ingest_queue_arn}])
         dynamodb = self.client("dynamodb")
         for table in TABLES:
             request: dict[str, Any] = {

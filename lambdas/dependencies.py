@@ -10,6 +10,7 @@ import boto3
 from botocore.config import Config
 
 from contract.settings import Settings, cached_settings
+from lambdas.ingest_stores import IngestLedger, ReconciliationState, UploadEventQueue
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)
@@ -22,6 +23,9 @@ class Stores:
     predictions: PredictionStore
     failures: FailureStore
     state: RunStateStore
+    ledger: IngestLedger
+    uploads: UploadEventQueue
+    sweeps: ReconciliationState
 
 
 def make_stores(settings: Settings, session: Any = None) -> Stores:
@@ -36,6 +40,9 @@ def make_stores(settings: Settings, session: Any = None) -> Stores:
         ),
         failures=FailureStore(dynamodb, settings.failures_table),
         state=RunStateStore(dynamodb, settings.state_table),
+        ledger=IngestLedger(dynamodb, settings.ledger_table),
+        uploads=UploadEventQueue(session.client("sqs", config=_CLIENT_CONFIG), settings.ingest_queue_url),
+        sweeps=ReconciliationState(dynamodb, settings.state_table),
     )
 
 

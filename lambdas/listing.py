@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote_plus
-
-from botocore.exceptions import ClientError
 
 from contract.settings import Settings
+from lambdas.ingest_stores import IngestLedger, UploadEventQueue
+from lambdas.ledger_listing import pending_versions
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
-from lambdas.records import BadRecord, ImageVersion, parse_timestamp
+from lambdas.records import BadRecord
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
+from lambdas.upload_events import ObjectRef, parse_s3_events, resolve_event_objects
 
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """An object version named by an S3 event: no LastModified yet, it is read with HeadObject."""
-
-    bucket: str
-    key: str
-    version_id: str
+__all__ = ["ListRequest", "ObjectRef", "list_new_versions", "parse_s3_events"]
 
 
 @dataclass(frozen=True)
@@ -55,124 +45,38 @@ class ListRequest:
         )
 
 
-def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
-    """Object versions from SQS records carrying EventBridge "Object Created" events.
-
-    A record that is not such an event is set aside with a reason; the others go on.
-    """
-    objects: dict[tuple[str, str, str], ObjectRef] = {}
-    rejected: list[str] = []
-    for index, record in enumerate(records):
-        try:
-            body = record.get("body", record) if isinstance(record, dict) else record
-            event = json.loads(body) if isinstance(body, str) else body
-            if not isinstance(event, dict):
-                raise ValueError("the body is not a JSON object")
-            detail = event.get("detail") or {}
-            if event.get("detail-type") != "Object Created":
-                raise ValueError(f"detail-type is {event.get('detail-type')!r}, not 'Object Created'")
-            bucket = detail["bucket"]["name"]
-            key = unquote_plus(detail["object"]["key"]) if "%" in detail["object"]["key"] else detail["object"]["key"]
-            version_id = detail["object"].get("version-id")
-            if not version_id:
-                raise ValueError(f"s3://{bucket}/{key} has no version-id: is versioning on?")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
-            rejected.append(f"record {index}: not an S3 Object Created event ({error})")
-            continue
-        objects[(bucket, key, version_id)] = ObjectRef(bucket, key, version_id)
-    return list(objects.values()), rejected
-
-
 def list_new_versions(
     request: ListRequest,
     settings: Settings,
     source: ImageSource,
     predictions: PredictionStore,
-    checkpoint: str | None,
+    ledger: IngestLedger,
+    uploads: UploadEventQueue,
 ) -> dict[str, Any]:
+    """An event-started run: the versions its events name. Any other: the ingest ledger's pending ones."""
     prefix = request.prefix if request.prefix is not None else settings.images_prefix
-    scope = f"{settings.bucket}/{prefix}"
     if request.objects is not None:
-        candidates, missing = _resolve_event_objects(request.objects, settings, source, prefix)
-        high_water = None  # an event-started run does not see all of history: leave the checkpoint
+        candidates, notes = resolve_event_objects(request.objects, settings, source, prefix)
+        done = predictions.ledger([c.image_id for c in candidates])
+        failed_before = sum(1 for kinds in done.values() if COUNTED not in kinds)
+        if failed_before:
+            notes.append(f"{failed_before} version(s) that failed in an earlier run were left out: "
+                         "`batchinfer replay RUN` retries a run's failures")
+        new = [c for c in candidates if c.image_id not in done]
+        already_done = len(candidates) - len(new) - failed_before
     else:
-        candidates, high_water, missing = _list_since_checkpoint(settings, source, prefix, checkpoint), None, []
-        if candidates:
-            high_water = max(c.last_modified for c in candidates)
-        high_water = _max_timestamp(high_water, checkpoint)
-    ledger = predictions.ledger([c.image_id for c in candidates])
-    failed_before = sum(1 for kinds in ledger.values() if COUNTED not in kinds)
-    if failed_before:
-        missing.append(f"{failed_before} version(s) that failed in an earlier run were left out: "
-                       "`batchinfer replay RUN` retries a run's failures")
-    new = sorted(
-        (c for c in candidates if c.image_id not in ledger), key=lambda c: (c.last_modified, c.key)
-    )
+        pending = pending_versions(request.run_id, prefix, settings, source, predictions, ledger, uploads)
+        new, already_done, notes = pending.versions, pending.already_done, pending.notes
+    new.sort(key=lambda c: (c.last_modified, c.key))
     manifest = write_manifest(request.run_id, new, settings, source)
     logger.info(
         "listed new versions",
-        extra={"run_id": request.run_id, "listed": len(candidates), "new": len(new), "batches": manifest["batches"]},
+        extra={"run_id": request.run_id, "new": len(new), "already_done": already_done,
+               "batches": manifest["batches"]},
     )
     return {
         **manifest,
-        "already_done": len(candidates) - len(new) - failed_before,
-        "checkpoint": {"scope": scope, "last_modified": high_water} if high_water else None,
-        "notes": list(request.rejected_events) + missing,
+        "already_done": already_done,
+        "checkpoint": None,  # the ledger needs no time checkpoint: entries leave it once scored
+        "notes": list(request.rejected_events) + notes,
     }
-
-
-def _list_since_checkpoint(
-    settings: Settings, source: ImageSource, prefix: str, checkpoint: str | None
-) -> list[ImageVersion]:
-    # S3 cannot filter a listing by time, so every page is read; the checkpoint keeps versions
-    # older than it (less an overlap for uploads that finish late) out of the ledger look-ups.
-    floor = None
-    if checkpoint:
-        floor = parse_timestamp(checkpoint) - timedelta(seconds=settings.checkpoint_overlap_seconds)
-    return [
-        version
-        for version in source.list_versions(settings.bucket, prefix)
-        if floor is None or version.captured_at() > floor
-    ]
-
-
-def _resolve_event_objects(
-    objects: tuple[ObjectRef, ...], settings: Settings, source: ImageSource, prefix: str
-) -> tuple[list[ImageVersion], list[str]]:
-    notes: list[str] = []
-    wanted = []
-    for ref in objects:
-        if ref.bucket != settings.bucket or not ref.key.startswith(prefix):
-            notes.append(f"s3://{ref.bucket}/{ref.key}: outside s3://{settings.bucket}/{prefix}, ignored")
-        else:
-            wanted.append(ref)
-
-    def head(ref: ObjectRef) -> ImageVersion | str:
-        try:
-            response = source.client.head_object(Bucket=ref.bucket, Key=ref.key, VersionId=ref.version_id)
-        except ClientError as error:
-            code = error.response["Error"]["Code"]
-            if code in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
-                return f"s3://{ref.bucket}/{ref.key} version {ref.version_id}: deleted before it was scored"
-            raise
-        return ImageVersion(
-            bucket=ref.bucket,
-            key=ref.key,
-            version_id=ref.version_id,
-            last_modified=response["LastModified"].isoformat(),
-            size=int(response.get("ContentLength", 0)),
-        )
-
-    found: list[ImageVersion] = []
-    with ThreadPoolExecutor(max_workers=settings.read_threads) as pool:
-        for result in pool.map(head, wanted):
-            if isinstance(result, str):
-                notes.append(result)
-            else:
-                found.append(result)
-    return found, notes
-
-
-def _max_timestamp(a: str | None, b: str | None) -> str | None:
-    values = [v for v in (a, b) if v]
-    return max(values, key=parse_timestamp) if values else None

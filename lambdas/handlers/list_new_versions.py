@@ -12,6 +12,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ListRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
-    prefix = request.prefix if request.prefix is not None else s.settings.images_prefix
-    checkpoint = s.state.checkpoint(f"{s.settings.bucket}/{prefix}")
-    return list_new_versions(request, s.settings, s.source, s.predictions, checkpoint)
+    return list_new_versions(request, s.settings, s.source, s.predictions, s.ledger, s.uploads)
