@@ -18,6 +18,8 @@ from contract.resource_spec import (
     FAILURES,
     FUNCTIONS,
     IMAGES_PREFIX,
+    INGEST_LEDGER,
+    INGEST_QUEUE_SETTING,
     MODELS_PREFIX,
     POINTER_FILE,
     PREDICTIONS,
@@ -68,6 +70,7 @@ def function_environment(config: DeployConfig, storage: Storage) -> dict[str, st
     }
     for spec in TABLES:
         env[spec.setting] = storage.table(spec).table_name
+    env[INGEST_QUEUE_SETTING] = storage.ingest_queue.queue_url
     return env
 
 
@@ -104,8 +107,9 @@ def allow(role: iam.Role, actions: Sequence[str], resources: Sequence[str], **co
 
 
 # Zip functions that need more than the default 5 minutes: CollectTrainingData scans the
-# predictions table for the low-confidence export.
-TIMEOUT_SECONDS = {"CollectTrainingData": 900}
+# predictions table for the low-confidence export; ReconcileVersions reads pages for its budget
+# (BATCHINFER_RECONCILE_BUDGET_SECONDS, 600 s) and then hands over to its next invocation.
+TIMEOUT_SECONDS = {"CollectTrainingData": 900, "ReconcileVersions": 900}
 
 
 class Functions(Construct):
@@ -175,19 +179,31 @@ class Functions(Construct):
         counts = storage.table(DAILY_COUNTS).table_arn
         failures = storage.table(FAILURES).table_arn
         state = storage.table(RUN_STATE).table_arn
+        ingest_ledger = storage.table(INGEST_LEDGER).table_arn
+        ingest_queue = storage.ingest_queue.queue_arn
 
         # s3:ListBucket on the bucket (no object access) makes HeadObject of a deleted key or version
         # a 404, which the code handles, instead of a 403, which fails the step.
 
-        # ListNewVersions: ListObjectVersions under incoming/, HeadObject of an event's version,
-        # the ledger (BatchGetItem), the checkpoint (GetItem), and the manifest (PutObject).
+        # ListNewVersions: upload events from the ingest queue (ReceiveMessage, DeleteMessageBatch),
+        # HeadObject of each event's version, the ingest ledger (BatchWriteItem, Query), the
+        # predictions' COUNTED / FAILED markers (BatchGetItem), and the manifest (PutObject).
+        # It never lists the bucket.
         role = self.roles["ListNewVersions"]
-        allow(role, ["s3:ListBucketVersions"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{IMAGES_PREFIX}*"]})
+        allow(role, ["sqs:ReceiveMessage", "sqs:DeleteMessage"], [ingest_queue])
         allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
         allow(role, ["s3:GetObjectVersion"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
-        allow(role, ["dynamodb:GetItem"], [state])
+        allow(role, ["dynamodb:BatchWriteItem", "dynamodb:Query"], [ingest_ledger])
+
+        # ReconcileVersions: ListObjectVersions under incoming/, the predictions' markers
+        # (BatchGetItem), the ingest ledger (BatchWriteItem), the last sweep (GetItem, PutItem).
+        role = self.roles["ReconcileVersions"]
+        allow(role, ["s3:ListBucketVersions"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{IMAGES_PREFIX}*"]})
+        allow(role, ["dynamodb:BatchGetItem"], [predictions])
+        allow(role, ["dynamodb:BatchWriteItem"], [ingest_ledger])
+        allow(role, ["dynamodb:GetItem", "dynamodb:PutItem"], [state])
 
         # BuildReplayManifest: the failures of the replayed run (Query), HeadObject of the current
         # version of each failed key, the ledger (BatchGetItem), and the manifest (PutObject).

@@ -1,4 +1,4 @@
-"""Triggers: the scoring and retraining schedules, and S3 uploads → EventBridge → SQS → Pipe."""
+"""Triggers: the scoring, retraining and reconciliation schedules, and S3 uploads → EventBridge → SQS → Pipe."""
 
 from __future__ import annotations
 
@@ -58,6 +58,10 @@ class Triggers(Construct):
         self.retrain_schedule = schedule(
             "RetrainSchedule", "batchinfer: run the retraining branch", config.retrain_schedule, "retrain"
         )
+        self.reconcile_schedule = schedule(
+            "ReconcileSchedule", "batchinfer: sweep the bucket for versions no upload event announced",
+            config.reconcile_schedule, "reconcile",
+        )
 
         self.dead_letter_queue = sqs.Queue(
             self,
@@ -80,11 +84,11 @@ class Triggers(Construct):
         self.rule = events.Rule(
             self,
             "UploadsRule",
-            description="batchinfer: images uploaded under incoming/ go to the upload-events queue",
+            description="batchinfer: images uploaded under incoming/ go to the upload-events and ingest queues",
             event_pattern=events.EventPattern(
                 source=pattern["source"], detail_type=pattern["detail-type"], detail=pattern["detail"]
             ),
-            targets=[events_targets.SqsQueue(self.queue)],
+            targets=[events_targets.SqsQueue(self.queue), events_targets.SqsQueue(storage.ingest_queue)],
         )
 
         self.pipe_role = iam.Role(

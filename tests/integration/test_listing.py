@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
@@ -35,14 +38,18 @@ def listing(engine: Any, request: ListRequest) -> dict:
                              ledger_of(engine), uploads)
 
 
+def _tick(ticks: Iterator[int]) -> float:
+    return float(next(ticks))
+
+
 def reconcile(engine: Any, run_id: str, page_size: int = 1000, budget_pages: int | None = None) -> dict:
     """A whole sweep, invocation after invocation as the state machine loops, each of budget_pages pages."""
     settings = load_settings()
     sweeps = ReconciliationState(engine.client("dynamodb"), engine.state_table)
     previous: dict = {}
     while True:
-        ticks = iter(range(10**9))  # a clock that advances one second a read: budget_pages pages a call
-        clock = (lambda: float(next(ticks))) if budget_pages else (lambda: 0.0)
+        ticks = itertools.count()  # a clock that advances one second a read: budget_pages pages a call
+        clock = partial(_tick, ticks) if budget_pages else partial(float, 0)
         request = ReconcileRequest.from_event({"run_id": run_id, "input": {"reconciliation": previous or None}})
         step_settings = settings if not budget_pages else replace(settings, reconcile_budget_seconds=budget_pages)
         previous = reconcile_versions(request, step_settings, engine.client("s3"), predictions_of(engine),
