@@ -1,9 +1,8 @@
-"""The ingest ledger's stores: the ledger table, the upload events' ingest queue, S3 listing pages."""
+"""The ingest ledger's stores: the ledger table, the upload events' ingest queue, the last sweep."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -107,49 +106,6 @@ class UploadEventQueue:
                 if not entries:
                     break
                 _backoff(attempt)
-
-
-@dataclass(frozen=True)
-class VersionPage:
-    versions: list[ImageVersion]
-    cursor: dict[str, str] | None  # where the next page starts; None after the last page
-
-
-def version_pages(
-    client: Any, bucket: str, prefix: str, cursor: dict[str, str] | None = None, page_size: int = 1000
-) -> Iterator[VersionPage]:
-    """ListObjectVersions one page at a time from a cursor, so a sweep can stop and resume."""
-    markers = dict(cursor or {})
-    while True:
-        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
-        if markers.get("key_marker"):
-            request["KeyMarker"] = markers["key_marker"]
-            request["VersionIdMarker"] = markers.get("version_id_marker", "")
-        response = _list_page(client, request)
-        versions = [
-            ImageVersion(bucket=bucket, key=v["Key"], version_id=v["VersionId"],
-                         last_modified=v["LastModified"].isoformat(), size=int(v.get("Size", 0)))
-            for v in response.get("Versions", [])
-            if not v["Key"].endswith("/")  # a console-made "folder"
-        ]
-        if response.get("IsTruncated"):
-            markers = {"key_marker": response["NextKeyMarker"],
-                       "version_id_marker": response.get("NextVersionIdMarker", "")}
-            yield VersionPage(versions, markers)
-        else:
-            yield VersionPage(versions, None)
-            return
-
-
-def _list_page(client: Any, request: dict[str, Any]) -> dict[str, Any]:
-    for attempt in range(_MAX_ATTEMPTS):
-        try:
-            return dict(client.list_object_versions(**request))
-        except ClientError as error:
-            if error.response["Error"]["Code"] not in ("SlowDown", "InternalError", "ServiceUnavailable"):
-                raise
-            _backoff(attempt)
-    raise RuntimeError(f"ListObjectVersions of s3://{request['Bucket']}/{request['Prefix']} kept failing")
 
 
 class ReconciliationState:

@@ -16,10 +16,10 @@ from datetime import timedelta
 from typing import Any
 
 from contract.settings import Settings
-from lambdas.ingest_stores import IngestLedger, ReconciliationState, version_pages
+from lambdas.ingest_stores import IngestLedger, ReconciliationState
 from lambdas.observability import logger
 from lambdas.records import BadRecord, parse_timestamp, utc_now
-from lambdas.stores import PredictionStore
+from lambdas.stores import ImageSource, PredictionStore
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,11 @@ class ReconcileRequest:
 def reconcile_versions(
     request: ReconcileRequest,
     settings: Settings,
-    s3_client: Any,
+    source: ImageSource,
     predictions: PredictionStore,
     ledger: IngestLedger,
     sweeps: ReconciliationState,
     clock: Callable[[], float] = time.monotonic,
-    page_size: int = 1000,
 ) -> dict[str, Any]:
     scope = f"{settings.bucket}/{settings.images_prefix}"
     started_at = request.started_at or utc_now()
@@ -65,7 +64,7 @@ def reconcile_versions(
     pages, looked_up, recorded = 0, 0, 0
     cursor = request.cursor
     done = False
-    for page in version_pages(s3_client, settings.bucket, settings.images_prefix, cursor, page_size):
+    for page in source.version_pages(settings.bucket, settings.images_prefix, cursor):
         pages += 1
         recent = [v for v in page.versions if floor is None or v.captured_at() > floor]
         if recent:

@@ -12,4 +12,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ReconcileRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
-    return reconcile_versions(request, s.settings, s.source.client, s.predictions, s.ledger, s.sweeps)
+    return reconcile_versions(request, s.settings, s.source, s.predictions, s.ledger, s.sweeps)

@@ -52,8 +52,9 @@ def reconcile(engine: Any, run_id: str, page_size: int = 1000, budget_pages: int
         clock = partial(_tick, ticks) if budget_pages else partial(float, 0)
         request = ReconcileRequest.from_event({"run_id": run_id, "input": {"reconciliation": previous or None}})
         step_settings = settings if not budget_pages else replace(settings, reconcile_budget_seconds=budget_pages)
-        previous = reconcile_versions(request, step_settings, engine.client("s3"), predictions_of(engine),
-                                      ledger_of(engine), sweeps, clock=clock, page_size=page_size)
+        source = ImageSource(engine.client("s3"), page_size=page_size)
+        previous = reconcile_versions(request, step_settings, source, predictions_of(engine),
+                                      ledger_of(engine), sweeps, clock=clock)
         if previous["done"]:
             return previous
 
