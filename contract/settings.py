@@ -46,7 +46,7 @@ class Settings:
     # The listing: at most this many versions in one run's manifest (the rest wait in the ledger),
     # and the seconds one listing or reconciliation invocation may spend before handing over.
     max_images_per_run: int = 100_000
-    listing_budget_seconds: int = 240
+    listing_budget_seconds: int = 600
     reconcile_budget_seconds: int = 600
     model_refresh_seconds: float = 30.0
     # The retraining branch.
@@ -118,7 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         read_threads=_positive_int(env, "BATCHINFER_READ_THREADS", 8),
         checkpoint_overlap_seconds=_positive_int(env, "BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600),
         max_images_per_run=_positive_int(env, "BATCHINFER_MAX_IMAGES_PER_RUN", 100_000),
-        listing_budget_seconds=_positive_int(env, "BATCHINFER_LISTING_BUDGET_SECONDS", 240),
+        listing_budget_seconds=_positive_int(env, "BATCHINFER_LISTING_BUDGET_SECONDS", 600),
         reconcile_budget_seconds=_positive_int(env, "BATCHINFER_RECONCILE_BUDGET_SECONDS", 600),
         model_refresh_seconds=_fraction(env, "BATCHINFER_MODEL_REFRESH_SECONDS", 30.0, upper=None)
         if refresh else 30.0,

@@ -12,6 +12,9 @@ from contract.settings import Settings
 from lambdas.records import ImageVersion
 from lambdas.stores import ImageSource
 
+# HeadObject waits on the network, not the CPU: a small function can keep this many in flight.
+HEAD_THREADS = 32
+
 
 @dataclass(frozen=True)
 class ObjectRef:
@@ -68,7 +71,7 @@ def resolve_event_objects(
         return version
 
     found: list[ImageVersion] = []
-    with ThreadPoolExecutor(max_workers=settings.read_threads) as pool:
+    with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
         for result in pool.map(head, wanted):
             if isinstance(result, str):
                 notes.append(result)

@@ -108,8 +108,10 @@ def allow(role: iam.Role, actions: Sequence[str], resources: Sequence[str], **co
 
 # Zip functions that need more than the default 5 minutes: CollectTrainingData scans the
 # predictions table for the low-confidence export; ReconcileVersions reads pages for its budget
-# (BATCHINFER_RECONCILE_BUDGET_SECONDS, 600 s) and then hands over to its next invocation.
-TIMEOUT_SECONDS = {"CollectTrainingData": 900, "ReconcileVersions": 900}
+# (BATCHINFER_RECONCILE_BUDGET_SECONDS, 600 s) and then hands over to its next invocation;
+# ListNewVersions moves a night of upload events into the ledger within BATCHINFER_LISTING_BUDGET_SECONDS
+# (600 s), leaving any more for the next run.
+TIMEOUT_SECONDS = {"CollectTrainingData": 900, "ListNewVersions": 900, "ReconcileVersions": 900}
 
 
 class Functions(Construct):
