@@ -15,7 +15,7 @@ from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 from operate.targets import Target, TargetError
 
-MODES = ("score", "replay", "retrain")
+MODES = ("score", "replay", "retrain", "reconcile")
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
