@@ -223,10 +223,10 @@ class Functions(Construct):
         allow(role, ["dynamodb:BatchWriteItem"], [failures])
         allow(role, ["dynamodb:PutItem"], [state])
 
-        # AggregateDailyCounts: batch results (Query) and the checkpoint (PutItem), the counter
-        # shards (Query) and the rollups (UpdateItem), the run's failures (Query).
+        # AggregateDailyCounts: batch results (Query), the counter shards (Query) and the rollups
+        # (UpdateItem), the run's failures (Query).
         role = self.roles["AggregateDailyCounts"]
-        allow(role, ["dynamodb:Query", "dynamodb:PutItem"], [state])
+        allow(role, ["dynamodb:Query"], [state])
         allow(role, ["dynamodb:Query", "dynamodb:UpdateItem"], [counts])
         allow(role, ["dynamodb:Query"], [failures])
 

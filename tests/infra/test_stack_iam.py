@@ -98,7 +98,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
             {"dynamodb:Query", "s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:BatchGetItem"},
         ),
         ("RecordBatchFailure", {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"}),
-        ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
+        ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:UpdateItem"}),
         (
             "CollectTrainingData",
             {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:GetItem", "dynamodb:Scan"},
