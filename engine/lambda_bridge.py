@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 import botocore.handlers
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.response import StreamingBody
 
 Handler = Callable[[Any, Any], Any]
@@ -161,4 +162,5 @@ def _on_invoke(params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict
         _registry.invocations.append((name, time.perf_counter() - started, error))
     parsed["Payload"] = StreamingBody(io.BytesIO(payload), len(payload))
     parsed["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": headers, "RetryAttempts": 0}
-    return AWSResponse(url=params.get("url", ""), status_code=200, headers=headers, raw=None), parsed
+    response = AWSResponse(url=params.get("url", ""), status_code=200, headers=HTTPHeaders.from_dict(headers), raw=None)
+    return response, parsed

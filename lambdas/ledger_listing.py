@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from contract.settings import Settings
 from lambdas.ingest_stores import IngestLedger, UploadEventQueue
 from lambdas.records import ImageVersion
+from lambdas.steps import parse_s3_events
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
-from lambdas.upload_events import parse_s3_events, resolve_event_objects
+from lambdas.upload_events import resolve_event_objects
 
 MAX_NOTES = 20  # the notes travel in the state's output (256 KiB): a summary beyond this many
 

@@ -2,57 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from contract.settings import Settings
 from lambdas.ingest_stores import IngestLedger, UploadEventQueue
 from lambdas.ledger_listing import pending_versions
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
-from lambdas.records import BadRecord
+from lambdas.steps import ListNewVersionsRequest, ListNewVersionsResult
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
-from lambdas.upload_events import ObjectRef, parse_s3_events, resolve_event_objects
-
-__all__ = ["ListRequest", "ObjectRef", "list_new_versions", "parse_s3_events"]
-
-
-@dataclass(frozen=True)
-class ListRequest:
-    run_id: str
-    prefix: str | None = None
-    objects: tuple[ObjectRef, ...] | None = None  # set when the run was started by S3 events
-    rejected_events: tuple[str, ...] = ()
-
-    @classmethod
-    def from_event(cls, event: Any) -> ListRequest:
-        if not isinstance(event, dict) or not event.get("run_id"):
-            raise BadRecord("ListNewVersions needs an object with 'run_id' and 'input'")
-        run_input = event.get("input") or {}
-        if not isinstance(run_input, dict):
-            raise BadRecord("the execution input must be a JSON object")
-        prefix = run_input.get("prefix")
-        if prefix is not None and not isinstance(prefix, str):
-            raise BadRecord("'prefix' must be a string")
-        events = run_input.get("events")
-        if events is None:
-            return cls(run_id=str(event["run_id"]), prefix=prefix)
-        if not isinstance(events, list):
-            raise BadRecord("'events' must be a list of S3 event records")
-        objects, rejected = parse_s3_events(events)
-        return cls(
-            run_id=str(event["run_id"]), prefix=prefix, objects=tuple(objects), rejected_events=tuple(rejected)
-        )
+from lambdas.upload_events import resolve_event_objects
 
 
 def list_new_versions(
-    request: ListRequest,
+    request: ListNewVersionsRequest,
     settings: Settings,
     source: ImageSource,
     predictions: PredictionStore,
     ledger: IngestLedger,
     uploads: UploadEventQueue,
-) -> dict[str, Any]:
+) -> ListNewVersionsResult:
     """An event-started run: the versions its events name. Any other: the ingest ledger's pending ones."""
     prefix = request.prefix if request.prefix is not None else settings.images_prefix
     if request.objects is not None:
@@ -74,9 +41,9 @@ def list_new_versions(
         extra={"run_id": request.run_id, "new": len(new), "already_done": already_done,
                "batches": manifest["batches"]},
     )
-    return {
+    return ListNewVersionsResult(
         **manifest,
-        "already_done": already_done,
-        "checkpoint": None,  # the ledger needs no time checkpoint: entries leave it once scored
-        "notes": list(request.rejected_events) + notes,
-    }
+        already_done=already_done,
+        checkpoint=None,  # the ledger needs no time checkpoint: entries leave it once scored
+        notes=list(request.rejected_events) + notes,
+    )

@@ -1,56 +1,16 @@
-"""Upload events: S3 "Object Created" records parsed into object versions, each resolved with HeadObject."""
+"""Upload events' object versions resolved with HeadObject, for their capture time and size."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote_plus
 
 from contract.settings import Settings
 from lambdas.records import ImageVersion
+from lambdas.steps import ObjectRef
 from lambdas.stores import ImageSource
 
 # HeadObject waits on the network, not the CPU: a small function can keep this many in flight.
 HEAD_THREADS = 32
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """An object version named by an S3 event: no LastModified yet, it is read with HeadObject."""
-
-    bucket: str
-    key: str
-    version_id: str
-
-
-def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
-    """Object versions from SQS records carrying EventBridge "Object Created" events.
-
-    A record that is not such an event is set aside with a reason; the others go on.
-    """
-    objects: dict[tuple[str, str, str], ObjectRef] = {}
-    rejected: list[str] = []
-    for index, record in enumerate(records):
-        try:
-            body = record.get("body", record) if isinstance(record, dict) else record
-            event = json.loads(body) if isinstance(body, str) else body
-            if not isinstance(event, dict):
-                raise ValueError("the body is not a JSON object")
-            detail = event.get("detail") or {}
-            if event.get("detail-type") != "Object Created":
-                raise ValueError(f"detail-type is {event.get('detail-type')!r}, not 'Object Created'")
-            bucket = detail["bucket"]["name"]
-            key = unquote_plus(detail["object"]["key"]) if "%" in detail["object"]["key"] else detail["object"]["key"]
-            version_id = detail["object"].get("version-id")
-            if not version_id:
-                raise ValueError(f"s3://{bucket}/{key} has no version-id: is versioning on?")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
-            rejected.append(f"record {index}: not an S3 Object Created event ({error})")
-            continue
-        objects[(bucket, key, version_id)] = ObjectRef(bucket, key, version_id)
-    return list(objects.values()), rejected
 
 
 def resolve_event_objects(

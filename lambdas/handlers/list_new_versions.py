@@ -3,13 +3,14 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.listing import ListRequest, list_new_versions
+from lambdas.listing import list_new_versions
 from lambdas.observability import logger
+from lambdas.steps import ListNewVersionsRequest
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    request = ListRequest.from_event(event)
+    request = ListNewVersionsRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
-    return list_new_versions(request, s.settings, s.source, s.predictions, s.ledger, s.uploads)
+    return list_new_versions(request, s.settings, s.source, s.predictions, s.ledger, s.uploads).to_dict()

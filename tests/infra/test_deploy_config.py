@@ -87,3 +87,13 @@ def test_synth_without_the_training_image_fails_before_building_anything(cdk_con
 
     with pytest.raises(ConfigError, match="training_hook=sagemaker needs training_image_uri"):
         build_app(context={**cdk_context, "training_hook": "sagemaker"})
+
+
+@pytest.mark.parametrize(("key", "value"), [("batch_size", 2000), ("holdout_percent", 0), ("time_zone", "Mars/X")])
+def test_a_setting_the_functions_share_fails_as_the_functions_would(key: str, value: Any) -> None:
+    from contract.settings import problem_with
+
+    reason = problem_with(key, value)
+    assert reason is not None
+    with pytest.raises(ConfigError, match=f"bad context value: {key}={value!r} {reason}"):
+        DeployConfig.from_values({key: value})

@@ -14,9 +14,10 @@ import pytest
 from contract.resource_spec import INGEST_LEDGER
 from contract.settings import load_settings
 from lambdas.ingest_stores import IngestLedger, ReconciliationState, UploadEventQueue
-from lambdas.listing import ListRequest, list_new_versions
+from lambdas.listing import list_new_versions
 from lambdas.reconciliation import ReconcileRequest, reconcile_versions
 from lambdas.records import BadRecord, ImageVersion, Prediction
+from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.stores import ImageSource, PredictionStore
 from tests.conftest import upload
 
@@ -35,7 +36,7 @@ def listing(engine: Any, request: ListRequest) -> dict:
     settings = load_settings()
     uploads = UploadEventQueue(engine.client("sqs"), settings.ingest_queue_url)
     return list_new_versions(request, settings, ImageSource(engine.client("s3")), predictions_of(engine),
-                             ledger_of(engine), uploads)
+                             ledger_of(engine), uploads).to_dict()
 
 
 def _tick(ticks: Iterator[int]) -> float:
