@@ -24,9 +24,10 @@ from typing import Any
 from contract.settings import Settings
 from lambdas.fakes import InMemoryPredictionStore
 from lambdas.ingest_fakes import InMemoryIngestLedger, InMemoryReconciliationState, InMemoryUploadEventQueue
-from lambdas.listing import ListRequest, list_new_versions
+from lambdas.listing import list_new_versions
 from lambdas.manifests import write_manifest
 from lambdas.records import ImageVersion, Prediction, parse_timestamp
+from lambdas.steps import ListNewVersionsRequest
 from lambdas.stores import PredictionStore, VersionPage
 
 # S3: Amazon's performance guidelines give 100-200 ms first-byte latency for small requests; a
@@ -210,10 +211,10 @@ def measure_one(history: int, new: int) -> dict[str, Any]:
     with contextlib.nullcontext(LedgerSide()) as side:
         side.last_night([source.version(n) for n in range(history - new, history)])
         side.announce(new_versions)
-        request = ListRequest(run_id="nightly")
+        request = ListNewVersionsRequest(run_id="nightly")
         result, seconds, peak = _measured(lambda: list_new_versions(
             request, side.settings, source, side.predictions, side.ledger, side.uploads))  # type: ignore[arg-type]
-        assert result["images"] == new and result["already_done"] == new, result
+        assert result.images == new and result.already_done == new, result
         figures["ledger"] = {"seconds": round(seconds, 2), "s3_requests": dict(source.requests),
                              "s3_request_count": sum(source.requests.values()), "peak_mb": round(peak, 1)}
     return figures
@@ -246,8 +247,7 @@ def measure(smoke: bool = False) -> dict[str, Any]:
     old_per_version = largest["as_it_was"]["seconds"] / (largest["history"] + largest["new"])
     old_projected = old_per_version * (PROJECT_HISTORY + PROJECT_NEW)
     ledger_projected = largest["ledger"]["seconds"] * PROJECT_NEW / largest["new"]
-    budget = Settings(bucket="", predictions_table="", counts_table="", failures_table="", state_table="",
-                      model_registry="").reconcile_budget_seconds
+    budget = int(Settings.reconcile_budget_seconds)
     sweep_seconds = sweep["seconds_per_page"] * math.ceil(PROJECT_HISTORY / PAGE_SIZE)
     invocations = math.ceil(sweep_seconds / budget)
     return {
