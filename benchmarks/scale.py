@@ -42,8 +42,8 @@ LAMBDA_LIMIT_SECONDS = 900
 LISTING_TIMEOUT_SECONDS = 900  # ListNewVersions' deployed timeout (infra/constructs/functions.py)
 HISTORY_EVENTS_LIMIT = 25_000
 EVENTS_PER_SWEEP_INVOCATION = 7  # Task entered/scheduled/started/succeeded/exited, Choice entered/exited
-FULL = {"histories": (10_000, 100_000, 1_000_000), "new": 1_000, "sweep_history": 30_000}
-SMOKE = {"histories": (1_000, 2_000, 4_000), "new": 20, "sweep_history": 3_000}
+FULL: dict[str, Any] = {"histories": (10_000, 100_000, 1_000_000), "new": 1_000, "sweep_history": 30_000}
+SMOKE: dict[str, Any] = {"histories": (1_000, 2_000, 4_000), "new": 20, "sweep_history": 3_000}
 PROJECT_HISTORY, PROJECT_NEW = 100_000_000, 10_000
 BUCKET = "scale-images"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

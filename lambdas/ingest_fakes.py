@@ -9,18 +9,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from contract.resource_spec import LEDGER_SHARDS
+from lambdas.ingest_stores import IngestLedger, ReconciliationState, UploadEventQueue
 from lambdas.records import ImageVersion, utc_now
-from lambdas.stores import stable_shard
 
 
-class InMemoryIngestLedger:
+class InMemoryIngestLedger(IngestLedger):
     def __init__(self, shards: int = LEDGER_SHARDS):
-        self.shards = shards
+        super().__init__(None, "ledger", shards)
         self.rows: dict[str, dict[str, dict[str, Any]]] = {f"{n:02d}": {} for n in range(shards)}
         self._lock = threading.Lock()
-
-    def shard_of(self, image_id: str) -> str:
-        return f"{stable_shard(image_id, self.shards):02d}"
 
     def record(self, versions: Sequence[ImageVersion], seen_by: str) -> None:
         now = utc_now()
@@ -45,10 +42,11 @@ class InMemoryIngestLedger:
         return [dict(row) for shard in sorted(self.rows) for _, row in sorted(self.rows[shard].items())]
 
 
-class InMemoryUploadEventQueue:
+class InMemoryUploadEventQueue(UploadEventQueue):
     """A queue of message bodies; a received message stays hidden until it is deleted."""
 
     def __init__(self) -> None:
+        super().__init__(None, "memory://ingest")
         self.waiting: dict[str, str] = {}  # message id -> body
         self.in_flight: dict[str, str] = {}
         self._ids = itertools.count()
@@ -71,8 +69,9 @@ class InMemoryUploadEventQueue:
                 self.in_flight.pop(message["ReceiptHandle"], None)
 
 
-class InMemoryReconciliationState:
+class InMemoryReconciliationState(ReconciliationState):
     def __init__(self) -> None:
+        super().__init__(None, "state")
         self.sweeps: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
