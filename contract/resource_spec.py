@@ -145,6 +145,54 @@ FUNCTIONS = {
 # These run TensorFlow: the container image from inference_image/, each with its own command.
 CONTAINER_FUNCTIONS = ("ClassifyBatch", "TrainingHook", "EvaluateCandidate")
 
+
+@dataclass(frozen=True)
+class FunctionLimits:
+    """What a function is deployed with: CDK sets these, and the embedded engine enforces them."""
+
+    memory_mb: int
+    timeout_seconds: int
+
+
+# Each function's default memory and timeout. The deploy config can change ClassifyBatch's memory and
+# timeout and the retraining containers' memory (infra/config.py); its defaults are these.
+FUNCTION_LIMITS: dict[str, FunctionLimits] = {
+    # Moves a night of upload events into the ingest ledger within BATCHINFER_LISTING_BUDGET_SECONDS (600 s).
+    "ListNewVersions": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    # Reads pages for BATCHINFER_RECONCILE_BUDGET_SECONDS (600 s), then hands over to its next invocation.
+    "ReconcileVersions": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    "BuildReplayManifest": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    "ClassifyBatch": FunctionLimits(memory_mb=3008, timeout_seconds=300),
+    "RecordBatchFailure": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    "AggregateDailyCounts": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    # Scans the predictions table for the low-confidence export.
+    "CollectTrainingData": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    "TrainingHook": FunctionLimits(memory_mb=10240, timeout_seconds=900),
+    "EvaluateCandidate": FunctionLimits(memory_mb=3008, timeout_seconds=900),
+    "PromoteIfBetter": FunctionLimits(memory_mb=512, timeout_seconds=300),
+}
+
+
+# AWS's documented quotas that can fail a run; the embedded engine enforces each (README, "AWS limits").
+# Step Functions: input or output of a task, state or execution, as UTF-8 bytes.
+STATES_PAYLOAD_BYTES = 256 * 1024
+# An EXPRESS workflow (a Distributed Map's EXPRESS child) ends after this long, whatever its Tasks say.
+EXPRESS_EXECUTION_SECONDS = 5 * 60
+# Lambda.
+LAMBDA_MAX_TIMEOUT_SECONDS = 15 * 60
+LAMBDA_MIN_MEMORY_MB = 128
+LAMBDA_MAX_MEMORY_MB = 10240
+LAMBDA_REQUEST_BYTES = 6 * 1024 * 1024  # synchronous invocation request
+LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # synchronous response: the "6291556 bytes" Lambda's error names
+# DynamoDB.
+DYNAMODB_ITEM_BYTES = 400 * 1024
+DYNAMODB_TRANSACTION_ITEMS = 100
+DYNAMODB_TRANSACTION_BYTES = 4 * 1024 * 1024
+DYNAMODB_BATCH_WRITE_ITEMS = 25
+DYNAMODB_BATCH_GET_KEYS = 100
+# SQS: one message, body and attributes.
+SQS_MESSAGE_BYTES = 256 * 1024
+
 # Placeholders of the definition that are not function ARNs: the retraining outcome's event bus,
 # and the SageMaker training hook (its role, image, instance type, the labels and output locations).
 DEFINITION_PARAMETERS = (

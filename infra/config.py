@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from contract.resource_spec import PIPE_BATCH_SIZE, PIPE_WINDOW_SECONDS
+from contract.resource_spec import FUNCTION_LIMITS, PIPE_BATCH_SIZE, PIPE_WINDOW_SECONDS
 from contract.settings import Settings, problem_with, setting_names
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -48,8 +48,8 @@ class DeployConfig:
     # The reconciliation sweep, which finds versions no upload event announced (lambdas/reconciliation.py).
     reconcile_schedule: str = "cron(0 1 ? * SAT *)"
     # The ClassifyBatch container function. Lambda gives vCPUs in proportion to memory.
-    classify_memory_mb: int = 3008
-    classify_timeout_seconds: int = 300
+    classify_memory_mb: int = FUNCTION_LIMITS["ClassifyBatch"].memory_mb
+    classify_timeout_seconds: int = FUNCTION_LIMITS["ClassifyBatch"].timeout_seconds
     # None leaves the function on the account's unreserved pool (new accounts cannot reserve).
     classify_reserved_concurrency: int | None = None
     # Batches classified at once by the Distributed Map, and images per batch.
@@ -77,8 +77,8 @@ class DeployConfig:
     training_image_uri: str | None = None
     training_instance_type: str = "ml.m5.large"
     # The TrainingHook and EvaluateCandidate container functions (both run at most 900 s).
-    training_memory_mb: int = 10240
-    evaluation_memory_mb: int = 3008
+    training_memory_mb: int = FUNCTION_LIMITS["TrainingHook"].memory_mb
+    evaluation_memory_mb: int = FUNCTION_LIMITS["EvaluateCandidate"].memory_mb
     # Retraining runs when at least this many labelled images are new since the last training.
     min_new_labels: int = Settings.min_new_labels
     # A candidate is promoted when its held-out accuracy >= the current model's + this margin.

@@ -16,6 +16,7 @@ from contract.resource_spec import (
     CONTAINER_FUNCTIONS,
     DAILY_COUNTS,
     FAILURES,
+    FUNCTION_LIMITS,
     FUNCTIONS,
     IMAGES_PREFIX,
     INGEST_LEDGER,
@@ -98,14 +99,6 @@ def allow(role: iam.Role, actions: Sequence[str], resources: Sequence[str], **co
     )
 
 
-# Zip functions that need more than the default 5 minutes: CollectTrainingData scans the
-# predictions table for the low-confidence export; ReconcileVersions reads pages for its budget
-# (BATCHINFER_RECONCILE_BUDGET_SECONDS, 600 s) and then hands over to its next invocation;
-# ListNewVersions moves a night of upload events into the ledger within BATCHINFER_LISTING_BUDGET_SECONDS
-# (600 s), leaving any more for the next run.
-TIMEOUT_SECONDS = {"CollectTrainingData": 900, "ListNewVersions": 900, "ReconcileVersions": 900}
-
-
 class Functions(Construct):
     """Every function of the spec but the container ones: small Python functions on the managed
     runtime (boto3 included), with Powertools from its public layer."""
@@ -142,8 +135,8 @@ class Functions(Construct):
                 code=code,
                 layers=[powertools],
                 role=role,
-                memory_size=512,
-                timeout=cdk.Duration.seconds(TIMEOUT_SECONDS.get(name, 300)),
+                memory_size=FUNCTION_LIMITS[name].memory_mb,
+                timeout=cdk.Duration.seconds(FUNCTION_LIMITS[name].timeout_seconds),
                 environment=environment,
                 logging_format=lambda_.LoggingFormat.JSON,
                 log_group=log_group,
