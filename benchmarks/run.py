@@ -477,7 +477,8 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         cached = Path(tempfile.gettempdir()) / "batchinfer-models" / "batchinfer-bench-images" / "models" / "bench"
-        shutil.rmtree(cached / version, ignore_errors=True)
+        for folder in cached.glob(f"{version}@*"):  # one folder per stored model.keras
+            shutil.rmtree(folder, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results

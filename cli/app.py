@@ -6,12 +6,15 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from cli.output import Column, one_line, print_table, say
 
 app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS or on one machine.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,10 +31,12 @@ class Options:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
+    port: int | None = None
 
 
 def fail(message: str) -> None:
-    errors.print(f"[red]error:[/] {message}", highlight=False)
+    # One line whatever the width: soft_wrap leaves long lines to the terminal, which does not break them.
+    errors.print(f"[red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -43,12 +48,14 @@ def main(
     region: str = typer.Option(None, "--region", help="AWS region of the stack."),
     profile: str = typer.Option(None, "--profile", help="AWS profile to use."),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help="Override the AWS endpoint."),
+    port: int = typer.Option(None, "--port", envvar="BATCHINFER_PORT", min=1024, max=65535,
+                             help="The local stack to use, by its port (needed when several run)."),
 ) -> None:
     """Batch image classification on AWS Step Functions, in AWS or on one machine."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Function logs are JSON for CloudWatch; on a terminal the CLI reports what matters itself.
     os.environ.setdefault("BATCHINFER_LOG_LEVEL", "ERROR")
-    ctx.obj = Options(stack=stack, region=region, profile=profile, endpoint_url=endpoint_url)
+    ctx.obj = Options(stack=stack, region=region, profile=profile, endpoint_url=endpoint_url, port=port)
 
 
 def target_of(ctx: typer.Context) -> Any:
@@ -58,7 +65,7 @@ def target_of(ctx: typer.Context) -> Any:
     try:
         if options.stack:
             return aws_target(options.stack, options.region, options.profile, options.endpoint_url)
-        return local_target()
+        return local_target(options.port)
     except TargetError as error:
         fail(str(error))
 
@@ -85,8 +92,13 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
-FAULT_HELP = ("Rehearse a failure: FUNCTION:KIND[:WHEN[:TIMES]], e.g. ClassifyBatch:throttle:2 or "
-              "ClassifyBatch:error:batch-00001; KIND is error, throttle or timeout (engine/faults.py). Repeatable.")
+# The rule's syntax is in FAULTS_DOC, printed full width below the options: in the options table,
+# tokens as long as FUNCTION:KIND[:WHEN[:TIMES]] would be cut to fit the help column.
+FAULT_HELP = "Rehearse a failure (repeatable); SPEC is described below."
+FAULTS_DOC = ("--fault SPEC rehearses a failure. SPEC is FUNCTION:KIND[:WHEN[:TIMES]]: KIND is error, throttle or "
+              "timeout; WHEN is N (the first N calls) or batch-NNNNN (every call for that batch); TIMES, with a batch, "
+              "only its first TIMES calls. Examples: ClassifyBatch:throttle:2, ClassifyBatch:error:batch-00001, "
+              "ClassifyBatch:timeout:batch-00000:1 (engine/faults.py).")
 
 
 def fault_plan(specs: list[str] | None) -> str | None:
@@ -99,19 +111,18 @@ def fault_plan(specs: list[str] | None) -> str | None:
     try:
         FaultPlan.parse(plan)
     except FaultSpecError as error:
-        errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)  # one line, unwrapped
-        raise typer.Exit(2) from None
+        fail(str(error))
     return plan
 
 
 # -- demo ------------------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog=FAULTS_DOC)
 def demo(
     images: int = typer.Option(300, min=1, max=20000, help="How many digit images to upload and score."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
     concurrency: int = typer.Option(2, min=1, max=64, help="Batches in flight (the Map's MaxConcurrency)."),
     time_zone: str = typer.Option("UTC", help="IANA time zone that dates the predictions."),
-    fault: list[str] = typer.Option(None, "--fault", help=FAULT_HELP),
+    fault: list[str] = typer.Option(None, "--fault", metavar="SPEC", help=FAULT_HELP),
     retrain: bool = typer.Option(False, "--retrain", help="Then label some digits and run one retraining round."),
 ) -> None:
     """Run the whole system on the embedded engine: train or reuse the demo model, upload digits,
@@ -133,24 +144,49 @@ def demo(
 
 
 # -- the local stack -------------------------------------------------------------------------------
-@local_app.command("serve")
+@local_app.command("serve", epilog=FAULTS_DOC)
 def local_serve(
-    port: int = typer.Option(5000, min=1024, max=65535, help="Port of the local AWS endpoint."),
-    model: bool = typer.Option(True, help="Publish the demo digits model as the current version."),
+    ctx: typer.Context,
+    port: int = typer.Option(None, min=1024, max=65535,
+                             help="Port of the local AWS endpoint (default: BATCHINFER_PORT or 5000)."),
+    state_dir: Path = typer.Option(None, "--state-dir", file_okay=False,
+                                   help="Folder that keeps this stack's data (default: the cache's "
+                                        "local-state/PORT)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard the saved state and start empty."),
+    model: bool = typer.Option(True, help="Publish the demo digits model, if no version serves yet."),
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
-    fault: list[str] = typer.Option(None, "--fault", help=FAULT_HELP),
+    fault: list[str] = typer.Option(None, "--fault", metavar="SPEC", help=FAULT_HELP),
 ) -> None:
     """Keep the embedded stack running: moto's AWS API on 127.0.0.1:PORT, the Lambda bridge,
-    and the local pipe that turns uploads into executions. Ctrl-C stops it."""
+    and the local pipe that turns uploads into executions. Its data is kept in --state-dir and is
+    there again after a restart. Ctrl-C (or SIGTERM) stops it."""
     import signal
     import threading
 
+    from engine import moto_patches
     from engine.local_engine import LocalConfig, LocalEngine
-    from operate.targets import local_stack_file, write_local_stack
+    from engine.persistence import SNAPSHOT_SECONDS, Scope, StateError, StateKeeper, restore
+    from operate.targets import (
+        DEFAULT_PORT,
+        default_state_dir,
+        port_is_free,
+        remove_local_stack,
+        write_local_stack,
+    )
 
+    options: Options = ctx.obj
+    port = port or options.port or DEFAULT_PORT
     faults = fault_plan(fault)
+    if not port_is_free(port):
+        fail(f"port {port} is already in use: stop what listens there, or serve on another with --port")
+    folder = state_dir or default_state_dir(port)
+    keeper = StateKeeper(folder)
+    try:
+        snapshot = keeper.claim(fresh=fresh)
+    except StateError as error:
+        fail(str(error))
     config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
     if faults is not None:
         config.faults = faults
@@ -158,22 +194,35 @@ def local_serve(
     try:
         engine.start()
     except OSError as error:
+        keeper.release()
         fail(f"cannot serve on port {port}: {error}")
+    kept = False
     try:
-        if model:
+        scope = Scope(config.account, config.region, engine.state_machine_arn)
+        if snapshot is not None:
+            try:
+                runs = restore(scope, snapshot)
+            except StateError as error:
+                fail(str(error))
+            say(console, f"restored the state saved at {snapshot['saved_at']} from {folder}: {runs} run(s)")
+        if model and not _serving_version(engine):
             from demo.run import publish_demo_model
 
             publish_demo_model(engine, console)
-        write_local_stack(engine.target(), os.getpid())
+        keeper.keep(scope, dynamodb_lock=getattr(moto_patches, "_dynamodb_lock", None))
+        kept = True
+        write_local_stack(engine.target(), os.getpid(), folder)
         assert engine.pipe is not None
+        engine.pipe.on_started = _log_pipe_execution
         engine.pipe.run_forever()
         console.print(f"local stack serving at [bold]{engine.endpoint_url}[/]\n"
                       f"  bucket         s3://{config.bucket}/incoming/  (uploads start runs through the pipe)\n"
                       f"  state machine  {engine.state_machine_arn}\n"
+                      f"  state          {folder}  (saved every {SNAPSHOT_SECONDS:g} s and on stop)\n"
                       f"  try            aws --endpoint-url {engine.endpoint_url} s3 cp photo.png "
                       f"s3://{config.bucket}/incoming/\n"
-                      f"                 batchinfer start --wait; batchinfer runs\n"
-                      "Ctrl-C stops it.")
+                      f"                 batchinfer --port {port} start --wait; batchinfer --port {port} runs\n"
+                      "Ctrl-C stops it.", highlight=False, soft_wrap=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
@@ -181,21 +230,60 @@ def local_serve(
         except KeyboardInterrupt:
             pass
     finally:
-        local_stack_file().unlink(missing_ok=True)
-        engine.stop()
+        remove_local_stack(port, os.getpid())
+        if engine.pipe is not None:
+            engine.pipe.stop()
+        try:
+            if kept:
+                keeper.close()
+                console.print(f"state saved in {folder}", highlight=False, soft_wrap=True)
+            else:
+                keeper.release()
+        finally:
+            engine.stop()
+
+
+def _serving_version(engine: Any) -> str | None:
+    from lambdas.model_registry import ModelError, ModelRegistry
+
+    try:
+        return ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3")).current_version()
+    except ModelError:
+        return None
+
+
+def _log_pipe_execution(execution_arn: str, records: int) -> None:
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
+    console.print(f"{stamp} pipe started {execution_arn.rsplit(':', 1)[-1]} for {records} upload(s)",
+                  highlight=False, soft_wrap=True)
 
 
 # -- runs ------------------------------------------------------------------------------------------
-def _wait_with_progress(target: Any, run_id: str) -> dict[str, Any]:
+def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
+    """Wait for a run, showing what it is doing: for scoring, images done of those planned once the
+    listing has planned them; for retraining, the step it is on (collect, train, evaluate, promote)."""
     from operate.operations import progress, wait
+    from operate.run_details import current_step
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=errors, transient=True) as bar:
-        task = bar.add_task(f"run {run_id}", total=None)
+    columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+    if mode != "retrain":
+        columns.append(BarColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=errors, transient=True) as bar:
+        task = bar.add_task(f"run {run_id}: starting", total=None)
 
         def poll(description: dict[str, Any]) -> None:
+            step = current_step(target, run_id) or "starting"
+            if mode == "retrain":
+                bar.update(task, description=f"run {run_id}: {step}")
+                return
             done, planned = progress(target, run_id)
-            bar.update(task, completed=done, total=planned)
+            if planned is None:  # not listed yet: say so, rather than 0/?
+                bar.update(task, description=f"run {run_id}: {step}")
+            else:
+                bar.update(task, description=f"run {run_id}: {step}, {done}/{planned} images",
+                           completed=done, total=max(planned, 1))
 
         return dict(guarded(wait, target, run_id, poll))
 
@@ -218,17 +306,17 @@ def start(
         fail("--mode replay needs --run RUN_ID (or use `batchinfer replay RUN_ID`)")
     target = target_of(ctx)
     run_id = guarded(start_run, target, mode, prefix=prefix, replay_of=run)
-    _report_started(target, run_id, wait_for_it, as_json)
+    _report_started(target, run_id, wait_for_it, as_json, mode)
 
 
-def _report_started(target: Any, run_id: str, wait_for_it: bool, as_json: bool) -> None:
+def _report_started(target: Any, run_id: str, wait_for_it: bool, as_json: bool, mode: str) -> None:
     if not wait_for_it:
         if as_json:
             emit_json({"run_id": run_id, "status": "RUNNING"})
         else:
-            console.print(f"started [bold]{run_id}[/]; follow it with `batchinfer show {run_id}`")
+            say(console, f"started [bold]{run_id}[/]; follow it with `batchinfer show {run_id}`")
         return
-    description = _wait_with_progress(target, run_id)
+    description = _wait_with_progress(target, run_id, mode)
     from operate.operations import show_run
 
     detail = guarded(show_run, target, run_id)
@@ -246,20 +334,20 @@ def runs(
     limit: int = typer.Option(20, min=1, max=1000, help="How many recent runs."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """Recent executions: id, mode, status, start, duration, scored, failed."""
+    """Recent executions: id, mode, status, start, duration, scored, failed; a retraining run's outcome."""
     from operate.operations import list_runs
 
     rows = guarded(list_runs, target_of(ctx), limit)
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="recent runs")
-    for column in ("run", "mode", "status", "started", "seconds", "scored", "failed"):
-        table.add_column(column, justify="right" if column in ("seconds", "scored", "failed") else "left")
-    for row in rows:
-        table.add_row(row["run_id"], row["mode"], _status(row["status"]), row["started"],
-                      _blank(row["seconds"]), _blank(row["scored"]), _blank(row["failed"]))
-    console.print(table)
+    columns = [Column("run", key=True), Column("mode"), Column("status"), Column("started", key=True),
+               Column("seconds", right=True), Column("scored", right=True), Column("failed", right=True),
+               Column("outcome")]
+    print_table(console, columns, [
+        [row["run_id"], row["mode"], _status(row["status"]), row["started"], _blank(row["seconds"]),
+         _blank(row["scored"]), _blank(row["failed"]), _blank(row.get("outcome"))]
+        for row in rows])
 
 
 @app.command()
@@ -290,7 +378,7 @@ def replay(
 
     target = target_of(ctx)
     new_run = guarded(replay_run, target, run_id)
-    _report_started(target, new_run, wait_for_it, as_json)
+    _report_started(target, new_run, wait_for_it, as_json, "replay")
 
 
 @app.command()
@@ -310,13 +398,10 @@ def predictions(
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="predictions")
-    columns = ["date", "class", "confidence", "captured_at", "model_version", "link" if links else "image"]
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*[f"{row[c]:.3f}" if c == "confidence" else str(row[c]) for c in columns])
-    console.print(table)
+    fields = ["date", "class", "confidence", "captured_at", "model_version", "link" if links else "image"]
+    columns = [Column(f, key=f in ("captured_at", "link", "image"), right=f == "confidence") for f in fields]
+    print_table(console, columns, [[f"{row[f]:.3f}" if f == "confidence" else escape(str(row[f])) for f in fields]
+                                   for row in rows])
 
 
 @app.command()
@@ -331,14 +416,18 @@ def models(
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="model registry")
-    for column in ("model", "version", "current", "accuracy", "held out", "trained on", "from"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["model"], row["version"], "[green]serving[/]" if row["current"] else "",
-                      _blank(row["accuracy"]), _blank(row["held_out"]), _blank(row["trained_on"]),
-                      _blank(row["base_version"]))
-    console.print(table)
+    columns = [Column("model"), Column("version", key=True), Column("current"), Column("accuracy", right=True),
+               Column("held out", right=True), Column("held-out set", key=True), Column("trained on", right=True),
+               Column("from")]
+    print_table(console, columns, [
+        [row["model"], row["version"], "[green]serving[/]" if row["current"] else "", _blank(row["accuracy"]),
+         _blank(row["held_out"]), escape(_blank(row.get("held_out_set"))), _blank(row["trained_on"]),
+         _blank(row["base_version"])]
+        for row in rows])
+    sets = {row.get("held_out_set") for row in rows}
+    if "its own" in sets:
+        say(console, "accuracy on \"its own\" held-out set is not comparable across versions; a retraining "
+                     "round scores every version on its held-out set")
 
 
 @app.command("console")
@@ -364,7 +453,10 @@ def console_command(
 
         label = f"stack {options.stack}"
     else:
-        resolve, label = local_target, "local stack"
+        def resolve() -> Any:  # the stack picked by --port or BATCHINFER_PORT, or the only one running
+            return local_target(options.port)
+
+        label = "local stack"
     try:
         server = console_server(create_app(resolve, label), port)
     except OSError as error:
@@ -387,46 +479,80 @@ def _blank(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" ({sum(counts.values())})"
+
+
 def _print_run(detail: dict[str, Any]) -> None:
-    console.print(f"run [bold]{detail['run_id']}[/] ({detail['mode']}): {_status(detail['status'])}, "
-                  f"started {detail['started']}, {_blank(detail['seconds'])} s")
+    say(console, f"run [bold]{detail['run_id']}[/] ({detail['mode']}): {_status(detail['status'])}, "
+                 f"started {detail['started']}, {_blank(detail['seconds'])} s")
     if detail.get("console_url"):
-        console.print(f"console: {detail['console_url']}")
+        say(console, f"console: {detail['console_url']}")
     if detail.get("error"):
-        console.print(f"[red]{detail['error']}: {detail.get('cause')}[/]")
-    timeline = Table(title="timeline")
-    for column in ("state", "type", "entered", "seconds", "status"):
-        timeline.add_column(column)
-    for step in detail["timeline"]:
-        timeline.add_row(step["state"], step["type"], step["entered"], _blank(step["seconds"]), step["status"])
-    console.print(timeline)
+        say(console, f"[red]{escape(one_line(str(detail['error'])))}: {escape(one_line(str(detail.get('cause'))))}[/]")
+    print_table(console, [Column("state", key=True), Column("type"), Column("entered", key=True),
+                          Column("seconds", right=True), Column("status", wrap=True)],
+                [[step["state"], step["type"], step["entered"], _blank(step["seconds"]), escape(step["status"])]
+                 for step in detail["timeline"]], title="timeline")
     for map_run in detail["map_runs"]:
         items = map_run["items"]
-        console.print(f"map run {map_run['status']}: {items.get('total')} batches, {items.get('succeeded')} "
-                      f"succeeded, {items.get('failed')} failed")
+        say(console, f"map run {map_run['status']}: {items.get('total')} batches, {items.get('succeeded')} "
+                     f"succeeded, {items.get('failed')} failed")
+    if detail.get("retrain"):
+        _print_retrain(detail["retrain"])
     output = detail.get("output") or {}
-    if output:
-        console.print(f"images scored: {output.get('images_scored')}   failed: {output.get('images_failed')}   "
-                      f"already scored: {output.get('already_scored')}")
-        for day, counts in (output.get("daily_counts") or {}).items():
-            console.print(f"  {day}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if output and detail["mode"] != "retrain":
+        say(console, f"images scored: {output.get('images_scored')}   failed: {output.get('images_failed')}   "
+                     f"already scored: {output.get('already_scored')}")
+        added = detail.get("added") or {}
+        days = output.get("daily_counts") or {}
+        if days:
+            say(console, "added by this run:" + ("" if added else " nothing"))
+            for day, counts in added.items():
+                say(console, f"  {day}: {_counts(counts)}")
+            say(console, "day totals when it ended (every run so far):")
+            for day, counts in days.items():
+                say(console, f"  {day}: {_counts(counts)}")
         for note in output.get("notes") or []:
-            console.print(f"  note: {note}")
+            say(console, f"  note: {escape(note)}")
     if detail["failures"]:
         # One row per reason: a failed batch is many items with one cause. --json lists every item.
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for failure in detail["failures"]:
             groups.setdefault((failure["stage"], failure["reason"]), []).append(failure)
-        failures = Table(title=f"{len(detail['failures'])} failed item(s), by reason")
-        for column in ("items", "stage", "reason", "objects"):
-            failures.add_column(column, overflow="fold")
+        rows = []
         for (stage, reason), items in sorted(groups.items(), key=lambda g: -len(g[1])):
             keys = [f["object"].split("/", 3)[-1] for f in items]
             shown = ", ".join(keys[:3]) + (f", … {len(keys) - 3} more" if len(keys) > 3 else "")
-            failures.add_row(str(len(items)), stage, reason, shown)
-        console.print(failures)
+            rows.append([str(len(items)), stage, escape(reason), escape(shown)])
+        print_table(console, [Column("items", right=True), Column("stage"), Column("reason", wrap=True),
+                              Column("objects", wrap=True)],
+                    rows, title=f"{len(detail['failures'])} failed item(s), by reason")
         if output.get("replay"):
-            console.print(f"replay them with: [bold]{output['replay']}[/]")
+            say(console, f"replay them with: [bold]{output['replay']}[/]")
+
+
+def _accuracy(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+def _print_retrain(retrain: dict[str, Any]) -> None:
+    colour = {"promoted": "green", "kept": "yellow", "skipped": "yellow"}.get(retrain["outcome"], "red")
+    say(console, f"retraining: [{colour}]{retrain['outcome']}[/]; {retrain['model']} serves "
+                 f"{_blank(retrain['serving'])}")
+    if retrain.get("reason"):
+        say(console, f"  reason: {escape(one_line(str(retrain['reason'])))}")
+    if retrain.get("labels") is not None:
+        say(console, f"  labels: {len(retrain['labels'])} classes ({', '.join(map(str, retrain['labels']))}); "
+                     f"{_blank(retrain['new_labels'])} new labelled image(s); {_blank(retrain['train_count'])} "
+                     f"to train on, {_blank(retrain['holdout_count'])} held out")
+    if retrain.get("candidate_version"):
+        say(console, f"  on the same {_blank(retrain['held_out'])} held-out image(s): candidate "
+                     f"{retrain['candidate_version']} {_accuracy(retrain['candidate_accuracy'])}, "
+                     f"{_blank(retrain['previous_version']) or 'no current version'} "
+                     f"{_accuracy(retrain['current_accuracy'])}")
+    if retrain.get("excluded"):
+        say(console, f"  {retrain['excluded']} unusable labelled image(s) left out (--json lists them)")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,9 @@ MODEL_FILE = "model.keras"
 COMPILED_FILE = "model.tflite"  # the same model in TF-Lite form, which is what serves
 LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
+# In a version's metrics.json: its accuracy on the newest held-out set, on which every version is scored,
+# as {"set": <held-out manifest URI>, "images": n, "accuracy": a}.
+SHARED_EVALUATION = "held_out_evaluation"
 POINTER_FILE = "current.json"
 
 # Names of the Lambda functions, as the local engine registers them and CDK suffixes them.

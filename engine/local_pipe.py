@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ class LocalPipe:
     batch_size: int = 100
     window_seconds: float = 20.0
     started: list[str] = field(default_factory=list)
+    # Told of each execution the pipe starts (its ARN and how many records it carries).
+    on_started: Callable[[str, int], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -76,6 +79,8 @@ class LocalPipe:
                          for i, m in enumerate(batch[chunk: chunk + 10])],
             )
         self.started.append(arn)
+        if self.on_started is not None:
+            self.on_started(str(arn), len(batch))
         return str(arn)
 
     def drain(self) -> list[str]:

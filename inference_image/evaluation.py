@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from contract.resource_spec import SHARED_EVALUATION
 from contract.settings import Settings
 from inference_image.classifier import Classifier, load_version, publish_model
 from inference_image.labelled_sets import load_labelled_set
@@ -37,12 +38,15 @@ def register_sagemaker_artifact(registry: ModelRegistry, source: ImageSource, ar
     _ = LABELS_FILE  # labels come from the collect step, so the classes stay in serving order
 
 
+def correct(classifier: Classifier, images: np.ndarray, targets: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Whether the model gets each image right: the paired comparison of two models needs it per image."""
+    right = [classifier.predict(images[start: start + batch]).argmax(axis=1) == targets[start: start + batch]
+             for start in range(0, len(targets), batch)]
+    return np.concatenate(right) if right else np.zeros(0, dtype=bool)
+
+
 def accuracy(classifier: Classifier, images: np.ndarray, targets: np.ndarray, batch: int = 64) -> float:
-    right = 0
-    for start in range(0, len(targets), batch):
-        probabilities = classifier.predict(images[start: start + batch])
-        right += int((probabilities.argmax(axis=1) == targets[start: start + batch]).sum())
-    return right / len(targets) if len(targets) else 0.0
+    return float(correct(classifier, images, targets, batch).mean()) if len(targets) else 0.0
 
 
 def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, source: ImageSource,
@@ -59,20 +63,52 @@ def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, so
                              settings.read_threads)
     if len(held.targets) == 0:
         raise BadRecord("no usable held-out image to evaluate on")
-    candidate_accuracy = accuracy(candidate, held.images, held.targets)
+    candidate_right = correct(candidate, held.images, held.targets)
+    candidate_accuracy = float(candidate_right.mean())
     current_accuracy = None
+    # The paired comparison: images only the candidate gets right, and only the current model gets right.
+    only_candidate = only_current = 0
     if collect.get("current_version"):
         current = load_version(registry, str(collect["current_version"]))
-        current_accuracy = round(accuracy(current, held.images, held.targets), 4)
+        current_right = correct(current, held.images, held.targets)
+        current_accuracy = round(float(current_right.mean()), 4)
+        only_candidate = int((candidate_right & ~current_right).sum())
+        only_current = int((current_right & ~candidate_right).sum())
     metrics = {**registry.metrics(candidate_version), "accuracy": round(candidate_accuracy, 4),
                "held_out": int(len(held.targets)), "compared_with": collect.get("current_version"),
                "compared_accuracy": current_accuracy}
     registry.write_metrics(candidate_version, metrics)
+    evaluated = {candidate_version: round(candidate_accuracy, 4)}
+    if current_accuracy is not None:
+        evaluated[str(collect["current_version"])] = current_accuracy
+    record_shared_evaluation(registry, collect["holdout_manifest"], len(held.targets), evaluated,
+                             held.images, held.targets)
     return EvaluateCandidateResult(
         candidate_version=candidate_version,
         candidate_accuracy=round(candidate_accuracy, 4),
         current_accuracy=current_accuracy,
+        only_candidate_right=only_candidate,
+        only_current_right=only_current,
         held_out=int(len(held.targets)),
         excluded=held.excluded,
         training_excluded=list(training.get("excluded") or []),
     )
+
+
+def record_shared_evaluation(registry: ModelRegistry, holdout_set: str, size: int, evaluated: dict[str, float],
+                             images: np.ndarray, targets: np.ndarray) -> None:
+    """Score every version of the registry on this held-out set and keep the result with each version."""
+    for version in registry.versions():
+        metrics = registry.metrics(version)
+        if version in evaluated:
+            version_accuracy: float | None = evaluated[version]
+        else:
+            try:
+                version_accuracy = round(accuracy(load_version(registry, version), images, targets), 4)
+            except (ModelError, ValueError) as error:  # a version this model's inputs do not fit
+                metrics[SHARED_EVALUATION] = {"set": holdout_set, "images": size, "accuracy": None,
+                                              "error": str(error)[:200]}
+                registry.write_metrics(version, metrics)
+                continue
+        metrics[SHARED_EVALUATION] = {"set": holdout_set, "images": size, "accuracy": version_accuracy}
+        registry.write_metrics(version, metrics)

@@ -8,15 +8,7 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import (
-    BATCH_SECONDS,
-    IMAGES_FAILED,
-    IMAGES_SCORED,
-    count_cold_start,
-    count_failures_by_stage,
-    logger,
-    metrics,
-)
+from lambdas.observability import count_cold_start, count_failures_by_stage, logger, publish_batch_metrics
 from lambdas.steps import ClassifyBatchRequest
 
 
@@ -31,7 +23,6 @@ def reset() -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     count_cold_start(context)
     request = ClassifyBatchRequest.from_event(event)
@@ -43,9 +34,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for failure in result.failures:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
-    metrics.add_metric(name=IMAGES_SCORED, unit="Count", value=result.scored)
-    metrics.add_metric(name=IMAGES_FAILED, unit="Count", value=result.failed)
-    metrics.add_metric(name=BATCH_SECONDS, unit="Seconds", value=result.seconds.total)
+    # Flushed here, not by @metrics.log_metrics: see publish_batch_metrics (it carries the ColdStart too).
+    publish_batch_metrics(result.scored, result.failed, result.seconds.total)
     count_failures_by_stage(failure["stage"] for failure in result.failures)
     logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
                                            "counted": result.counted, "duplicates": result.duplicates})

@@ -90,6 +90,20 @@ class S3RegistryStorage:
     def local_path(self, relative: str) -> Path | None:
         return None
 
+    def identity(self, relative: str) -> str:
+        """Which stored object a file is now (its ETag): the local copy must be of that object.
+
+        Bucket and key alone do not say: local stacks and tests reuse the same bucket names, and a
+        cached `v1` from one would otherwise serve in another.
+        """
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}")
+        except Exception as error:  # botocore raises a family of errors here
+            code = getattr(error, "response", {}).get("Error", {}).get("Code")
+            kind = ModelFileMissing if code in ("NoSuchKey", "404") else ModelError
+            raise kind(f"cannot read {self.location}/{relative}: {error}") from None
+        return str(head.get("ETag", "")).strip('"') or "unknown"
+
 
 class FolderRegistryStorage:
     def __init__(self, location: str):
@@ -178,7 +192,11 @@ class ModelRegistry:
             if not local.exists():
                 raise ModelFileMissing(f"cannot read {local}: no such file")
             return local
-        cached = self._cached_path(relative)
+        # A version's files sit side by side (the TF-Lite form beside model.keras), in a folder named after
+        # the stored model.keras, so that a different model published under the same name is fetched anew.
+        identity = getattr(self.storage, "identity", None)
+        cached = self._cached_path(f"{version}@{identity(f'{version}/{MODEL_FILE}')}/{filename}" if identity
+                                   else relative)
         if not cached.exists():
             data = self._read(relative)
             cached.parent.mkdir(parents=True, exist_ok=True)

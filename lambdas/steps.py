@@ -313,6 +313,9 @@ class EvaluateCandidateResult(StepResult):
     candidate_version: str
     candidate_accuracy: float
     current_accuracy: float | None
+    # The paired comparison on the same images: right by the candidate only, by the current version only.
+    only_candidate_right: int
+    only_current_right: int
     held_out: int
     excluded: list[dict[str, str]]
     training_excluded: list[dict[str, str]]
@@ -361,5 +364,8 @@ class PromoteIfBetterResult(StepResult):
     candidate_accuracy: float
     current_accuracy: float | None
     margin: float
+    # Why the lead is, or is not, more than chance on the held-out images (None with no current version).
+    significance: str | None
+    p_value: float | None
     held_out: int | None
     excluded: list[dict[str, str]]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from contract.resource_spec import MODELS_PREFIX, RUNS_PREFIX
+from contract.resource_spec import MODELS_PREFIX, RUNS_PREFIX, SHARED_EVALUATION
 from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
+from operate.run_details import added_by_run, retrain_outcome
 from operate.targets import Target, TargetError
 
 MODES = ("score", "replay", "retrain", "reconcile")
@@ -32,6 +34,7 @@ def start_run(target: Target, mode: str, prefix: str | None = None, replay_of: s
     if prefix is not None:
         run_input["prefix"] = prefix
     if replay_of is not None:
+        replay_of = describe(target, replay_of)["name"]  # an unknown run is an error here, not an empty replay
         run_input["run"] = replay_of
     response = target.client("stepfunctions").start_execution(
         stateMachineArn=target.state_machine_arn, name=name or new_run_name(mode), input=json.dumps(run_input)
@@ -113,14 +116,19 @@ def list_runs(target: Target, limit: int = 20) -> list[dict[str, Any]]:
     for execution in executions[:limit]:
         description = sfn.describe_execution(executionArn=execution["executionArn"])
         output = run_output(description)
+        mode = _mode(description)
+        retrain = retrain_outcome(execution["status"], output, description.get("error"),
+                                  description.get("cause")) if mode == "retrain" else None
         runs.append({
             "run_id": execution["name"],
-            "mode": _mode(description),
+            "mode": mode,
             "status": execution["status"],
             "started": execution["startDate"].isoformat(timespec="seconds"),
             "seconds": _seconds(execution["startDate"], execution.get("stopDate")),
             "scored": output.get("images_scored"),
             "failed": output.get("images_failed"),
+            # A retraining run scores nothing: its result is its outcome (promoted, kept, skipped, failed).
+            "outcome": retrain["outcome"] if retrain else None,
         })
     return runs
 
@@ -165,19 +173,28 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
             map_runs.append({"status": detail["status"], "items": detail["itemCounts"]})
     except Exception:  # older engines have no map runs
         pass
+    mode, output = _mode(description), run_output(description)
+    extra: dict[str, Any] = {}
+    if mode == "retrain":
+        extra["retrain"] = retrain_outcome(description["status"], output, description.get("error"),
+                                            description.get("cause"))
+    elif output.get("daily_counts"):
+        # daily_counts are each day's totals when the run ended; this is what the run itself counted.
+        extra["added"] = added_by_run(prediction_store(target), description["name"], sorted(output["daily_counts"]))
     return {
         "run_id": description["name"],
-        "mode": _mode(description),
+        "mode": mode,
         "status": description["status"],
         "started": description["startDate"].isoformat(timespec="seconds"),
         "seconds": _seconds(description["startDate"], description.get("stopDate")),
-        "output": run_output(description),
+        "output": output,
         "error": description.get("error"),
         "cause": description.get("cause"),
         "timeline": timeline,
         "map_runs": map_runs,
         "failures": run_failures(target, description["name"]),
         "console_url": target.console_url(description["name"]),
+        **extra,
     }
 
 
@@ -189,8 +206,7 @@ def run_failures(target: Target, run_id: str) -> list[dict[str, Any]]:
 
 
 def replay_run(target: Target, run_id: str) -> str:
-    description = describe(target, run_id)  # an unknown run id fails here, clearly
-    return start_run(target, "replay", replay_of=description["name"])
+    return start_run(target, "replay", replay_of=run_id)  # an unknown run id fails there, clearly
 
 
 # Presigned links expire: SigV4 allows at most 7 days; an hour is the default.
@@ -251,10 +267,27 @@ def list_models(target: Target) -> list[dict[str, Any]]:
             current: str | None = registry.current_version()
         except ModelError:
             current = None
-        for version in registry.versions():
-            metrics = registry.metrics(version)
+        versions = {version: registry.metrics(version) for version in registry.versions()}
+        shared = comparable_accuracies(versions)
+        for version, metrics in versions.items():
+            accuracy, held_out, held_out_set = shared.get(version, (metrics.get("accuracy"), metrics.get("held_out"),
+                                                                    "its own"))
             models.append({"model": name, "version": version, "current": version == current,
-                           "accuracy": metrics.get("accuracy"), "held_out": metrics.get("held_out"),
+                           "accuracy": accuracy, "held_out": held_out, "held_out_set": held_out_set,
                            "trained_on": metrics.get("trained_on"), "base_version": metrics.get("base_version"),
                            "metrics": metrics})
     return models
+
+
+def comparable_accuracies(versions: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any, str]]:
+    """Each version's accuracy on the newest held-out set that retraining scored every version on.
+
+    A version's own metrics were measured on whatever images it was trained against; only the shared
+    set compares versions on the same images. Versions never scored on it are left out here.
+    """
+    evaluations = {v: m[SHARED_EVALUATION] for v, m in versions.items() if isinstance(m.get(SHARED_EVALUATION), dict)}
+    if not evaluations:
+        return {}
+    # Each round scores every version that exists then: the newest round's set covers the most versions.
+    newest = Counter(str(e["set"]) for e in evaluations.values()).most_common(1)[0][0]
+    return {v: (e.get("accuracy"), e.get("images"), newest) for v, e in evaluations.items() if e["set"] == newest}

@@ -75,29 +75,84 @@ class Target:
                 f"#/v2/executions/details/{self.execution_arn(run_id)}")
 
 
-def local_stack_file() -> Path:
+PORT_ENV = "BATCHINFER_PORT"
+DEFAULT_PORT = 5000
+
+
+def local_stacks_dir() -> Path:
+    """One file per running local stack, named after its port, so that several can run at once."""
     from contract.settings import cache_dir
 
-    return cache_dir() / "local-stack.json"
+    return cache_dir() / "local-stacks"
 
 
-def write_local_stack(target: Target, pid: int) -> Path:
-    path = local_stack_file()
+def local_stack_file(port: int) -> Path:
+    return local_stacks_dir() / f"{port}.json"
+
+
+def default_state_dir(port: int) -> Path:
+    """Where a local stack keeps its data unless told otherwise: one folder per port."""
+    from contract.settings import cache_dir
+
+    return cache_dir() / "local-state" / str(port)
+
+
+def _port_of(target: Target) -> int:
+    return int(str(target.endpoint_url).rsplit(":", 1)[-1])
+
+
+def write_local_stack(target: Target, pid: int, state_dir: Path | None = None) -> Path:
+    path = local_stack_file(_port_of(target))
     path.parent.mkdir(parents=True, exist_ok=True)
     values = {f.name: getattr(target, f.name) for f in fields(target) if f.init}
-    path.write_text(json.dumps({**values, "pid": pid}, indent=2))
+    values.update(pid=pid, state_dir=str(state_dir) if state_dir else None)
+    scratch = path.with_name(f".{path.name}.{pid}.tmp")
+    scratch.write_text(json.dumps(values, indent=2))
+    scratch.replace(path)
     return path
 
 
-def local_target() -> Target:
-    path = local_stack_file()
-    if not path.exists():
-        raise TargetError("the local stack is not running: start it with `batchinfer local serve`")
-    values = json.loads(path.read_text())
-    pid = int(values.pop("pid", 0))
-    if pid and not _alive(pid):
-        raise TargetError("the local stack is not running (its process has ended): "
-                          "start it with `batchinfer local serve`")
+def remove_local_stack(port: int, pid: int) -> None:
+    """Forget this stack's file, and only if it is still ours: another stack on the port may have replaced it."""
+    path = local_stack_file(port)
+    try:
+        if int(json.loads(path.read_text()).get("pid", 0)) == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_local_stacks() -> dict[int, dict[str, Any]]:
+    """The local stacks whose process is alive, by port."""
+    stacks = {}
+    for path in sorted(local_stacks_dir().glob("*.json")):
+        try:
+            values = json.loads(path.read_text())
+            port = int(path.stem)
+        except (OSError, ValueError):
+            continue
+        if _alive(int(values.get("pid", 0))):
+            stacks[port] = values
+    return stacks
+
+
+def local_target(port: int | None = None) -> Target:
+    """The local stack on `port`; without one, the only local stack running."""
+    stacks = running_local_stacks()
+    if port is None:
+        if len(stacks) > 1:
+            raise TargetError(f"{len(stacks)} local stacks are running (ports {', '.join(map(str, stacks))}): "
+                              f"pick one with --port or {PORT_ENV}")
+        if not stacks:
+            raise TargetError("the local stack is not running: start it with `batchinfer local serve`")
+        port = next(iter(stacks))
+    if port not in stacks:
+        running = f" (running: port {', '.join(map(str, stacks))})" if stacks else ""
+        raise TargetError(f"no local stack is running on port {port}{running}: "
+                          f"start it with `batchinfer local serve --port {port}`")
+    values = dict(stacks[port])
+    values.pop("pid", None)
+    values.pop("state_dir", None)
     target = Target(**values)
     try:
         import requests
@@ -109,7 +164,22 @@ def local_target() -> Target:
     return target
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:port now (with SO_REUSEADDR, as moto's server binds)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

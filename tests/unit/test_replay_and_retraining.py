@@ -144,10 +144,12 @@ def test_low_confidence_predictions_of_the_current_model_are_exported(world: Wor
 
 # -- promotion ------------------------------------------------------------------------------
 def promote(world: World, candidate: float, current: float | None, margin: float = 0.0,
-            high_water: str | None = "2026-11-22T10:00:00+00:00") -> dict[str, Any]:
+            high_water: str | None = "2026-11-22T10:00:00+00:00", held_out: int = 120,
+            only_candidate: int = 6, only_current: int = 0) -> dict[str, Any]:
     collect_result = {"current_version": "v1" if current is not None else None, "labels_high_water": high_water}
     evaluation = {"candidate_version": "v2", "candidate_accuracy": candidate, "current_accuracy": current,
-                  "held_out": 40, "excluded": [], "training_excluded": []}
+                  "held_out": held_out, "only_candidate_right": only_candidate, "only_current_right": only_current,
+                  "excluded": [], "training_excluded": []}
     request = PromoteIfBetterRequest.from_event({"run_id": "retrain-1", "collect": collect_result,
                                                  "evaluation": evaluation})
     return promote_if_better(request, world.registry, world.state, margin).to_dict()
@@ -158,7 +160,9 @@ def test_a_better_candidate_is_promoted(world: World) -> None:
     world.publish("v2", ["dark", "light"])
     result = promote(world, 0.95, 0.9)
     assert (result["outcome"], result["current_version"], result["previous_version"]) == ("promoted", "v2", "v1")
-    assert result["reason"] == "promoted: candidate v2 accuracy 0.9500 vs current v1 0.9000 + margin 0.0000"
+    assert result["reason"] == ("promoted: candidate v2 accuracy 0.9500 vs current v1 0.9000 + margin 0.0000; the "
+                                "candidate alone is right on 6 and the current version alone on 0 of 120 held-out "
+                                "images (one-sided exact McNemar p=0.0156 <= 0.05)")
     assert world.registry.current_version() == "v2"
     assert world.state.checkpoint(f"{TRAINING_SCOPE}/shades") == "2026-11-22T10:00:00+00:00"
 
@@ -171,6 +175,26 @@ def test_a_candidate_short_of_the_margin_is_rejected_and_the_data_still_used(wor
     assert result["reason"].startswith("not promoted: ")
     assert world.registry.current_version() == "v1"
     assert world.state.checkpoint(f"{TRAINING_SCOPE}/shades") == "2026-11-22T10:00:00+00:00"
+
+
+def test_a_lead_of_one_image_is_not_promoted_and_says_why(world: World) -> None:
+    world.publish("v1", ["dark", "light"], promote=True)
+    world.publish("v2", ["dark", "light"])
+    result = promote(world, 1.0, 0.973, held_out=37, only_candidate=1, only_current=0)
+    assert (result["outcome"], result["current_version"]) == ("rejected", "v1")
+    assert result["significance"] == (
+        "the candidate alone is right on 1 and the current version alone on 0 of 37 held-out images (one-sided "
+        "exact McNemar p=0.5): with 1 disagreement(s) no lead can be significant at 0.05; at least 5 are needed, "
+        "so label more held-out images")
+    assert world.registry.current_version() == "v1"
+
+
+def test_a_lead_that_may_be_chance_is_not_promoted(world: World) -> None:
+    world.publish("v1", ["dark", "light"], promote=True)
+    world.publish("v2", ["dark", "light"])
+    result = promote(world, 0.6, 0.5, held_out=100, only_candidate=30, only_current=20)
+    assert result["outcome"] == "rejected" and result["significance"].endswith("> 0.05): the lead may be chance")
+    assert round(result["p_value"], 3) == 0.101
 
 
 def test_a_candidate_with_nothing_to_beat_is_promoted(world: World) -> None:

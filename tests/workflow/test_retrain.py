@@ -40,10 +40,25 @@ def event_queue(engine: Any) -> str:
 
 
 @pytest.fixture
-def weak_engine(engine: Any, held_out_digits: list[Any]) -> Any:
-    """The stack with a deliberately under-trained v1, so that retraining has room to improve."""
+def weak_engine(engine: Any, demo_model: Any, held_out_digits: list[Any]) -> Any:
+    """The stack with a v1 that confuses 1 with 7 and 3 with 8 (about 80 % right), so that retraining
+    on correct labels has a real lead to show. (A model trained on a few images for a few epochs is
+    stuck at chance, and fine-tuning does not move it.)"""
+    import keras
+    import numpy as np
+
     train_set, _ = digits.split()
-    model, metrics = digits.train(train_set[:60], held_out_digits, epochs=2)
+    model = keras.models.load_model(demo_model[0], compile=False)
+    x, y = digits.to_arrays(train_set[:300])
+    swapped = {1: 7, 7: 1, 3: 8, 8: 3}
+    keras.utils.set_random_seed(7)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, np.array([swapped.get(int(label), int(label)) for label in y]), epochs=3, batch_size=64,
+              verbose=0)
+    hx, hy = digits.to_arrays(held_out_digits)
+    metrics = {"accuracy": round(float((model.predict(hx, verbose=0).argmax(axis=1) == hy).mean()), 4),
+               "held_out": len(held_out_digits), "trained_on": 300}
+    assert metrics["accuracy"] < 0.9
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.keras"
         model.save(path)
@@ -78,6 +93,15 @@ def test_new_labels_train_a_better_version_that_is_promoted_and_then_serves(
     new_version = outcome["current_version"]
     assert registry.current_version() == new_version and registry.versions() == sorted(["v1", new_version])
     assert registry.metrics(new_version)["accuracy"] == outcome["candidate_accuracy"]
+    assert "one-sided exact McNemar" in outcome["significance"] and outcome["p_value"] <= 0.05
+
+    # What `batchinfer show` reports of it: the outcome, labels, both versions on the same images.
+    from operate.operations import show_run
+
+    shown = show_run(engine.target(), description["name"])["retrain"]
+    assert (shown["outcome"], shown["serving"], shown["previous_version"]) == ("promoted", new_version, "v1")
+    assert shown["held_out"] == outcome["held_out"] and shown["new_labels"] == 303
+    assert shown["candidate_accuracy"] > shown["current_accuracy"]
 
     (message,) = engine.client("sqs").receive_message(QueueUrl=queue)["Messages"]
     event = json.loads(message["Body"])
@@ -104,6 +128,7 @@ def test_a_worse_candidate_is_not_promoted(scoring_engine: Any, held_out_digits:
     assert outcome["outcome"] == "rejected", outcome
     assert outcome["candidate_accuracy"] < outcome["current_accuracy"]
     assert outcome["reason"].startswith("not promoted: candidate")
+    assert outcome["significance"].startswith("the candidate alone is right on")
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     assert registry.current_version() == "v1"
     assert outcome["candidate_version"] in registry.versions()  # kept, with its metrics, for inspection
@@ -158,3 +183,13 @@ def test_cli_start_retrain_and_models(served: Any) -> None:
     assert serving == [outcome["current_version"]]
     table = cli("models")
     assert "serving" in table.stdout and outcome["candidate_version"] in table.stdout
+
+    # Every version's accuracy is on the same held-out images, the ones this round compared them on.
+    assert by_version["v1"]["accuracy"] == outcome["current_accuracy"]
+    assert {r["held_out"] for r in rows} == {outcome["held_out"]}
+    assert {r["held_out_set"] for r in rows} == {started["output"]["collected"]["holdout_manifest"]}
+    # A lead on a few images is not enough: the outcome says how many images differed and why.
+    assert "held-out images" in outcome["reason"]
+    shown = cli("show", started["run_id"]).stdout
+    assert f"retraining: {'promoted' if outcome['outcome'] == 'promoted' else 'kept'}" in shown
+    assert f"on the same {outcome['held_out']} held-out image(s): candidate {outcome['candidate_version']}" in shown
