@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import cold_start, cost, image_size, memory
+from benchmarks import cold_start, cost, image_size, memory, scale
 from benchmarks.workload import FULL, LABELS, SMOKE, PhotoMaker, Workload, save_model
 
 CLASSIFY_SPEEDUP_TARGET = 3.0  # ClassifyBatch on the served form against fp32, on a CPU with VNNI
@@ -495,8 +495,10 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
         results["memory"] = {
             str(b): memory.measure(b, scratch / "registry", prepared.photo_files[:b]) for b in workload.batch_sizes
         }
+        log("7. the listing at scale")
+        results["scale"] = scale.measure(smoke=workload.smoke)
         results["cost"] = cost_figures(workload, results)
-        results["targets"] = targets(workload, results)
+        results["targets"] = targets(workload, results) + scale.targets(results["scale"])
         results["meta"]["load_at_end"] = machine_load()
         results["meta"]["seconds"] = round(time.perf_counter() - wall, 1)
     finally:
@@ -640,6 +642,8 @@ def table(results: dict[str, Any]) -> str:
     for name, figures in results["cost"]["per_million_images"].items():
         parts = ", ".join(f"{k} {v:.2f}" for k, v in figures["usd"].items())
         lines.append(f"  {name:<28} ${figures['total_usd']:>9.2f}   ({parts})")
+    lines.append("")
+    lines.extend(scale.table(results["scale"]))
     lines.append("")
     lines.append("targets:")
     for target in results["targets"]:

@@ -291,7 +291,7 @@ def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
 @app.command()
 def start(
     ctx: typer.Context,
-    mode: str = typer.Option("score", help="score, replay or retrain."),
+    mode: str = typer.Option("score", help="score, replay, retrain or reconcile."),
     prefix: str = typer.Option(None, help="Score only versions under this prefix (default incoming/)."),
     run: str = typer.Option(None, help="With --mode replay: the run whose failures to replay."),
     wait_for_it: bool = typer.Option(False, "--wait", help="Wait for the run to end, showing progress."),

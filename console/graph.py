@@ -33,7 +33,7 @@ class Node:
 class Edge:
     source: str
     target: str
-    kind: str  # next, choice, default, catch
+    kind: str  # next, choice, default, catch; loop for a way back to an earlier state
     taken: bool = False
 
 
@@ -69,13 +69,37 @@ def transitions(state: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def back_edges(states: dict[str, Any], start: str) -> set[tuple[str, str]]:
+    """The ways back to a state on the path that led here (a loop, such as the reconciliation sweep
+    resuming from its cursor): drawn as loops, and left out of the levels."""
+    found: set[tuple[str, str]] = set()
+    on_path: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        seen.add(name)
+        on_path.append(name)
+        for target, _kind in transitions(states.get(name, {})):
+            if target in on_path:
+                found.add((name, target))
+            elif target in states and target not in seen:
+                visit(target)
+        on_path.pop()
+
+    visit(start)
+    return found
+
+
 def _levels(states: dict[str, Any], start: str) -> dict[str, int]:
-    """Longest distance from the start, so every edge points down (the definition is acyclic)."""
+    """Longest distance from the start, loops left out, so every other edge points down."""
+    loops = back_edges(states, start)
     levels = {start: 0}
     for _ in range(len(states) + 1):
         changed = False
         for name in list(levels):
             for target, _kind in transitions(states.get(name, {})):
+                if (name, target) in loops:
+                    continue
                 if target in states and levels.get(target, -1) < levels[name] + 1:
                     levels[target] = levels[name] + 1
                     changed = True
@@ -132,8 +156,9 @@ def layout(definition: dict[str, Any]) -> Graph:
                 inner.x = node.x + MAP_PADDING + index * (inner.width + GAP_X / 2)
                 inner.y = node.y + NODE_HEIGHT - 6 + MAP_PADDING
         y += max(n.height for n in row) + GAP_Y
-    edges = [Edge(name, target, kind) for name, state in states.items() for target, kind in transitions(state)
-             if target in states]
+    loops = back_edges(states, definition["StartAt"])
+    edges = [Edge(name, target, "loop" if (name, target) in loops else kind)
+             for name, state in states.items() for target, kind in transitions(state) if target in states]
     return Graph(list(nodes.values()), edges, width, y - GAP_Y / 2)
 
 

@@ -98,7 +98,22 @@ RUN_STATE = TableSpec(
     sort_key=KeyAttribute("sk"),
 )
 
-TABLES: tuple[TableSpec, ...] = (PREDICTIONS, DAILY_COUNTS, FAILURES, RUN_STATE)
+# The ingest ledger: image versions known to exist and not yet seen scored or failed, fed by the
+# upload events (and by the reconciliation), drained by the nightly score run. pk="<nn>", one of
+# LEDGER_SHARDS partitions chosen by a stable hash of the image id, so no key is hot; sk=<image id>.
+INGEST_LEDGER = TableSpec(
+    logical_id="IngestLedgerTable",
+    setting="BATCHINFER_LEDGER_TABLE",
+    partition_key=KeyAttribute("shard"),
+    sort_key=KeyAttribute("image_id"),
+)
+LEDGER_SHARDS = 16
+
+TABLES: tuple[TableSpec, ...] = (PREDICTIONS, DAILY_COUNTS, FAILURES, RUN_STATE, INGEST_LEDGER)
+
+# The upload events' second queue: EventBridge delivers every Object Created event both to the
+# pipe's queue (score now) and to this one, which the score run moves into the ingest ledger.
+INGEST_QUEUE_SETTING = "BATCHINFER_INGEST_QUEUE_URL"
 
 # Bucket layout. Uploads land under IMAGES_PREFIX; everything else is written by batchinfer.
 IMAGES_PREFIX = "incoming/"
@@ -122,6 +137,7 @@ POINTER_FILE = "current.json"
 # Names of the Lambda functions, as the local engine registers them and CDK suffixes them.
 FUNCTIONS = {
     "ListNewVersions": "lambdas.handlers.list_new_versions.handler",
+    "ReconcileVersions": "lambdas.handlers.reconcile_versions.handler",
     "BuildReplayManifest": "lambdas.handlers.build_replay_manifest.handler",
     "ClassifyBatch": "inference_image.handler.handler",
     "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
@@ -147,7 +163,10 @@ class FunctionLimits:
 # Each function's default memory and timeout. The deploy config can change ClassifyBatch's memory and
 # timeout and the retraining containers' memory (infra/config.py); its defaults are these.
 FUNCTION_LIMITS: dict[str, FunctionLimits] = {
-    "ListNewVersions": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    # Moves a night of upload events into the ingest ledger within BATCHINFER_LISTING_BUDGET_SECONDS (600 s).
+    "ListNewVersions": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    # Reads pages for BATCHINFER_RECONCILE_BUDGET_SECONDS (600 s), then hands over to its next invocation.
+    "ReconcileVersions": FunctionLimits(memory_mb=512, timeout_seconds=900),
     "BuildReplayManifest": FunctionLimits(memory_mb=512, timeout_seconds=300),
     "ClassifyBatch": FunctionLimits(memory_mb=3008, timeout_seconds=300),
     "RecordBatchFailure": FunctionLimits(memory_mb=512, timeout_seconds=300),

@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE, TABLES, TableSpec
+from contract.resource_spec import (
+    DAILY_COUNTS,
+    FAILURES,
+    IMAGES_PREFIX,
+    INGEST_LEDGER,
+    INGEST_QUEUE_SETTING,
+    PREDICTIONS,
+    RUN_STATE,
+    TABLES,
+    TableSpec,
+)
 
 TRAINING_HOOKS = ("lambda", "sagemaker")
 
@@ -102,6 +112,8 @@ class Settings:
     failures_table: str = setting(FAILURES.setting)
     state_table: str = setting(RUN_STATE.setting)
     model_registry: str = setting("BATCHINFER_MODEL_REGISTRY")
+    ledger_table: str = setting(INGEST_LEDGER.setting)
+    ingest_queue_url: str = setting(INGEST_QUEUE_SETTING)
     images_prefix: str = setting("BATCHINFER_IMAGES_PREFIX", IMAGES_PREFIX, verbatim=True)
     time_zone: str = setting("BATCHINFER_TIME_ZONE", "UTC", check=_time_zone)
     batch_size: int = setting("BATCHINFER_BATCH_SIZE", 32, read=_whole_number, check=_positive(at_most=1000))
@@ -115,6 +127,14 @@ class Settings:
     read_threads: int = setting("BATCHINFER_READ_THREADS", 8, read=_whole_number, check=_positive())
     checkpoint_overlap_seconds: int = setting("BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600, read=_whole_number,
                                               check=_positive())
+    # The listing: at most this many versions in one run's manifest (the rest wait in the ledger),
+    # and the seconds one listing or reconciliation invocation may spend before handing over.
+    max_images_per_run: int = setting("BATCHINFER_MAX_IMAGES_PER_RUN", 100_000, read=_whole_number,
+                                      check=_positive())
+    listing_budget_seconds: int = setting("BATCHINFER_LISTING_BUDGET_SECONDS", 600, read=_whole_number,
+                                          check=_positive(at_most=840))
+    reconcile_budget_seconds: int = setting("BATCHINFER_RECONCILE_BUDGET_SECONDS", 600, read=_whole_number,
+                                            check=_positive(at_most=840))
     # How often ClassifyBatch checks the registry's pointer for a promoted version.
     model_refresh_seconds: float = setting("BATCHINFER_MODEL_REFRESH_SECONDS", 30.0, read=_number,
                                            check=_fraction(upper=None))

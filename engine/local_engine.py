@@ -87,6 +87,15 @@ class LocalConfig:
     def queue_name(self) -> str:
         return f"{self.name}-uploads"
 
+    @property
+    def ingest_queue_name(self) -> str:
+        return f"{self.name}-ingest"
+
+    @property
+    def ingest_queue_url(self) -> str:
+        # moto names a queue by the last part of its URL, whichever endpoint serves it.
+        return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.ingest_queue_name}"
+
     def function_name(self, function: str) -> str:
         return f"{self.name}-{function}"
 
@@ -103,6 +112,7 @@ class LocalConfig:
             bucket=self.bucket,
             model_registry=self.model_registry,
             **table_settings(lambda table: self.table_name(table.logical_id)),
+            ingest_queue_url=self.ingest_queue_url,
             time_zone=self.time_zone,
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
@@ -269,10 +279,15 @@ class LocalEngine:
         )["QueueUrl"]
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
+        # Every event also goes to the ingest queue, which the score run moves into the ingest ledger.
+        sqs.create_queue(QueueName=self.config.ingest_queue_name)
+        self.ingest_queue_arn = sqs.get_queue_attributes(
+            QueueUrl=self.config.ingest_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         events = self.client("events")
         events.put_rule(Name=f"{self.config.name}-uploads",
                         EventPattern=json.dumps(upload_event_pattern(self.config.bucket)), State="ENABLED")
-        events.put_targets(Rule=f"{self.config.name}-uploads", Targets=[{"Id": "queue", "Arn": self.queue_arn}])
+        events.put_targets(Rule=f"{self.config.name}-uploads", Targets=[{"Id": "queue", "Arn": self.queue_arn},
+                                                                     {"Id": "ingest", "Arn": self.ingest_queue_arn}])
         dynamodb = self.client("dynamodb")
         for table in TABLES:
             request: dict[str, Any] = {

@@ -45,6 +45,8 @@ class DeployConfig:
     # EventBridge Scheduler expressions, evaluated in `time_zone`.
     score_schedule: str = "cron(0 2 * * ? *)"
     retrain_schedule: str = "cron(0 4 ? * SUN *)"
+    # The reconciliation sweep, which finds versions no upload event announced (lambdas/reconciliation.py).
+    reconcile_schedule: str = "cron(0 1 ? * SAT *)"
     # The ClassifyBatch container function. Lambda gives vCPUs in proportion to memory.
     classify_memory_mb: int = FUNCTION_LIMITS["ClassifyBatch"].memory_mb
     classify_timeout_seconds: int = FUNCTION_LIMITS["ClassifyBatch"].timeout_seconds
@@ -133,7 +135,7 @@ class DeployConfig:
                 f"bad context value: stage={self.stage!r} must be lower-case letters, digits and '-' "
                 "(at most 20 characters, starting with a letter)"
             )
-        for key in ("score_schedule", "retrain_schedule"):
+        for key in ("score_schedule", "retrain_schedule", "reconcile_schedule"):
             if not _SCHEDULE.match(getattr(self, key)):
                 raise ConfigError(f"bad context value: {key}={getattr(self, key)!r} is not cron(...) or rate(...)")
         for key in SHARED_SETTINGS:

@@ -12,7 +12,7 @@ def aggregate_daily_counts(
     failures: FailureStore,
     state: RunStateStore,
 ) -> AggregateDailyCountsResult:
-    run_id, checkpoint = request.run_id, request.checkpoint
+    run_id = request.run_id
     results = state.batch_results(run_id)
     dates = sorted({d for r in results for d in r.get("dates", [])})
     days = {}
@@ -21,8 +21,7 @@ def aggregate_daily_counts(
         predictions.write_rollup(date, counts)
         days[date] = counts
     failed = len(failures.for_run(run_id))
-    if checkpoint and checkpoint.get("last_modified"):
-        state.advance_checkpoint(checkpoint["scope"], checkpoint["last_modified"], run_id)
+    # `checkpoint` is no longer set: the nightly listing drains the ingest ledger, which needs none.
     return AggregateDailyCountsResult(
         run_id=run_id,
         mode=request.mode,

@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config
 
 from contract.settings import Settings, cached_settings
+from lambdas.ingest_stores import IngestLedger, ReconciliationState, UploadEventQueue
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 
@@ -25,6 +26,9 @@ class Stores:
     predictions: PredictionStore
     failures: FailureStore
     state: RunStateStore
+    ledger: IngestLedger
+    uploads: UploadEventQueue
+    sweeps: ReconciliationState
     # A registry at a given location, on the same clients; the retraining hook is told its location.
     open_registry: Callable[[str], ModelRegistry]
 
@@ -46,6 +50,9 @@ def make_stores(settings: Settings, session: Any = None) -> Stores:
         ),
         failures=FailureStore(dynamodb, settings.failures_table),
         state=RunStateStore(dynamodb, settings.state_table),
+        ledger=IngestLedger(dynamodb, settings.ledger_table),
+        uploads=UploadEventQueue(session.client("sqs", config=_CLIENT_CONFIG), settings.ingest_queue_url),
+        sweeps=ReconciliationState(dynamodb, settings.state_table),
         open_registry=lambda location: ModelRegistry(location, s3_client=s3),
     )
 

@@ -32,6 +32,7 @@ from lambdas.stores import (
     ObjectUnreadable,
     PredictionStore,
     RunStateStore,
+    VersionPage,
     WriteOutcome,
     chunked,
     from_item,
@@ -290,6 +291,22 @@ class InMemoryImageSource(ImageSource):
                 continue
             for found in reversed(self.objects[bucket][key]):
                 yield ImageVersion(bucket, key, found.version_id, found.last_modified.isoformat(), len(found.data))
+
+    def version_pages(
+        self, bucket: str, prefix: str, cursor: dict[str, str] | None = None
+    ) -> Iterator[VersionPage]:
+        versions = list(self.list_versions(bucket, prefix))
+        start = 0
+        if cursor:
+            marker = (cursor["key_marker"], cursor.get("version_id_marker", ""))
+            start = next(n for n, v in enumerate(versions) if (v.key, v.version_id) == marker) + 1
+        while True:
+            page = versions[start:start + self.page_size]
+            start += len(page)
+            if start >= len(versions):
+                yield VersionPage(page, None)
+                return
+            yield VersionPage(page, {"key_marker": page[-1].key, "version_id_marker": page[-1].version_id})
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
         for key in sorted(self.objects.get(bucket, {})):

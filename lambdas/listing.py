@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-
 from contract.settings import Settings
+from lambdas.ingest_stores import IngestLedger, UploadEventQueue
+from lambdas.ledger_listing import pending_versions
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
-from lambdas.records import ImageVersion, parse_timestamp
-from lambdas.steps import ListNewVersionsRequest, ListNewVersionsResult, ObjectRef
+from lambdas.steps import ListNewVersionsRequest, ListNewVersionsResult
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
+from lambdas.upload_events import resolve_event_objects
 
 
 def list_new_versions(
@@ -18,81 +17,33 @@ def list_new_versions(
     settings: Settings,
     source: ImageSource,
     predictions: PredictionStore,
-    checkpoint: str | None,
+    ledger: IngestLedger,
+    uploads: UploadEventQueue,
 ) -> ListNewVersionsResult:
+    """An event-started run: the versions its events name. Any other: the ingest ledger's pending ones."""
     prefix = request.prefix if request.prefix is not None else settings.images_prefix
-    scope = f"{settings.bucket}/{prefix}"
     if request.objects is not None:
-        candidates, missing = _resolve_event_objects(request.objects, settings, source, prefix)
-        high_water = None  # an event-started run does not see all of history: leave the checkpoint
+        candidates, notes = resolve_event_objects(request.objects, settings, source, prefix)
+        done = predictions.ledger([c.image_id for c in candidates])
+        failed_before = sum(1 for kinds in done.values() if COUNTED not in kinds)
+        if failed_before:
+            notes.append(f"{failed_before} version(s) that failed in an earlier run were left out: "
+                         "`batchinfer replay RUN` retries a run's failures")
+        new = [c for c in candidates if c.image_id not in done]
+        already_done = len(candidates) - len(new) - failed_before
     else:
-        candidates, high_water, missing = _list_since_checkpoint(settings, source, prefix, checkpoint), None, []
-        if candidates:
-            high_water = max(c.last_modified for c in candidates)
-        high_water = _max_timestamp(high_water, checkpoint)
-    ledger = predictions.ledger([c.image_id for c in candidates])
-    failed_before = sum(1 for kinds in ledger.values() if COUNTED not in kinds)
-    if failed_before:
-        missing.append(f"{failed_before} version(s) that failed in an earlier run were left out: "
-                       "`batchinfer replay RUN` retries a run's failures")
-    new = sorted(
-        (c for c in candidates if c.image_id not in ledger), key=lambda c: (c.last_modified, c.key)
-    )
+        pending = pending_versions(request.run_id, prefix, settings, source, predictions, ledger, uploads)
+        new, already_done, notes = pending.versions, pending.already_done, pending.notes
+    new.sort(key=lambda c: (c.last_modified, c.key))
     manifest = write_manifest(request.run_id, new, settings, source)
     logger.info(
         "listed new versions",
-        extra={"run_id": request.run_id, "listed": len(candidates), "new": len(new), "batches": manifest["batches"]},
+        extra={"run_id": request.run_id, "new": len(new), "already_done": already_done,
+               "batches": manifest["batches"]},
     )
     return ListNewVersionsResult(
         **manifest,
-        already_done=len(candidates) - len(new) - failed_before,
-        checkpoint={"scope": scope, "last_modified": high_water} if high_water else None,
-        notes=list(request.rejected_events) + missing,
+        already_done=already_done,
+        checkpoint=None,  # the ledger needs no time checkpoint: entries leave it once scored
+        notes=list(request.rejected_events) + notes,
     )
-
-
-def _list_since_checkpoint(
-    settings: Settings, source: ImageSource, prefix: str, checkpoint: str | None
-) -> list[ImageVersion]:
-    # S3 cannot filter a listing by time, so every page is read; the checkpoint keeps versions
-    # older than it (less an overlap for uploads that finish late) out of the ledger look-ups.
-    floor = None
-    if checkpoint:
-        floor = parse_timestamp(checkpoint) - timedelta(seconds=settings.checkpoint_overlap_seconds)
-    return [
-        version
-        for version in source.list_versions(settings.bucket, prefix)
-        if floor is None or version.captured_at() > floor
-    ]
-
-
-def _resolve_event_objects(
-    objects: tuple[ObjectRef, ...], settings: Settings, source: ImageSource, prefix: str
-) -> tuple[list[ImageVersion], list[str]]:
-    notes: list[str] = []
-    wanted = []
-    for ref in objects:
-        if ref.bucket != settings.bucket or not ref.key.startswith(prefix):
-            notes.append(f"s3://{ref.bucket}/{ref.key}: outside s3://{settings.bucket}/{prefix}, ignored")
-        else:
-            wanted.append(ref)
-
-    def head(ref: ObjectRef) -> ImageVersion | str:
-        version = source.head(ref.bucket, ref.key, ref.version_id)
-        if version is None:
-            return f"s3://{ref.bucket}/{ref.key} version {ref.version_id}: deleted before it was scored"
-        return version
-
-    found: list[ImageVersion] = []
-    with ThreadPoolExecutor(max_workers=settings.read_threads) as pool:
-        for result in pool.map(head, wanted):
-            if isinstance(result, str):
-                notes.append(result)
-            else:
-                found.append(result)
-    return found, notes
-
-
-def _max_timestamp(a: str | None, b: str | None) -> str | None:
-    values = [v for v in (a, b) if v]
-    return max(values, key=parse_timestamp) if values else None

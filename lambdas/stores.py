@@ -554,6 +554,30 @@ class ImageSource:
                     size=int(version.get("Size", 0)),
                 )
 
+    def version_pages(
+        self, bucket: str, prefix: str, cursor: dict[str, str] | None = None
+    ) -> Iterator[VersionPage]:
+        """ListObjectVersions a page at a time from a cursor, so that a sweep can stop and resume."""
+        markers = dict(cursor or {})
+        while True:
+            request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self.page_size}
+            if markers.get("key_marker"):
+                request["KeyMarker"] = markers["key_marker"]
+                request["VersionIdMarker"] = markers.get("version_id_marker", "")
+            response = self.client.list_object_versions(**request)
+            versions = [
+                ImageVersion(bucket=bucket, key=v["Key"], version_id=v["VersionId"],
+                             last_modified=v["LastModified"].isoformat(), size=int(v.get("Size", 0)))
+                for v in response.get("Versions", [])
+                if not v["Key"].endswith("/")  # a console-made "folder"
+            ]
+            if not response.get("IsTruncated"):
+                yield VersionPage(versions, None)
+                return
+            markers = {"key_marker": response["NextKeyMarker"],
+                       "version_id_marker": response.get("NextVersionIdMarker", "")}
+            yield VersionPage(versions, markers)
+
     def write_json(self, bucket: str, key: str, value: Any) -> None:
         self.client.put_object(
             Bucket=bucket, Key=key, Body=json.dumps(value).encode(), ContentType="application/json"
@@ -564,6 +588,12 @@ class ImageSource:
 
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    versions: list[ImageVersion]
+    cursor: dict[str, str] | None  # where the next page starts; None after the last page
 
 
 class ImageTooLarge(ValueError):

@@ -17,7 +17,7 @@ from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateS
 from operate.run_details import added_by_run, retrain_outcome
 from operate.targets import Target, TargetError
 
-MODES = ("score", "replay", "retrain")
+MODES = ("score", "replay", "retrain", "reconcile")
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 

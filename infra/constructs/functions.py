@@ -19,6 +19,7 @@ from contract.resource_spec import (
     FUNCTION_LIMITS,
     FUNCTIONS,
     IMAGES_PREFIX,
+    INGEST_LEDGER,
     MODELS_PREFIX,
     POINTER_FILE,
     PREDICTIONS,
@@ -55,6 +56,7 @@ def function_settings(config: DeployConfig, storage: Storage) -> Settings:
         bucket=bucket,
         model_registry=f"s3://{bucket}/{MODELS_PREFIX}{config.model_name}",
         **table_settings(lambda spec: storage.table(spec).table_name),
+        ingest_queue_url=storage.ingest_queue.queue_url,
         **config.function_settings(),
     )
 
@@ -164,19 +166,31 @@ class Functions(Construct):
         counts = storage.table(DAILY_COUNTS).table_arn
         failures = storage.table(FAILURES).table_arn
         state = storage.table(RUN_STATE).table_arn
+        ingest_ledger = storage.table(INGEST_LEDGER).table_arn
+        ingest_queue = storage.ingest_queue.queue_arn
 
         # s3:ListBucket on the bucket (no object access) makes HeadObject of a deleted key or version
         # a 404, which the code handles, instead of a 403, which fails the step.
 
-        # ListNewVersions: ListObjectVersions under incoming/, HeadObject of an event's version,
-        # the ledger (BatchGetItem), the checkpoint (GetItem), and the manifest (PutObject).
+        # ListNewVersions: upload events from the ingest queue (ReceiveMessage, DeleteMessageBatch),
+        # HeadObject of each event's version, the ingest ledger (BatchWriteItem, Query), the
+        # predictions' COUNTED / FAILED markers (BatchGetItem), and the manifest (PutObject).
+        # It never lists the bucket.
         role = self.roles["ListNewVersions"]
-        allow(role, ["s3:ListBucketVersions"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{IMAGES_PREFIX}*"]})
+        allow(role, ["sqs:ReceiveMessage", "sqs:DeleteMessage"], [ingest_queue])
         allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
         allow(role, ["s3:GetObjectVersion"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
-        allow(role, ["dynamodb:GetItem"], [state])
+        allow(role, ["dynamodb:BatchWriteItem", "dynamodb:Query"], [ingest_ledger])
+
+        # ReconcileVersions: ListObjectVersions under incoming/, the predictions' markers
+        # (BatchGetItem), the ingest ledger (BatchWriteItem), the last sweep (GetItem, PutItem).
+        role = self.roles["ReconcileVersions"]
+        allow(role, ["s3:ListBucketVersions"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{IMAGES_PREFIX}*"]})
+        allow(role, ["dynamodb:BatchGetItem"], [predictions])
+        allow(role, ["dynamodb:BatchWriteItem"], [ingest_ledger])
+        allow(role, ["dynamodb:GetItem", "dynamodb:PutItem"], [state])
 
         # BuildReplayManifest: the failures of the replayed run (Query), HeadObject of the current
         # version of each failed key, the ledger (BatchGetItem), and the manifest (PutObject).
@@ -194,10 +208,10 @@ class Functions(Construct):
         allow(role, ["dynamodb:BatchWriteItem"], [failures])
         allow(role, ["dynamodb:PutItem"], [state])
 
-        # AggregateDailyCounts: batch results (Query) and the checkpoint (PutItem), the counter
-        # shards (Query) and the rollups (UpdateItem), the run's failures (Query).
+        # AggregateDailyCounts: batch results (Query), the counter shards (Query) and the rollups
+        # (UpdateItem), the run's failures (Query).
         role = self.roles["AggregateDailyCounts"]
-        allow(role, ["dynamodb:Query", "dynamodb:PutItem"], [state])
+        allow(role, ["dynamodb:Query"], [state])
         allow(role, ["dynamodb:Query", "dynamodb:UpdateItem"], [counts])
         allow(role, ["dynamodb:Query"], [failures])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from contract.resource_spec import RUNS_PREFIX, TABLES, KeyAttribute, TableSpec
@@ -15,6 +16,7 @@ _ATTRIBUTE_TYPES = {
     "B": dynamodb.AttributeType.BINARY,
 }
 BUCKET_LOGICAL_ID = "ImagesBucket"
+INGEST_QUEUE_LOGICAL_ID = "IngestQueue"
 
 
 def _attribute(key: KeyAttribute) -> dynamodb.Attribute:
@@ -79,6 +81,26 @@ class Storage(Construct):
         self.tables: dict[str, dynamodb.Table] = {}
         for spec in TABLES:
             self.tables[spec.logical_id] = self._table(spec)
+
+        # The ingest ledger's feed: every upload event, kept until a score run has moved it into the
+        # ledger. 14 days (SQS's most) so that a week of failed nightly runs loses no event.
+        self.ingest_dead_letter_queue = sqs.Queue(
+            self,
+            "IngestDeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        self.ingest_queue = sqs.Queue(
+            self,
+            "IngestQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=cdk.Duration.minutes(5),
+            retention_period=cdk.Duration.days(14),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.ingest_dead_letter_queue, max_receive_count=10),
+        )
+        _pin_logical_id(self.ingest_queue, INGEST_QUEUE_LOGICAL_ID)
 
     def _table(self, spec: TableSpec) -> dynamodb.Table:
         table = dynamodb.Table(

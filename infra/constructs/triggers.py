@@ -1,4 +1,4 @@
-"""Triggers: the scoring and retraining schedules, and S3 uploads → EventBridge → SQS → Pipe."""
+"""Triggers: the scoring, retraining and reconciliation schedules, and S3 uploads → EventBridge → SQS → Pipe."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ class Triggers(Construct):
             "RetrainSchedule", "batchinfer: run the retraining branch", config.retrain_schedule, time_zone,
             state_machine, "retrain",
         )
+        self.reconcile_schedule = self._schedule(
+            "ReconcileSchedule", "batchinfer: sweep the bucket for versions no upload event announced",
+            config.reconcile_schedule, time_zone, state_machine, "reconcile",
+        )
         self.dead_letter_queue, self.queue = self._upload_queues()
         self.rule = self._uploads_rule(storage)
         self.pipe_role = self._pipe_role(state_machine)
@@ -92,11 +96,11 @@ class Triggers(Construct):
         return events.Rule(
             self,
             "UploadsRule",
-            description="batchinfer: images uploaded under incoming/ go to the upload-events queue",
+            description="batchinfer: images uploaded under incoming/ go to the upload-events and ingest queues",
             event_pattern=events.EventPattern(
                 source=pattern["source"], detail_type=pattern["detail-type"], detail=pattern["detail"]
             ),
-            targets=[events_targets.SqsQueue(self.queue)],
+            targets=[events_targets.SqsQueue(self.queue), events_targets.SqsQueue(storage.ingest_queue)],
         )
 
     def _pipe_role(self, state_machine: sfn.IStateMachine) -> iam.Role:

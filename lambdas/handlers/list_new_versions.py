@@ -14,8 +14,6 @@ from lambdas.steps import ListNewVersionsRequest
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ListNewVersionsRequest.from_event(event)
     s = stores()
-    prefix = request.prefix if request.prefix is not None else s.settings.images_prefix
-    checkpoint = s.state.checkpoint(f"{s.settings.bucket}/{prefix}")
-    result = list_new_versions(request, s.settings, s.source, s.predictions, checkpoint)
+    result = list_new_versions(request, s.settings, s.source, s.predictions, s.ledger, s.uploads)
     count(ImagesListed=result.images, BatchesListed=result.batches, EventsRejected=len(request.rejected_events))
     return result.to_dict()

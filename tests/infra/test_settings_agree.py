@@ -67,6 +67,7 @@ def _expected(config: DeployConfig) -> Settings:
         bucket="ImagesBucket",
         model_registry=f"s3://ImagesBucket/models/{config.model_name}",
         **table_settings(lambda spec: spec.logical_id),
+        ingest_queue_url="IngestQueue",  # the queue's Ref, its URL
         **config.function_settings(),
     )
 
@@ -110,13 +111,15 @@ def test_the_engine_sets_what_cdk_sets_for_the_same_config(synthesized: Synthesi
     assert load_settings(engine_env) == local.settings()
     # The names differ (the engine's own, the stack's references); every other value is the same,
     # but for one: the engine serves a promoted version at the next invocation, AWS within 30 s.
-    names = {variable_of("bucket"), variable_of("model_registry")} | {spec.setting for spec in TABLES}
+    names = ({variable_of("bucket"), variable_of("model_registry"), variable_of("ingest_queue_url")}
+             | {spec.setting for spec in TABLES})
     refresh = variable_of("model_refresh_seconds")
     assert (engine_env[refresh], cdk_env[refresh]) == ("0.0", "30.0")
     assert {k: v for k, v in engine_env.items() if k not in names | {refresh}} == {
         k: v for k, v in cdk_env.items() if k not in names | {refresh}
     }
     assert engine_env[variable_of("bucket")] == local.bucket
+    assert engine_env[variable_of("ingest_queue_url")] == local.ingest_queue_url
     assert {engine_env[spec.setting] for spec in TABLES} == {local.table_name(spec.logical_id) for spec in TABLES}
 
 

@@ -61,12 +61,24 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
         (
             "ListNewVersions",
             {
-                "s3:ListBucketVersions",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
                 "s3:ListBucket",
                 "s3:GetObjectVersion",
                 "s3:PutObject",
                 "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:Query",
+            },
+        ),
+        (
+            "ReconcileVersions",
+            {
+                "s3:ListBucketVersions",
+                "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
                 "dynamodb:GetItem",
+                "dynamodb:PutItem",
             },
         ),
         (
@@ -86,7 +98,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
             {"dynamodb:Query", "s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:BatchGetItem"},
         ),
         ("RecordBatchFailure", {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"}),
-        ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
+        ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:UpdateItem"}),
         (
             "CollectTrainingData",
             {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:GetItem", "dynamodb:Scan"},

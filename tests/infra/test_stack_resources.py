@@ -12,6 +12,7 @@ from contract.resource_spec import (
     CONTAINER_FUNCTIONS,
     FUNCTIONS,
     IMAGES_PREFIX,
+    INGEST_QUEUE_SETTING,
     PIPE_BATCH_SIZE,
     PIPE_WINDOW_SECONDS,
     RUNS_PREFIX,
@@ -202,6 +203,7 @@ def test_the_retraining_settings_are_those_the_functions_read() -> None:
 
     env = {"BATCHINFER_BUCKET": "b", "BATCHINFER_MODEL_REGISTRY": "s3://b/models/digits", **RETRAINING_SETTINGS}
     env.update({spec.setting: spec.logical_id for spec in TABLES})
+    env[INGEST_QUEUE_SETTING] = "https://sqs.us-east-1.amazonaws.com/1/ingest"
     settings = load_settings(env)
     assert (settings.min_new_labels, settings.promotion_margin, settings.holdout_percent) == (50, 0.0, 20)
     assert (settings.training_hook, settings.train_epochs, settings.low_confidence) == ("lambda", 5, 0.6)
@@ -232,9 +234,10 @@ def test_schedules_start_scoring_and_retraining(synthesized: Any) -> None:
         s["Properties"]["Target"]["Input"]: s["Properties"]
         for s in synthesized.resources("AWS::Scheduler::Schedule").values()
     }
-    assert set(schedules) == {'{"mode":"score"}', '{"mode":"retrain"}'}
+    assert set(schedules) == {'{"mode":"score"}', '{"mode":"retrain"}', '{"mode":"reconcile"}'}
     assert schedules['{"mode":"score"}']["ScheduleExpression"] == "cron(0 2 * * ? *)"
     assert schedules['{"mode":"retrain"}']["ScheduleExpression"] == "cron(0 4 ? * SUN *)"
+    assert schedules['{"mode":"reconcile"}']["ScheduleExpression"] == "cron(0 1 ? * SAT *)"
     [machine] = synthesized.resources("AWS::StepFunctions::StateMachine")
     for schedule in schedules.values():
         assert schedule["Target"]["Arn"] == {"Ref": machine}
@@ -247,8 +250,13 @@ def test_uploads_go_from_the_rule_through_the_queue_to_the_pipe(synthesized: Any
     # The pattern of the local engine's rule, with the bucket's name filled in by CloudFormation.
     assert pattern == upload_event_pattern({"Ref": "ImagesBucket"})  # type: ignore[arg-type]
     assert pattern["detail"]["object"]["key"] == [{"prefix": IMAGES_PREFIX}]
-    [target] = rule["Properties"]["Targets"]
-    queue_id = target["Arn"]["Fn::GetAtt"][0]
+    # Every event goes to the pipe's queue (score now) and to the ingest queue (the ingest ledger).
+    queue_ids = [target["Arn"]["Fn::GetAtt"][0] for target in rule["Properties"]["Targets"]]
+    assert len(queue_ids) == 2 and "IngestQueue" in queue_ids
+    [queue_id] = [q for q in queue_ids if q != "IngestQueue"]
+    ingest = synthesized.template["Resources"]["IngestQueue"]["Properties"]
+    assert ingest["MessageRetentionPeriod"] == 14 * 24 * 3600 and ingest["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" in ingest
     queue = synthesized.template["Resources"][queue_id]["Properties"]
     assert queue["SqsManagedSseEnabled"] is True
     dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]

@@ -30,6 +30,8 @@ ENV = {
     "BATCHINFER_COUNTS_TABLE": "counts",
     "BATCHINFER_FAILURES_TABLE": "failures",
     "BATCHINFER_STATE_TABLE": "state",
+    "BATCHINFER_LEDGER_TABLE": "ledger",
+    "BATCHINFER_INGEST_QUEUE_URL": "memory://ingest",
     "BATCHINFER_MODEL_REGISTRY": "memory://models/shades",
     "BATCHINFER_BATCH_SIZE": "2",
     "BATCHINFER_MIN_NEW_LABELS": "3",

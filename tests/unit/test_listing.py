@@ -1,12 +1,16 @@
-"""ListNewVersions on the in-memory stores: new versions into batches, the checkpoint, and what
-was counted or failed before left out."""
+"""ListNewVersions on the in-memory stores: upload events into the ingest ledger, its pending
+versions into batches, and what was counted or failed before left out; and the reconciliation sweep."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from lambdas.ingest_fakes import InMemoryIngestLedger, InMemoryReconciliationState, InMemoryUploadEventQueue
 from lambdas.listing import list_new_versions
-from lambdas.records import Failure, Prediction
+from lambdas.reconciliation import ReconcileRequest, reconcile_versions
+from lambdas.records import Failure, ImageVersion, Prediction
 from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.steps import ObjectRef
 from tests.unit.conftest import BUCKET, World, png
@@ -14,13 +18,29 @@ from tests.unit.conftest import BUCKET, World, png
 pytestmark = pytest.mark.unit
 
 
-def listed(world: World, request: ListRequest, checkpoint: str | None = None) -> dict:
-    return list_new_versions(request, world.settings, world.source, world.predictions, checkpoint).to_dict()
+@pytest.fixture(autouse=True)
+def ingest(world: World) -> tuple[InMemoryIngestLedger, InMemoryUploadEventQueue]:
+    world.ingest = (InMemoryIngestLedger(), InMemoryUploadEventQueue())  # type: ignore[attr-defined]
+    return world.ingest  # type: ignore[attr-defined,no-any-return]
+
+
+def arrive(world: World, key: str, data: bytes, last_modified: str | None = None) -> ImageVersion:
+    """An upload, and its Object Created event on the ingest queue, as EventBridge delivers it."""
+    version = world.upload(key, data, last_modified)
+    event = {"source": "aws.s3", "detail-type": "Object Created",
+             "detail": {"bucket": {"name": BUCKET}, "object": {"key": key, "version-id": version.version_id}}}
+    world.ingest[1].send(json.dumps(event))  # type: ignore[attr-defined]
+    return version
+
+
+def listed(world: World, request: ListRequest) -> dict:
+    ledger, queue = world.ingest  # type: ignore[attr-defined]
+    return list_new_versions(request, world.settings, world.source, world.predictions, ledger, queue).to_dict()
 
 
 def test_new_versions_are_written_as_a_manifest_of_batches(world: World) -> None:
     for n in range(3):
-        world.upload(f"incoming/{n}.png", png(10 * n))
+        arrive(world, f"incoming/{n}.png", png(10 * n))
     world.upload("elsewhere/x.png", png(1))
     result = listed(world, ListRequest(run_id="run-1"))
     assert (result["batches"], result["images"], result["already_done"], result["notes"]) == (2, 3, 0, [])
@@ -30,32 +50,73 @@ def test_new_versions_are_written_as_a_manifest_of_batches(world: World) -> None
     assert [i["key"] for b in batches for i in b["items"]] == ["incoming/0.png", "incoming/1.png", "incoming/2.png"]
 
 
-def test_the_checkpoint_is_the_newest_version_seen(world: World) -> None:
-    world.upload("incoming/a.png", png(1), "2026-11-20T10:00:00+00:00")
-    world.upload("incoming/b.png", png(1), "2026-11-20T12:00:00+00:00")
+def test_a_version_stays_in_the_ledger_until_it_is_counted_or_failed(world: World) -> None:
+    a = arrive(world, "incoming/a.png", png(1))
+    arrive(world, "incoming/b.png", png(1))
+    assert listed(world, ListRequest(run_id="run-1"))["images"] == 2
+    assert listed(world, ListRequest(run_id="run-2"))["images"] == 2  # listed is not scored: listed again
+    world.predictions.write([Prediction(a, "dark", 0.9, {"dark": 0.9, "light": 0.1}, "v1", "run-1", "b0",
+                                        a.capture_date(world.settings.zone))])
+    third = listed(world, ListRequest(run_id="run-3"))
+    assert (third["images"], third["already_done"]) == (1, 1)
+    assert [e["key"] for e in world.ingest[0].all_entries()] == ["incoming/b.png"]  # type: ignore[attr-defined]
+
+
+def test_a_duplicated_event_is_one_version_and_a_late_one_is_scored_by_the_next_run(world: World) -> None:
+    ledger, queue = world.ingest  # type: ignore[attr-defined]
+    arrive(world, "incoming/a.png", png(1))
+    [body] = list(queue.waiting.values())
+    queue.send(body)
+    assert listed(world, ListRequest(run_id="run-1"))["images"] == 1
+    late = world.upload("incoming/late.png", png(1), "2026-01-01T00:00:00+00:00")  # its event is not in yet
+    assert [i["key"] for b in world.manifest(listed(world, ListRequest(run_id="run-2"))) for i in b["items"]] == [
+        "incoming/a.png"]
+    queue.send(json.dumps({"detail-type": "Object Created", "detail": {
+        "bucket": {"name": BUCKET}, "object": {"key": late.key, "version-id": late.version_id}}}))
+    keys = [i["key"] for b in world.manifest(listed(world, ListRequest(run_id="run-3"))) for i in b["items"]]
+    assert keys == ["incoming/late.png", "incoming/a.png"]  # oldest capture first, however late it came
+
+
+def test_the_run_cap_leaves_the_rest_in_the_ledger(world: World) -> None:
+    from dataclasses import replace
+
+    world.settings = replace(world.settings, max_images_per_run=3)
+    for n in range(5):
+        arrive(world, f"incoming/{n}.png", png(n))
     result = listed(world, ListRequest(run_id="run-1"))
-    assert result["checkpoint"] == {"scope": f"{BUCKET}/incoming/", "last_modified": "2026-11-20T12:00:00+00:00"}
+    assert result["images"] == 3 and "BATCHINFER_MAX_IMAGES_PER_RUN" in result["notes"][-1]
+    assert len(world.ingest[0].all_entries()) == 5  # type: ignore[attr-defined]
 
 
-def test_versions_older_than_the_checkpoint_and_its_overlap_are_not_looked_at(world: World) -> None:
-    world.upload("incoming/old.png", png(1), "2026-11-20T08:00:00+00:00")  # 4 h before: outside the overlap
-    world.upload("incoming/late.png", png(1), "2026-11-20T11:30:00+00:00")  # 30 min before: inside it
-    world.upload("incoming/new.png", png(1), "2026-11-20T13:00:00+00:00")
-    result = listed(world, ListRequest(run_id="run-2"), checkpoint="2026-11-20T12:00:00+00:00")
-    assert sorted(i["key"] for b in world.manifest(result) for i in b["items"]) == [
-        "incoming/late.png", "incoming/new.png"]
-    assert result["checkpoint"]["last_modified"] == "2026-11-20T13:00:00+00:00"
+def test_the_sweep_finds_versions_without_an_event_and_resumes_from_its_cursor(world: World) -> None:
+    from dataclasses import replace
 
-
-def test_a_checkpoint_never_moves_back_when_nothing_is_new(world: World) -> None:
-    result = listed(world, ListRequest(run_id="run-2"), checkpoint="2026-11-20T12:00:00+00:00")
-    assert result["images"] == 0 and result["checkpoint"]["last_modified"] == "2026-11-20T12:00:00+00:00"
+    ledger, _ = world.ingest  # type: ignore[attr-defined]
+    sweeps = InMemoryReconciliationState()
+    counted = world.upload("incoming/counted.png", png(1))
+    world.predictions.write([Prediction(counted, "dark", 0.9, {"dark": 0.9, "light": 0.1}, "v1", "run-0", "b0",
+                                        counted.capture_date(world.settings.zone))])
+    silent = {world.upload(f"incoming/silent-{n}.png", png(n)).version_id for n in range(4)}
+    world.source.page_size = 2
+    ticks = iter(range(1000))
+    settings = replace(world.settings, reconcile_budget_seconds=1)  # one page per invocation
+    previous: dict = {}
+    invocations = 0
+    while not previous.get("done"):
+        request = ReconcileRequest.from_event({"run_id": "sweep-1", "input": {"reconciliation": previous or None}})
+        previous = reconcile_versions(request, settings, world.source, world.predictions, ledger, sweeps,
+                                      clock=lambda: float(next(ticks)))
+        invocations += 1
+    assert invocations == 3 and previous["pages"] == 3 and previous["recorded"] == 4
+    assert sweeps.swept_since(f"{BUCKET}/incoming/") == previous["started_at"]
+    found = listed(world, ListRequest(run_id="run-1"))
+    assert {i["version_id"] for b in world.manifest(found) for i in b["items"]} == silent
 
 
 def test_counted_versions_are_already_done_and_failed_ones_are_left_for_replay(world: World) -> None:
-    counted = world.upload("incoming/counted.png", png(1))
-    failed = world.upload("incoming/failed.png", png(1))
-    world.upload("incoming/new.png", png(1))
+    counted = arrive(world, "incoming/counted.png", png(1))
+    failed = arrive(world, "incoming/failed.png", png(1))
+    arrive(world, "incoming/new.png", png(1))
     world.predictions.write([Prediction(counted, "dark", 0.9, {"dark": 0.9, "light": 0.1}, "v1", "run-0", "b0",
                                         counted.capture_date(world.settings.zone))])
     world.predictions.mark_failed([Failure(failed, "decode", "bad", "BadImage", "run-0", "b0")])
@@ -67,15 +128,15 @@ def test_counted_versions_are_already_done_and_failed_ones_are_left_for_replay(w
 
 
 def test_a_new_version_of_a_counted_key_is_new(world: World) -> None:
-    first = world.upload("incoming/a.png", png(1))
+    first = arrive(world, "incoming/a.png", png(1))
     world.predictions.write([Prediction(first, "dark", 0.9, {"dark": 0.9, "light": 0.1}, "v1", "run-0", "b0",
                                         first.capture_date(world.settings.zone))])
-    second = world.upload("incoming/a.png", png(200))
+    second = arrive(world, "incoming/a.png", png(200))
     result = listed(world, ListRequest(run_id="run-1"))
     assert [i["version_id"] for b in world.manifest(result) for i in b["items"]] == [second.version_id]
 
 
-def test_an_event_started_run_looks_up_its_objects_and_leaves_the_checkpoint(world: World) -> None:
+def test_an_event_started_run_looks_up_its_objects(world: World) -> None:
     kept = world.upload("incoming/a.png", png(1))
     gone = world.upload("incoming/b.png", png(1))
     world.source.delete_version(BUCKET, "incoming/b.png", gone.version_id)
@@ -95,8 +156,8 @@ def test_an_event_started_run_looks_up_its_objects_and_leaves_the_checkpoint(wor
 
 
 def test_a_prefix_in_the_request_narrows_the_listing(world: World) -> None:
-    world.upload("incoming/cam1/a.png", png(1))
-    world.upload("incoming/cam2/b.png", png(1))
+    arrive(world, "incoming/cam1/a.png", png(1))
+    arrive(world, "incoming/cam2/b.png", png(1))
     result = listed(world, ListRequest(run_id="run-1", prefix="incoming/cam2/"))
     assert [i["key"] for b in world.manifest(result) for i in b["items"]] == ["incoming/cam2/b.png"]
-    assert result["checkpoint"]["scope"] == f"{BUCKET}/incoming/cam2/"
+    assert len(world.ingest[0].all_entries()) == 2  # type: ignore[attr-defined]  # cam1 waits for its own run

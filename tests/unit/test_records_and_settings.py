@@ -16,6 +16,8 @@ FULL = {
     "BATCHINFER_FAILURES_TABLE": "f",
     "BATCHINFER_STATE_TABLE": "s",
     "BATCHINFER_MODEL_REGISTRY": "s3://b/models/m",
+    "BATCHINFER_LEDGER_TABLE": "l",
+    "BATCHINFER_INGEST_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q",
 }
 
 

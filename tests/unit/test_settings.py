@@ -19,6 +19,8 @@ NAMES: dict[str, Any] = {
     "failures_table": "f",
     "state_table": "s",
     "model_registry": "s3://b/models/m",
+    "ledger_table": "l",
+    "ingest_queue_url": "https://sqs.us-east-1.amazonaws.com/1/q",
 }
 
 

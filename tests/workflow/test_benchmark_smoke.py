@@ -75,6 +75,15 @@ def test_benchmark_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert all(c["total_usd"] > 0 for c in per_million.values())
     assert "list prices as of" in results["cost"]["prices"]
 
-    assert len(results["targets"]) == 5
+    scale = results["scale"]
+    assert [r["history"] for r in scale["runs"]] == [1_000, 2_000, 4_000]
+    for run in scale["runs"]:
+        assert run["as_it_was"]["s3_requests"]["ListObjectVersions"] == -(-(run["history"] + run["new"]) // 1000)
+        assert "ListObjectVersions" not in run["ledger"]["s3_requests"]  # the ledger never lists the bucket
+        assert run["ledger"]["s3_requests"]["HeadObject"] == run["new"]
+    assert scale["projection"]["history"] == 100_000_000 and scale["projection"]["sweep_invocations"] > 0
+    assert "listing at scale" in completed.stdout
+
+    assert len(results["targets"]) == 8
     assert all(isinstance(t["holds"], bool) for t in results["targets"])
     assert "targets:" in completed.stdout
