@@ -20,6 +20,7 @@ from lambdas.records import BadRecord, ImageVersion, Prediction
 from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.stores import ImageSource, PredictionStore
 from tests.conftest import upload
+from tests.s3_events import object_created, sqs_record
 
 pytestmark = pytest.mark.integration
 
@@ -159,16 +160,7 @@ def test_a_sweep_looks_up_only_versions_newer_than_the_last_sweep(engine: Any) -
 
 def s3_event(bucket: str, key: str, version: str | None) -> dict:
     """An SQS record holding the EventBridge event S3 sends for an upload, as AWS shapes it."""
-    obj = {"key": key, "size": 3, "etag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0062E99A88DC407460"}
-    if version:
-        obj["version-id"] = version
-    event = {"version": "0", "id": "2d4eba74-fd51-3966-4bfa-b013c9da8ff1", "detail-type": "Object Created",
-             "source": "aws.s3", "account": "123456789012", "time": "2026-11-25T16:00:00Z",
-             "region": "us-east-1", "resources": [f"arn:aws:s3:::{bucket}"],
-             "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj,
-                        "request-id": "N4N7GDK58NMKJ12R", "requester": "123456789012",
-                        "source-ip-address": "1.2.3.4", "reason": "PutObject"}}
-    return {"messageId": "m", "body": json.dumps(event)}
+    return sqs_record(object_created(bucket, key, version))
 
 
 def test_an_event_that_lacks_what_s3_always_sends_is_rejected_with_the_field() -> None:

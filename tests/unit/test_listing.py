@@ -13,6 +13,7 @@ from lambdas.reconciliation import ReconcileRequest, reconcile_versions
 from lambdas.records import Failure, ImageVersion, Prediction
 from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.steps import ObjectRef
+from tests.s3_events import object_created
 from tests.unit.conftest import BUCKET, World, png
 
 pytestmark = pytest.mark.unit
@@ -27,9 +28,7 @@ def ingest(world: World) -> tuple[InMemoryIngestLedger, InMemoryUploadEventQueue
 def arrive(world: World, key: str, data: bytes, last_modified: str | None = None) -> ImageVersion:
     """An upload, and its Object Created event on the ingest queue, as EventBridge delivers it."""
     version = world.upload(key, data, last_modified)
-    event = {"source": "aws.s3", "detail-type": "Object Created",
-             "detail": {"bucket": {"name": BUCKET}, "object": {"key": key, "version-id": version.version_id}}}
-    world.ingest[1].send(json.dumps(event))  # type: ignore[attr-defined]
+    world.ingest[1].send(json.dumps(object_created(BUCKET, key, version.version_id)))  # type: ignore[attr-defined]
     return version
 
 
@@ -71,8 +70,7 @@ def test_a_duplicated_event_is_one_version_and_a_late_one_is_scored_by_the_next_
     late = world.upload("incoming/late.png", png(1), "2026-01-01T00:00:00+00:00")  # its event is not in yet
     assert [i["key"] for b in world.manifest(listed(world, ListRequest(run_id="run-2"))) for i in b["items"]] == [
         "incoming/a.png"]
-    queue.send(json.dumps({"detail-type": "Object Created", "detail": {
-        "bucket": {"name": BUCKET}, "object": {"key": late.key, "version-id": late.version_id}}}))
+    queue.send(json.dumps(object_created(BUCKET, late.key, late.version_id)))
     keys = [i["key"] for b in world.manifest(listed(world, ListRequest(run_id="run-3"))) for i in b["items"]]
     assert keys == ["incoming/late.png", "incoming/a.png"]  # oldest capture first, however late it came
 
