@@ -119,12 +119,20 @@ FUNCTIONS = {
     "BuildReplayManifest": "lambdas.handlers.build_replay_manifest.handler",
     "ClassifyBatch": "inference_image.handler.handler",
     "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
+    "ReconcileBatches": "lambdas.handlers.reconcile_batches.handler",
     "AggregateDailyCounts": "lambdas.handlers.aggregate_daily_counts.handler",
     "CollectTrainingData": "lambdas.handlers.collect_training_data.handler",
     "TrainingHook": "inference_image.retrain_handlers.train",
     "EvaluateCandidate": "inference_image.retrain_handlers.evaluate",
     "PromoteIfBetter": "lambdas.handlers.promote_if_better.handler",
 }
+
+# Timeouts of the zip functions; ClassifyBatch's is a deployment setting (infra/config.py), the
+# other container functions run at most 900 s. RecordBatchFailure runs inside the Classify map's
+# EXPRESS child, whose 5 minutes include it: it does a few DynamoDB batch calls, so 30 s is ample.
+# ReconcileBatches pages through the whole manifest after the Map.
+DEFAULT_TIMEOUT_SECONDS = 300
+TIMEOUT_SECONDS = {"CollectTrainingData": 900, "RecordBatchFailure": 30, "ReconcileBatches": 900}
 
 # These run TensorFlow: the container image from inference_image/, each with its own command.
 CONTAINER_FUNCTIONS = ("ClassifyBatch", "TrainingHook", "EvaluateCandidate")

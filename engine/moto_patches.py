@@ -1,4 +1,5 @@
-"""Two fixes to moto's DynamoDB that the embedded engine needs, installed by LocalEngine.start.
+"""Fixes to moto that the embedded engine needs, installed by LocalEngine.start: two to its DynamoDB,
+one to its Step Functions interpreter (3).
 
 1. Requests run one at a time. Map iterations run on threads, and moto's TransactWriteItems
    deep-copies tables while other threads write to them. DynamoDB itself serializes conflicting
@@ -11,6 +12,9 @@
    item maps restores them exactly; a table that the transaction updates or deletes from in place
    is still copied in full (our updates go to the small counters table). The rollback restores
    the same state as before (tests/integration/test_moto_patches.py).
+3. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
+   Map state's input, as in AWS. moto reads them from the list of the children's results, so a path
+   into the state's input fails the Map with States.Runtime.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 def install() -> None:
     serialize_dynamodb_requests()
     cheap_transactions()
+    result_writer_reads_the_state_input()
 
 
 _state = threading.local()
@@ -103,3 +108,26 @@ def serialize_dynamodb_requests() -> None:
 
     call_action._serialized = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def result_writer_reads_the_state_input() -> None:
+    """Fix 3: evaluate the ResultWriter's Parameters against the Map state's input."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import (
+        ResultWriter,
+    )
+
+    if getattr(ResultWriter._eval_body, "_state_input", False):
+        return
+
+    def _eval_body(self: Any, env: Any) -> None:
+        results = env.stack.pop()
+        env.stack.append(env.states.get_input())
+        self.parargs.eval(env=env)
+        parameters = env.stack.pop()
+        env.stack.pop()
+        env.stack.append(results)
+        env.stack.append(parameters)
+        self.resource_eval.eval_resource(env=env)
+
+    _eval_body._state_input = True  # type: ignore[attr-defined]
+    ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]

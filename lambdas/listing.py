@@ -83,6 +83,22 @@ def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
     return list(objects.values()), rejected
 
 
+def check_prefix(prefix: str | None, settings: Settings) -> str:
+    """The prefix to list: the images prefix, or one under it; anything else is refused by name.
+
+    The function's role may list only under the images prefix: in AWS another prefix is AccessDenied
+    halfway through a run, so it is refused up front, the same way on the embedded engine.
+    """
+    if prefix is None:
+        return settings.images_prefix
+    if not prefix.startswith(settings.images_prefix):
+        raise BadRecord(
+            f"prefix {prefix!r} is outside {settings.images_prefix!r}: runs score only uploads under "
+            f"s3://{settings.bucket}/{settings.images_prefix} (for example {settings.images_prefix}camera-1/)"
+        )
+    return prefix
+
+
 def list_new_versions(
     request: ListRequest,
     settings: Settings,

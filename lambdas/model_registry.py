@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 from contract.resource_spec import LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE
 from lambdas.records import utc_now
 
-__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelRegistry", "ModelVersion"]
+__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelRegistry", "ModelVersion",
+           "require_serving_model"]
 
 
 class ModelError(RuntimeError):
@@ -33,6 +34,23 @@ class ModelVersion:
     model_path: Path  # local file, downloaded if the registry is in S3
     labels: list[str]
     metrics: dict[str, Any]
+
+
+def require_serving_model(registry: ModelRegistry) -> str:
+    """The version that serves; else a ModelError that says what to do.
+
+    A score or replay run checks this before it lists anything: without a model every image would be
+    marked failed and later runs would leave it out. Failing at once marks nothing, so the uploads are
+    scored by the first run after a model is promoted, with no replay by hand.
+    """
+    try:
+        return registry.current_version()
+    except ModelError as error:
+        raise ModelError(
+            f"no model is serving, so nothing was listed or marked: {error}. Publish a model version to "
+            f"{registry.location}/<version>/ and promote it ({POINTER_FILE}), then start the run again; "
+            "the images waiting will be scored then"
+        ) from None
 
 
 class ModelRegistry:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from contract.resource_spec import IMAGES_PREFIX
 from lambdas.stores import FailureStore, RunStateStore
 from operate.targets import Target, TargetError
 
@@ -24,6 +25,10 @@ def start_run(target: Target, mode: str, prefix: str | None = None, replay_of: s
               name: str | None = None) -> str:
     if mode not in MODES:
         raise TargetError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    if prefix is not None and not prefix.startswith(IMAGES_PREFIX):
+        # The listing step refuses it too (BadRecord); saying so here costs no execution.
+        raise TargetError(f"--prefix {prefix!r} is outside {IMAGES_PREFIX!r}: runs score only uploads under "
+                          f"{IMAGES_PREFIX} (for example --prefix {IMAGES_PREFIX}camera-1/)")
     run_input: dict[str, Any] = {"mode": mode}
     if prefix is not None:
         run_input["prefix"] = prefix

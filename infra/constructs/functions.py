@@ -15,6 +15,7 @@ from constructs import Construct
 from contract.resource_spec import (
     CONTAINER_FUNCTIONS,
     DAILY_COUNTS,
+    DEFAULT_TIMEOUT_SECONDS,
     FAILURES,
     FUNCTIONS,
     IMAGES_PREFIX,
@@ -24,6 +25,7 @@ from contract.resource_spec import (
     RUN_STATE,
     RUNS_PREFIX,
     TABLES,
+    TIMEOUT_SECONDS,
 )
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
@@ -103,11 +105,6 @@ def allow(role: iam.Role, actions: Sequence[str], resources: Sequence[str], **co
     )
 
 
-# Zip functions that need more than the default 5 minutes: CollectTrainingData scans the
-# predictions table for the low-confidence export.
-TIMEOUT_SECONDS = {"CollectTrainingData": 900}
-
-
 class Functions(Construct):
     """Every function of the spec but the container ones: small Python functions on the managed
     runtime (boto3 included), with Powertools from its public layer."""
@@ -145,7 +142,7 @@ class Functions(Construct):
                 layers=[powertools],
                 role=role,
                 memory_size=512,
-                timeout=cdk.Duration.seconds(TIMEOUT_SECONDS.get(name, 300)),
+                timeout=cdk.Duration.seconds(TIMEOUT_SECONDS.get(name, DEFAULT_TIMEOUT_SECONDS)),
                 environment=environment,
                 logging_format=lambda_.LoggingFormat.JSON,
                 log_group=log_group,
@@ -175,6 +172,7 @@ class Functions(Construct):
         counts = storage.table(DAILY_COUNTS).table_arn
         failures = storage.table(FAILURES).table_arn
         state = storage.table(RUN_STATE).table_arn
+        pointer = bucket.arn_for_objects(f"{MODELS_PREFIX}{config.model_name}/{POINTER_FILE}")
 
         # s3:ListBucket on the bucket (no object access) makes HeadObject of a deleted key or version
         # a 404, which the code handles, instead of a 403, which fails the step.
@@ -188,6 +186,7 @@ class Functions(Construct):
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
         allow(role, ["dynamodb:GetItem"], [state])
+        allow(role, ["s3:GetObject"], [pointer])  # a run with no serving model fails before listing
 
         # BuildReplayManifest: the failures of the replayed run (Query), HeadObject of the current
         # version of each failed key, the ledger (BatchGetItem), and the manifest (PutObject).
@@ -197,6 +196,7 @@ class Functions(Construct):
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
+        allow(role, ["s3:GetObject"], [pointer])
 
         # RecordBatchFailure: the ledger (BatchGetItem), FAILED markers and failure records
         # (BatchWriteItem), the batch result (PutItem).
@@ -204,6 +204,15 @@ class Functions(Construct):
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
         allow(role, ["dynamodb:BatchWriteItem"], [failures])
         allow(role, ["dynamodb:PutItem"], [state])
+
+        # ReconcileBatches: the manifest (GetObject, and the ResultWriter's manifest and FAILED files,
+        # all under runs/), which batches have a result (BatchGetItem), the ledger (BatchGetItem), FAILED
+        # markers and failure records (BatchWriteItem), the reconciled batches' results (BatchWriteItem).
+        role = self.roles["ReconcileBatches"]
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [state])
+        allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
+        allow(role, ["dynamodb:BatchWriteItem"], [failures])
 
         # AggregateDailyCounts: batch results (Query) and the checkpoint (PutItem), the counter
         # shards (Query) and the rollups (UpdateItem), the run's failures (Query).
@@ -227,13 +236,14 @@ class Functions(Construct):
         # PromoteIfBetter: the registry's pointer (PutObject of models/<name>/current.json, nothing
         # else) and the training checkpoint (a conditional PutItem).
         role = self.roles["PromoteIfBetter"]
-        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}{config.model_name}/{POINTER_FILE}")])
+        allow(role, ["s3:PutObject"], [pointer])
         allow(role, ["dynamodb:PutItem"], [state])
 
         for name, prefixes in (
             ("ListNewVersions", (IMAGES_PREFIX, RUNS_PREFIX)),
             ("BuildReplayManifest", (IMAGES_PREFIX, RUNS_PREFIX)),
             ("CollectTrainingData", (MODELS_PREFIX, RUNS_PREFIX)),
+            ("ReconcileBatches", (RUNS_PREFIX,)),
         ):
             for prefix in prefixes:
                 acknowledge(

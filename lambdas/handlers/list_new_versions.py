@@ -3,7 +3,8 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.listing import ListRequest, list_new_versions
+from lambdas.listing import ListRequest, check_prefix, list_new_versions
+from lambdas.model_registry import ModelRegistry, require_serving_model
 from lambdas.observability import logger
 
 
@@ -12,6 +13,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ListRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
-    prefix = request.prefix if request.prefix is not None else s.settings.images_prefix
+    prefix = check_prefix(request.prefix, s.settings)
+    require_serving_model(ModelRegistry(s.settings.model_registry, s3_client=s.source.client))
     checkpoint = s.state.checkpoint(f"{s.settings.bucket}/{prefix}")
     return list_new_versions(request, s.settings, s.source, s.predictions, checkpoint)
