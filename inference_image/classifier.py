@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from contract.resource_spec import COMPILED_FILE
-from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion
+from lambdas.model_registry import ModelError, ModelFileMissing, ModelRegistry, ModelVersion
 
 # The TF-Lite form of a version, published beside model.keras. Serving prefers it: XNNPACK is
 # faster on CPU than TensorFlow here, and its interpreter loads without importing TensorFlow,
@@ -203,34 +203,15 @@ def compile_model(model_file: Path) -> bytes:
 
 def publish_compiled(registry: ModelRegistry, version: str, compiled: bytes) -> None:
     """Store the TF-Lite form beside a published version's model.keras."""
-    if registry.is_s3:
-        key = f"{registry.prefix}/{version}/{COMPILED_FILE}"
-        registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=compiled)
-    else:
-        target = registry.root / version / COMPILED_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(compiled)
+    registry.publish_file(version, COMPILED_FILE, compiled)
 
 
 def fetch_compiled(registry: ModelRegistry, model_version: ModelVersion) -> Path | None:
     """The local copy of a version's TF-Lite form, or None when none was published."""
-    local = model_version.model_path.with_name(COMPILED_FILE)
-    if local.exists() or not registry.is_s3:
-        return local if local.exists() else None
-    from botocore.exceptions import ClientError
-
     try:
-        response = registry.s3.get_object(
-            Bucket=registry.bucket, Key=f"{registry.prefix}/{model_version.version}/{COMPILED_FILE}"
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-            return None
-        raise ModelError(f"cannot read {registry.location}/{model_version.version}/{COMPILED_FILE}: {error}") from None
-    partial = local.with_suffix(".partial")
-    partial.write_bytes(response["Body"].read())
-    partial.replace(local)
-    return local
+        return registry.fetch_file(model_version.version, COMPILED_FILE)
+    except ModelFileMissing:
+        return None
 
 
 def publish_model(registry: ModelRegistry, version: str, model_file: Path, labels: list[str],

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from botocore.exceptions import ClientError
 
 from contract.settings import Settings
 from inference_image.preprocess import BadImage, decode_image
 from lambdas.records import BadRecord, Batch, Failure, ImageVersion, Prediction
-from lambdas.stores import FailureStore, ImageSource, ImageTooLarge, PredictionStore, RunStateStore
+from lambdas.stores import FailureStore, ImageSource, ImageTooLarge, ObjectUnreadable, PredictionStore, RunStateStore
 
 # Images per forward pass inside a batch: small enough that reading the next sub-batch overlaps
 # the model, large enough to keep the forward pass as fast per image as a whole batch.
@@ -50,13 +49,9 @@ def _load(
         data = source.read(image, settings.max_image_bytes)
     except ImageTooLarge as error:
         return "read", "ImageTooLarge", str(error)
-    except ClientError as error:
-        code = error.response["Error"]["Code"]
-        if code in ("NoSuchKey", "NoSuchVersion", "404"):
-            return "read", code, "the object version was deleted before it was scored"
-        if code in ("AccessDenied", "403"):
-            return "read", code, "access denied reading the object version"
-        raise  # throttling and other transient errors fail the batch, so its retry policy applies
+    except ObjectUnreadable as error:
+        # Throttling and other transient errors are not caught: they fail the batch, so its retry policy applies.
+        return "read", error.code, str(error)
     try:
         return decode_image(data, model.input_size, model.channels, settings.max_image_pixels)
     except BadImage as error:

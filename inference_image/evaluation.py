@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -16,13 +17,14 @@ from inference_image.classifier import Classifier, load_version, publish_model
 from inference_image.labelled_sets import load_labelled_set
 from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
 from lambdas.records import BadRecord
+from lambdas.stores import ImageSource
 
 
-def register_sagemaker_artifact(registry: ModelRegistry, s3: Any, artifact_uri: str, version: str,
+def register_sagemaker_artifact(registry: ModelRegistry, source: ImageSource, artifact_uri: str, version: str,
                                 labels: list[str]) -> None:
     """A SageMaker job's model.tar.gz (holding model.keras, and labels.json if it chose to) as a version."""
     parsed = urlparse(artifact_uri)
-    body = s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+    body = source.read_object(parsed.netloc, parsed.path.lstrip("/"))
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive, tempfile.TemporaryDirectory() as scratch:
         names = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
         if MODEL_FILE not in names:
@@ -44,16 +46,16 @@ def accuracy(classifier: Classifier, images: np.ndarray, targets: np.ndarray, ba
 
 
 def evaluate_candidate(collect: dict[str, Any], training: dict[str, Any], settings: Settings,
-                       s3: Any) -> dict[str, Any]:
+                       source: ImageSource, open_registry: Callable[[str], ModelRegistry]) -> dict[str, Any]:
     if not collect.get("holdout_manifest") or not collect.get("model_registry"):
         raise BadRecord("EvaluateCandidate needs the collect step's holdout_manifest and model_registry")
-    registry = ModelRegistry(collect["model_registry"], s3_client=s3)
+    registry = open_registry(collect["model_registry"])
     candidate_version = str(training.get("candidate_version") or collect["candidate_version"])
     if training.get("model_artifact"):
-        register_sagemaker_artifact(registry, s3, training["model_artifact"], candidate_version,
+        register_sagemaker_artifact(registry, source, training["model_artifact"], candidate_version,
                                     list(collect["labels"]))
     candidate = load_version(registry, candidate_version)
-    held = load_labelled_set(s3, collect["holdout_manifest"], candidate.labels, candidate.input_size,
+    held = load_labelled_set(source, collect["holdout_manifest"], candidate.labels, candidate.input_size,
                              candidate.channels, settings.max_image_bytes, settings.max_image_pixels,
                              settings.read_threads)
     if len(held.targets) == 0:

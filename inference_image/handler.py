@@ -8,15 +8,13 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import ClassifyRequest, classify_batch
 from lambdas.dependencies import stores
-from lambdas.model_registry import ModelRegistry
 from lambdas.observability import logger, metrics
 
 
 @lru_cache(maxsize=1)
 def classifiers() -> ClassifierCache:
     s = stores()
-    registry = ModelRegistry(s.settings.model_registry, s3_client=s.source.client)
-    return ClassifierCache(registry, s.settings.model_refresh_seconds)
+    return ClassifierCache(s.registry, s.settings.model_refresh_seconds)
 
 
 def reset() -> None:

@@ -3,17 +3,15 @@ are reported and left out."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from botocore.exceptions import ClientError
 
 from inference_image.preprocess import BadImage, decode_image
 from lambdas.records import BadRecord
+from lambdas.stores import ImageSource, ImageTooLarge, ObjectUnreadable
 
 
 @dataclass
@@ -23,30 +21,30 @@ class LabelledSet:
     excluded: list[dict[str, str]] = field(default_factory=list)
 
 
-def read_manifest(s3: Any, uri: str) -> list[dict[str, str]]:
+def read_manifest(source: ImageSource, uri: str) -> list[dict[str, str]]:
     parsed = urlparse(uri)
     if parsed.scheme != "s3":
         raise BadRecord(f"a training manifest must be an s3:// URI, got {uri!r}")
-    items = json.loads(s3.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read())
+    items = source.read_json(parsed.netloc, parsed.path.lstrip("/"))
     if not isinstance(items, list):
         raise BadRecord(f"{uri} must hold a list of {{bucket, key, label}} objects")
     return items
 
 
-def load_labelled_set(s3: Any, uri: str, labels: list[str], size: tuple[int, int], channels: int,
+def load_labelled_set(source: ImageSource, uri: str, labels: list[str], size: tuple[int, int], channels: int,
                       max_bytes: int, max_pixels: int, threads: int = 8) -> LabelledSet:
-    items = read_manifest(s3, uri)
+    items = read_manifest(source, uri)
 
     def load(item: dict[str, str]) -> np.ndarray | str:
         try:
-            response = s3.get_object(Bucket=item["bucket"], Key=item["key"])
-            if int(response.get("ContentLength") or 0) > max_bytes:
-                return f"object is above the limit of {max_bytes} bytes"
-            return decode_image(response["Body"].read(), size, channels, max_pixels)
+            data = source.read_object(item["bucket"], item["key"], max_bytes)
+            return decode_image(data, size, channels, max_pixels)
+        except ImageTooLarge:
+            return f"object is above the limit of {max_bytes} bytes"
         except BadImage as error:
             return str(error)
-        except ClientError as error:
-            return f"cannot read: {error.response['Error']['Code']}"
+        except ObjectUnreadable as error:
+            return f"cannot read: {error.code}"
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         loaded = list(pool.map(load, items))

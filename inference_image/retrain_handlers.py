@@ -21,7 +21,7 @@ def _collect(event: Any) -> dict[str, Any]:
 def train(event: dict[str, Any], context: Any) -> dict[str, Any]:
     collect = _collect(event)
     s = stores()
-    result = train_candidate(collect, s.settings, s.source.client)
+    result = train_candidate(collect, s.settings, s.source, s.open_registry)
     logger.info("candidate trained", extra={"candidate": result["candidate_version"], **result["metrics"]})
     return result
 
@@ -31,7 +31,7 @@ def evaluate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     collect = _collect(event)
     s = stores()
     training: dict[str, Any] = event["training"] if isinstance(event.get("training"), dict) else {}
-    result = evaluate_candidate(collect, training, s.settings, s.source.client)
+    result = evaluate_candidate(collect, training, s.settings, s.source, s.open_registry)
     logger.info("candidate evaluated", extra={k: result[k] for k in ("candidate_version", "candidate_accuracy",
                                                                      "current_accuracy", "held_out")})
     return result

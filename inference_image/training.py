@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,24 @@ from inference_image.classifier import publish_model
 from inference_image.labelled_sets import load_labelled_set
 from lambdas.model_registry import ModelRegistry
 from lambdas.records import BadRecord
+from lambdas.stores import ImageSource
 
 REQUIRED = ("train_manifest", "labels", "model_registry", "current_version", "candidate_version")
 
 
-def train_candidate(collect: dict[str, Any], settings: Settings, s3: Any) -> dict[str, Any]:
+def train_candidate(collect: dict[str, Any], settings: Settings, source: ImageSource,
+                    open_registry: Callable[[str], ModelRegistry]) -> dict[str, Any]:
     missing = [k for k in REQUIRED if not collect.get(k)]
     if missing:
         raise BadRecord(f"the training hook needs {', '.join(missing)} in 'collect'")
     import keras
 
-    registry = ModelRegistry(collect["model_registry"], s3_client=s3)
+    registry = open_registry(collect["model_registry"])
     base = registry.fetch(collect["current_version"])
     model = keras.models.load_model(base.model_path, compile=False)
     height, width, channels = model.input_shape[1:4]
     labels = list(collect["labels"])
-    data = load_labelled_set(s3, collect["train_manifest"], labels, (height, width), channels,
+    data = load_labelled_set(source, collect["train_manifest"], labels, (height, width), channels,
                              settings.max_image_bytes, settings.max_image_pixels, settings.read_threads)
     if len(data.targets) == 0:
         raise BadRecord("no usable labelled image to train on: " + "; ".join(

@@ -1,7 +1,9 @@
-"""Builds the AWS-backed stores from settings, once per container (reset by the local engine)."""
+"""Builds the AWS-backed stores and the model registry from settings, once per container (reset by the
+local engine). Handlers get every dependency from here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -10,6 +12,7 @@ import boto3
 from botocore.config import Config
 
 from contract.settings import Settings, cached_settings
+from lambdas.model_registry import ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)
@@ -22,6 +25,13 @@ class Stores:
     predictions: PredictionStore
     failures: FailureStore
     state: RunStateStore
+    # A registry at a given location, on the same clients; the retraining hook is told its location.
+    open_registry: Callable[[str], ModelRegistry]
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The registry the deployment serves from (settings.model_registry)."""
+        return self.open_registry(self.settings.model_registry)
 
 
 def make_stores(settings: Settings, session: Any = None) -> Stores:
@@ -36,6 +46,7 @@ def make_stores(settings: Settings, session: Any = None) -> Stores:
         ),
         failures=FailureStore(dynamodb, settings.failures_table),
         state=RunStateStore(dynamodb, settings.state_table),
+        open_registry=lambda location: ModelRegistry(location, s3_client=s3),
     )
 
 

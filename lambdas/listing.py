@@ -9,8 +9,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
-from botocore.exceptions import ClientError
-
 from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
@@ -164,20 +162,10 @@ def _resolve_event_objects(
             wanted.append(ref)
 
     def head(ref: ObjectRef) -> ImageVersion | str:
-        try:
-            response = source.client.head_object(Bucket=ref.bucket, Key=ref.key, VersionId=ref.version_id)
-        except ClientError as error:
-            code = error.response["Error"]["Code"]
-            if code in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
-                return f"s3://{ref.bucket}/{ref.key} version {ref.version_id}: deleted before it was scored"
-            raise
-        return ImageVersion(
-            bucket=ref.bucket,
-            key=ref.key,
-            version_id=ref.version_id,
-            last_modified=response["LastModified"].isoformat(),
-            size=int(response.get("ContentLength", 0)),
-        )
+        version = source.head(ref.bucket, ref.key, ref.version_id)
+        if version is None:
+            return f"s3://{ref.bucket}/{ref.key} version {ref.version_id}: deleted before it was scored"
+        return version
 
     found: list[ImageVersion] = []
     with ThreadPoolExecutor(max_workers=settings.read_threads) as pool:

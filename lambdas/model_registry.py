@@ -14,18 +14,23 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from contract.resource_spec import LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE
 from lambdas.records import utc_now
 
-__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelRegistry", "ModelVersion",
+__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelFileMissing",
+           "ModelRegistry", "ModelVersion", "RegistryStorage", "S3RegistryStorage", "FolderRegistryStorage",
            "require_serving_model"]
 
 
 class ModelError(RuntimeError):
     """The registry, the model file or its labels cannot be used; the message says which."""
+
+
+class ModelFileMissing(ModelError):
+    """The registry has no such file (as opposed to a file it cannot read)."""
 
 
 @dataclass(frozen=True)
@@ -36,37 +41,103 @@ class ModelVersion:
     metrics: dict[str, Any]
 
 
-def require_serving_model(registry: ModelRegistry) -> str:
-    """The version that serves; else a ModelError that says what to do.
+class RegistryStorage(Protocol):
+    """Where a registry's files live: paths are relative to the registry's root."""
 
-    A score or replay run checks this before it lists anything: without a model every image would be
-    marked failed and later runs would leave it out. Failing at once marks nothing, so the uploads are
-    scored by the first run after a model is promoted, with no replay by hand.
-    """
-    try:
-        return registry.current_version()
-    except ModelError as error:
-        raise ModelError(
-            f"no model is serving, so nothing was listed or marked: {error}. Publish a model version to "
-            f"{registry.location}/<version>/ and promote it ({POINTER_FILE}), then start the run again; "
-            "the images waiting will be scored then"
-        ) from None
+    location: str
+
+    def read(self, relative: str) -> bytes:
+        """The file's bytes; ModelFileMissing if there is none, ModelError if it cannot be read."""
+        ...
+
+    def write(self, relative: str, data: bytes) -> None: ...
+
+    def folders(self) -> list[str]:
+        """The names of the folders right under the root (the versions)."""
+        ...
+
+    def local_path(self, relative: str) -> Path | None:
+        """The file on this machine when the storage is a local folder, else None (it is downloaded)."""
+        ...
+
+
+class S3RegistryStorage:
+    def __init__(self, location: str, s3_client: Any):
+        self.location = location.rstrip("/")
+        parsed = urlparse(self.location)
+        self.bucket, self.prefix = parsed.netloc, parsed.path.lstrip("/")
+        self.s3 = s3_client
+
+    def read(self, relative: str) -> bytes:
+        try:
+            response = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}")
+        except Exception as error:  # botocore raises a family of errors here
+            code = getattr(error, "response", {}).get("Error", {}).get("Code")
+            kind = ModelFileMissing if code in ("NoSuchKey", "404") else ModelError
+            raise kind(f"cannot read {self.location}/{relative}: {error}") from None
+        return bytes(response["Body"].read())
+
+    def write(self, relative: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}", Body=data)
+
+    def folders(self) -> list[str]:
+        found = set()
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/", Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                found.add(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+        return sorted(found)
+
+    def local_path(self, relative: str) -> Path | None:
+        return None
+
+
+class FolderRegistryStorage:
+    def __init__(self, location: str):
+        self.location = location.rstrip("/")
+        parsed = urlparse(self.location)
+        self.root = Path(parsed.path if parsed.scheme == "file" else self.location)
+
+    def read(self, relative: str) -> bytes:
+        path = self.root / relative
+        if not path.exists():
+            raise ModelFileMissing(f"cannot read {path}: no such file")
+        return path.read_bytes()
+
+    def write(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def folders(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def local_path(self, relative: str) -> Path | None:
+        return self.root / relative
+
+
+def open_storage(location: str, s3_client: Any = None) -> RegistryStorage:
+    """The storage a registry location names: an s3:// URI or a local folder."""
+    if urlparse(location).scheme == "s3":
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        return S3RegistryStorage(location, s3_client)
+    return FolderRegistryStorage(location)
 
 
 class ModelRegistry:
-    def __init__(self, location: str, s3_client: Any = None, cache_dir: str | None = None):
-        self.location = location.rstrip("/")
-        parsed = urlparse(self.location)
-        self.is_s3 = parsed.scheme == "s3"
-        if self.is_s3:
-            self.bucket, self.prefix = parsed.netloc, parsed.path.lstrip("/")
-            if s3_client is None:
-                import boto3
-
-                s3_client = boto3.client("s3")
-            self.s3 = s3_client
-        else:
-            self.root = Path(parsed.path if parsed.scheme == "file" else self.location)
+    def __init__(self, location: str | None = None, s3_client: Any = None, cache_dir: str | None = None,
+                 storage: RegistryStorage | None = None):
+        if storage is None:
+            if location is None:
+                raise ValueError("a model registry needs a location or a storage")
+            storage = open_storage(location, s3_client)
+        self.storage = storage
+        self.location = storage.location
         self.cache_dir = Path(cache_dir or os.path.join(tempfile.gettempdir(), "batchinfer-models"))
 
     @property
@@ -75,16 +146,7 @@ class ModelRegistry:
 
     # -- reading ---------------------------------------------------------------------------
     def _read(self, relative: str) -> bytes:
-        if self.is_s3:
-            try:
-                response = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}")
-            except Exception as error:  # botocore raises a family of errors here
-                raise ModelError(f"cannot read {self.location}/{relative}: {error}") from None
-            return bytes(response["Body"].read())
-        path = self.root / relative
-        if not path.exists():
-            raise ModelError(f"cannot read {path}: no such file")
-        return path.read_bytes()
+        return self.storage.read(relative)
 
     def _read_json(self, relative: str) -> Any:
         raw = self._read(relative)
@@ -105,36 +167,38 @@ class ModelRegistry:
             raise ModelError(f"{self.location}/{version}/{LABELS_FILE} must be a non-empty list of class names")
         return labels
 
+    def _cached_path(self, relative: str) -> Path:
+        # Keyed by the location without its scheme: s3://bucket/models/x -> <cache>/bucket/models/x/...
+        return self.cache_dir / self.location.split("://", 1)[-1].lstrip("/") / relative
+
+    def fetch_file(self, version: str, filename: str) -> Path:
+        """A local copy of one file of a version (downloaded once); ModelFileMissing if it has none."""
+        relative = f"{version}/{filename}"
+        local = self.storage.local_path(relative)
+        if local is not None:
+            if not local.exists():
+                raise ModelFileMissing(f"cannot read {local}: no such file")
+            return local
+        cached = self._cached_path(relative)
+        if not cached.exists():
+            data = self._read(relative)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(cached)
+        return cached
+
     def fetch(self, version: str) -> ModelVersion:
         labels = self.fetch_labels(version)
         try:
             metrics = self._read_json(f"{version}/{METRICS_FILE}")
         except ModelError:
             metrics = {}
-        if self.is_s3:
-            local = self.cache_dir / self.bucket / self.prefix / version / MODEL_FILE
-            if not local.exists():
-                local.parent.mkdir(parents=True, exist_ok=True)
-                partial = local.with_suffix(".partial")
-                partial.write_bytes(self._read(f"{version}/{MODEL_FILE}"))
-                partial.replace(local)
-        else:
-            local = self.root / version / MODEL_FILE
-            if not local.exists():
-                raise ModelError(f"cannot read {local}: no such file")
+        local = self.fetch_file(version, MODEL_FILE)
         return ModelVersion(version=version, model_path=local, labels=labels, metrics=metrics)
 
     def versions(self) -> list[str]:
-        if self.is_s3:
-            paginator = self.s3.get_paginator("list_objects_v2")
-            found = set()
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/", Delimiter="/"):
-                for common in page.get("CommonPrefixes", []):
-                    found.add(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
-            return sorted(found)
-        if not self.root.exists():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        return self.storage.folders()
 
     def metrics(self, version: str) -> dict[str, Any]:
         try:
@@ -145,21 +209,20 @@ class ModelRegistry:
 
     # -- writing ---------------------------------------------------------------------------
     def _write(self, relative: str, data: bytes) -> None:
-        if self.is_s3:
-            self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{relative}", Body=data)
-        else:
-            path = self.root / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+        self.storage.write(relative, data)
+
+    def publish_file(self, version: str, filename: str, data: bytes) -> None:
+        """Store one more file of a version (e.g. its compiled form)."""
+        self._write(f"{version}/{filename}", data)
 
     def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any]) -> None:
         """Store a version; it serves nothing until it is promoted."""
         self._write(f"{version}/{LABELS_FILE}", json.dumps(labels).encode())
         self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
-        if self.is_s3:
+        target = self.storage.local_path(f"{version}/{MODEL_FILE}")
+        if target is None:
             self._write(f"{version}/{MODEL_FILE}", model_file.read_bytes())
         else:
-            target = self.root / version / MODEL_FILE
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_file, target)
 
@@ -168,3 +231,20 @@ class ModelRegistry:
 
     def promote(self, version: str) -> None:
         self._write(POINTER_FILE, json.dumps({"version": version, "promoted_at": utc_now()}).encode())
+
+
+def require_serving_model(registry: ModelRegistry) -> str:
+    """The version that serves; else a ModelError that says what to do.
+
+    A score or replay run checks this before it lists anything: without a model every image would be
+    marked failed and later runs would leave it out. Failing at once marks nothing, so the uploads are
+    scored by the first run after a model is promoted, with no replay by hand.
+    """
+    try:
+        return registry.current_version()
+    except ModelError as error:
+        raise ModelError(
+            f"no model is serving, so nothing was listed or marked: {error}. Publish a model version to "
+            f"{registry.location}/<version>/ and promote it ({POINTER_FILE}), then start the run again; "
+            "the images waiting will be scored then"
+        ) from None

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
@@ -31,17 +29,10 @@ class ReplayRequest:
 
 def _latest_version(source: ImageSource, image: ImageVersion) -> ImageVersion | None:
     """The newest version of the failed item's key, if it is not the failed one (a fixed upload)."""
-    try:
-        response = source.client.head_object(Bucket=image.bucket, Key=image.key)
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "405", "MethodNotAllowed"):
-            return None
-        raise
-    version_id = response.get("VersionId")
-    if not version_id or version_id == image.version_id:
+    latest = source.head(image.bucket, image.key)
+    if latest is None or not latest.version_id or latest.version_id == image.version_id:
         return None
-    return ImageVersion(image.bucket, image.key, version_id, response["LastModified"].isoformat(),
-                        int(response.get("ContentLength", 0)))
+    return latest
 
 
 def build_replay_manifest(

@@ -20,6 +20,9 @@ from lambdas.records import Failure, ImageVersion, Prediction, utc_now
 COUNTED = "COUNTED"
 FAILED = "FAILED"
 MODEL_PREFIX = "MODEL#"
+# The counts table keeps the shard count the counters were written with, so that readers outside
+# the functions (the CLI) use the deployment's figure. Its "#" keeps it out of the per-day rollups.
+SHARDS_RECORD = {"pk": "#deployment", "sk": "count_shards"}
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -90,10 +93,37 @@ class PredictionStore:
         self.predictions_table = predictions_table
         self.counts_table = counts_table
         self.count_shards = count_shards
+        self._shards_recorded = False
+
+    @classmethod
+    def deployed(cls, client: Any, predictions_table: str, counts_table: str, default_shards: int) -> PredictionStore:
+        """A store for readers outside the functions: its shard count is the one the counters were
+        written with (recorded in the counts table), or `default_shards` when nothing was counted yet."""
+        store = cls(client, predictions_table, counts_table, default_shards)
+        store.count_shards = store.recorded_count_shards() or default_shards
+        return store
+
+    def recorded_count_shards(self) -> int | None:
+        response = self.client.get_item(TableName=self.counts_table, Key=to_item(SHARDS_RECORD), ConsistentRead=True)
+        item = response.get("Item")
+        return int(from_item(item)["shards"]) if item else None
+
+    def _record_count_shards(self) -> None:
+        if self._shards_recorded:
+            return
+        self.client.update_item(
+            TableName=self.counts_table,
+            Key=to_item(SHARDS_RECORD),
+            UpdateExpression="SET shards = :s, updated_at = :now",
+            ExpressionAttributeValues=to_item({":s": self.count_shards, ":now": utc_now()}),
+        )
+        self._shards_recorded = True
 
     # -- writes ---------------------------------------------------------------------------
     def write(self, predictions: Sequence[Prediction]) -> WriteOutcome:
         outcome = WriteOutcome()
+        if predictions:
+            self._record_count_shards()
         for chunk in chunked(list(predictions), _IMAGES_PER_TRANSACTION):
             self._write_chunk(list(chunk), outcome)
         return outcome
@@ -259,6 +289,32 @@ class PredictionStore:
             ConsistentRead=True,
         )
         return [from_item(item) for item in response["Items"]]
+
+    def model_predictions(self) -> list[dict[str, Any]]:
+        """Every prediction row (not the ledger markers); a scan, for the CLI and tests."""
+        return [row for row in scan_all(self.client, TableName=self.predictions_table)
+                if str(row["sk"]).startswith(MODEL_PREFIX)]
+
+    def predictions_on(self, date: str) -> list[dict[str, Any]]:
+        """The counted prediction of each image version captured on `date`, from the by_date index."""
+        counted = [
+            row
+            for shard in range(self.count_shards)
+            for row in query_all(self.client, TableName=self.predictions_table, IndexName="by_date",
+                                 KeyConditionExpression="date_shard = :d",
+                                 ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))
+            if row["sk"] == COUNTED
+        ]
+        return list(self.get_many([{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
+                                   for r in counted]))
+
+    def below_confidence(self, model_version: str, threshold: float) -> list[dict[str, Any]]:
+        """Predictions of one model version with a confidence under `threshold`."""
+        return list(scan_all(
+            self.client, TableName=self.predictions_table,
+            FilterExpression="sk = :sk AND confidence < :c",
+            ExpressionAttributeValues={":sk": {"S": MODEL_PREFIX + model_version}, ":c": {"N": str(threshold)}},
+        ))
 
     def day_counts(self, date: str) -> dict[str, int]:
         """The exact count per class for one day: the sum of its counter shards."""
@@ -451,14 +507,58 @@ class ImageSource:
         self.page_size = page_size
 
     def read(self, image: ImageVersion, max_bytes: int) -> bytes:
-        response = self.client.get_object(
-            Bucket=image.bucket, Key=image.key, VersionId=image.version_id
-        )
+        return self.read_object(image.bucket, image.key, max_bytes, image.version_id)
+
+    def read_object(self, bucket: str, key: str, max_bytes: int | None = None, version_id: str | None = None) -> bytes:
+        """An object's bytes (a given version, else the latest). A version that is gone or denied
+        raises ObjectUnreadable; throttling and other transient errors propagate as they are."""
+        request = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        try:
+            response = self.client.get_object(**request)
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code in ("NoSuchKey", "NoSuchVersion", "404"):
+                raise ObjectUnreadable(code, "the object version was deleted before it was scored") from None
+            if code in ("AccessDenied", "403"):
+                raise ObjectUnreadable(code, "access denied reading the object version") from None
+            raise
         length = int(response.get("ContentLength") or 0)
-        if length > max_bytes:
+        if max_bytes is not None and length > max_bytes:
             response["Body"].close()
             raise ImageTooLarge(f"object is {length} bytes, above the limit of {max_bytes} bytes")
         return bytes(response["Body"].read())
+
+    def head(self, bucket: str, key: str, version_id: str | None = None) -> ImageVersion | None:
+        """The named version, or the key's latest one; None when it is gone (or only a delete marker)."""
+        request = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        try:
+            response = self.client.head_object(**request)
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
+                return None
+            raise
+        return ImageVersion(
+            bucket=bucket,
+            key=key,
+            version_id=str(response.get("VersionId") or version_id or ""),
+            last_modified=response["LastModified"].isoformat(),
+            size=int(response.get("ContentLength", 0)),
+        )
+
+    def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, LastModified) of the current objects under prefix."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["LastModified"].isoformat()
+
+    def list_folders(self, bucket: str, prefix: str) -> list[str]:
+        """The names of the "folders" right under prefix."""
+        names: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return names
 
     def list_versions(self, bucket: str, prefix: str) -> Iterator[ImageVersion]:
         """Every version (not delete markers) under prefix, page by page."""
@@ -482,9 +582,20 @@ class ImageSource:
             Bucket=bucket, Key=key, Body=json.dumps(value).encode(), ContentType="application/json"
         )
 
+    def write_text(self, bucket: str, key: str, text: str, content_type: str) -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType=content_type)
+
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 class ImageTooLarge(ValueError):
     pass
+
+
+class ObjectUnreadable(ValueError):
+    """An object version cannot be read for good (deleted, denied); `code` is S3's error code."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contract.resource_spec import LABELS_PREFIX, RUNS_PREFIX
@@ -13,7 +13,7 @@ from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.observability import logger
 from lambdas.records import BadRecord, parse_timestamp
-from lambdas.stores import MODEL_PREFIX, ImageSource, RunStateStore, scan_all, stable_shard
+from lambdas.stores import ImageSource, PredictionStore, RunStateStore, stable_shard
 
 TRAINING_SCOPE = "training"
 
@@ -32,14 +32,50 @@ class CollectRequest:
 def labelled_images(source: ImageSource, bucket: str) -> list[tuple[str, str, str]]:
     """(key, LastModified, class) of every object under labels/<class>/."""
     found = []
-    paginator = source.client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=LABELS_PREFIX):
-        for obj in page.get("Contents", []):
-            parts = obj["Key"][len(LABELS_PREFIX):].split("/")
-            if len(parts) < 2 or not parts[0] or not parts[-1]:
-                continue  # not under a class folder
-            found.append((obj["Key"], obj["LastModified"].isoformat(), parts[0]))
+    for key, last_modified in source.list_objects(bucket, LABELS_PREFIX):
+        parts = key[len(LABELS_PREFIX):].split("/")
+        if len(parts) < 2 or not parts[0] or not parts[-1]:
+            continue  # not under a class folder
+        found.append((key, last_modified, parts[0]))
     return found
+
+
+@dataclass
+class LabelledSplit:
+    """The labelled images of the model's classes, on either side of a stable line."""
+
+    train: list[dict[str, Any]] = field(default_factory=list)
+    held_out: list[dict[str, Any]] = field(default_factory=list)
+    new_labels: int = 0  # labelled since the last training
+    high_water: str | None = None  # the newest label's LastModified
+    unknown: dict[str, int] = field(default_factory=dict)  # images under folders that are not classes
+
+
+def split_labelled(images: list[tuple[str, str, str]], labels: list[str], bucket: str, holdout_percent: int,
+                   last_trained: str | None) -> LabelledSplit:
+    split = LabelledSplit(high_water=last_trained)
+    for key, last_modified, label in images:
+        if label not in labels:
+            split.unknown[label] = split.unknown.get(label, 0) + 1
+            continue
+        if last_trained is None or parse_timestamp(last_modified) > parse_timestamp(last_trained):
+            split.new_labels += 1
+        if split.high_water is None or parse_timestamp(last_modified) > parse_timestamp(split.high_water):
+            split.high_water = last_modified
+        item = {"bucket": bucket, "key": key, "label": label}
+        # A stable split: an image stays on its side of the line from one retraining to the next.
+        (split.held_out if stable_shard(key, 100) < holdout_percent else split.train).append(item)
+    return split
+
+
+def shortfall(split: LabelledSplit, min_new_labels: int) -> str:
+    """Why there is not enough data to train, or "" when there is."""
+    if split.new_labels < min_new_labels:
+        return (f"too little new labelled data: {split.new_labels} new labelled image(s) since the last training, "
+                f"at least {min_new_labels} needed")
+    if not split.train or not split.held_out:
+        return "too little labelled data to hold some out for evaluation"
+    return ""
 
 
 def collect_training_data(
@@ -48,49 +84,28 @@ def collect_training_data(
     source: ImageSource,
     registry: ModelRegistry,
     state: RunStateStore,
-    dynamodb: Any,
+    predictions: PredictionStore,
 ) -> dict[str, Any]:
     try:
         current = registry.current_version()
         labels = registry.fetch_labels(current)
     except ModelError as error:
         raise ModelError(f"retraining needs a current model to start from: {error}") from None
-    notes: list[str] = []
-    train: list[dict[str, Any]] = []
-    held_out: list[dict[str, Any]] = []
     last_trained = state.checkpoint(f"{TRAINING_SCOPE}/{registry.name}")
-    new_labels = 0
-    high_water = last_trained
-    unknown: dict[str, int] = {}
-    for key, last_modified, label in labelled_images(source, settings.bucket):
-        if label not in labels:
-            unknown[label] = unknown.get(label, 0) + 1
-            continue
-        if last_trained is None or parse_timestamp(last_modified) > parse_timestamp(last_trained):
-            new_labels += 1
-        if high_water is None or parse_timestamp(last_modified) > parse_timestamp(high_water):
-            high_water = last_modified
-        item = {"bucket": settings.bucket, "key": key, "label": label}
-        # A stable split: an image stays on its side of the line from one retraining to the next.
-        (held_out if stable_shard(key, 100) < settings.holdout_percent else train).append(item)
-    for label, count in sorted(unknown.items()):
-        notes.append(f"labels/{label}/: {count} image(s) left out, {label!r} is not a class of model {current}")
+    split = split_labelled(labelled_images(source, settings.bucket), labels, settings.bucket,
+                           settings.holdout_percent, last_trained)
+    notes = [f"labels/{label}/: {count} image(s) left out, {label!r} is not a class of model {current}"
+             for label, count in sorted(split.unknown.items())]
     candidate = "v" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
     prefix = f"{RUNS_PREFIX}{request.run_id}"
-    source.write_json(settings.bucket, f"{prefix}/train.json", train)
-    source.write_json(settings.bucket, f"{prefix}/holdout.json", held_out)
-    exported = export_low_confidence(dynamodb, settings, source, f"{prefix}/low_confidence.jsonl", current)
-    enough = new_labels >= settings.min_new_labels and bool(train) and bool(held_out)
-    reason = ""
-    if new_labels < settings.min_new_labels:
-        reason = (f"too little new labelled data: {new_labels} new labelled image(s) since the last training, "
-                  f"at least {settings.min_new_labels} needed")
-    elif not train or not held_out:
-        reason = "too little labelled data to hold some out for evaluation"
-    logger.info("training data collected", extra={"run_id": request.run_id, "train": len(train),
-                                                  "held_out": len(held_out), "new": new_labels})
+    source.write_json(settings.bucket, f"{prefix}/train.json", split.train)
+    source.write_json(settings.bucket, f"{prefix}/holdout.json", split.held_out)
+    exported = export_low_confidence(predictions, settings, source, f"{prefix}/low_confidence.jsonl", current)
+    reason = shortfall(split, settings.min_new_labels)
+    logger.info("training data collected", extra={"run_id": request.run_id, "train": len(split.train),
+                                                  "held_out": len(split.held_out), "new": split.new_labels})
     return {
-        "enough": enough,
+        "enough": not reason,
         "reason": reason,
         "hook": settings.training_hook,
         "model_name": registry.name,
@@ -100,10 +115,10 @@ def collect_training_data(
         "labels": labels,
         "train_manifest": f"s3://{settings.bucket}/{prefix}/train.json",
         "holdout_manifest": f"s3://{settings.bucket}/{prefix}/holdout.json",
-        "train_count": len(train),
-        "holdout_count": len(held_out),
-        "new_labels": new_labels,
-        "labels_high_water": high_water,
+        "train_count": len(split.train),
+        "holdout_count": len(split.held_out),
+        "new_labels": split.new_labels,
+        "labels_high_water": split.high_water,
         "epochs": settings.train_epochs,
         "low_confidence_export": f"s3://{settings.bucket}/{prefix}/low_confidence.jsonl",
         "low_confidence_count": exported,
@@ -111,20 +126,12 @@ def collect_training_data(
     }
 
 
-def export_low_confidence(dynamodb: Any, settings: Settings, source: ImageSource, key: str,
+def export_low_confidence(predictions: PredictionStore, settings: Settings, source: ImageSource, key: str,
                           model_version: str) -> int:
     """Predictions of the current model below the confidence threshold, one JSON object a line,
     for people to label (then upload under labels/<class>/)."""
-    rows = [
-        row for row in scan_all(
-            dynamodb, TableName=settings.predictions_table,
-            FilterExpression="sk = :sk AND confidence < :c",
-            ExpressionAttributeValues={":sk": {"S": MODEL_PREFIX + model_version},
-                                       ":c": {"N": str(settings.low_confidence)}},
-        )
-    ]
+    rows = predictions.below_confidence(model_version, settings.low_confidence)
     lines = [json.dumps({"image_uri": r["image_uri"], "predicted_class": r["predicted_class"],
                          "confidence": r["confidence"], "date": r["date"]}) for r in rows]
-    source.client.put_object(Bucket=settings.bucket, Key=key, Body=("\n".join(lines) + "\n").encode(),
-                             ContentType="application/x-ndjson")
+    source.write_text(settings.bucket, key, "\n".join(lines) + "\n", "application/x-ndjson")
     return len(rows)

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from contract.resource_spec import IMAGES_PREFIX
-from lambdas.stores import FailureStore, RunStateStore
+from contract.resource_spec import IMAGES_PREFIX, MODELS_PREFIX, RUNS_PREFIX
+from contract.settings import Settings
+from lambdas.model_registry import ModelError, ModelRegistry
+from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 from operate.targets import Target, TargetError
 
 MODES = ("score", "replay", "retrain")
@@ -64,13 +66,19 @@ def wait(target: Target, run_id: str, on_poll: Callable[[dict[str, Any]], None] 
         time.sleep(0.5)
 
 
+def prediction_store(target: Target) -> PredictionStore:
+    """The stack's predictions, with the counter shard count its functions recorded."""
+    return PredictionStore.deployed(target.client("dynamodb"), target.predictions_table, target.counts_table,
+                                    Settings.count_shards)
+
+
 def progress(target: Target, run_id: str) -> tuple[int, int | None]:
     """(items done, items planned) from the run's batch results and its manifest."""
     state = RunStateStore(target.client("dynamodb"), target.state_table)
     done = sum(int(r.get("images", 0)) for r in state.batch_results(run_id))
     try:
-        body = target.client("s3").get_object(Bucket=target.bucket, Key=f"runs/{run_id}/manifest.json")["Body"]
-        planned: int | None = sum(len(b["items"]) for b in json.loads(body.read()))
+        manifest = ImageSource(target.client("s3")).read_json(target.bucket, f"{RUNS_PREFIX}{run_id}/manifest.json")
+        planned: int | None = sum(len(b["items"]) for b in manifest)
     except Exception:  # the manifest is not written yet
         planned = None
     return done, planned
@@ -195,9 +203,6 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
     """
     from botocore.config import Config
 
-    from contract.settings import Settings
-    from lambdas.stores import COUNTED, MODEL_PREFIX, PredictionStore, query_all, scan_all, to_item
-
     if not 1 <= expires <= MAX_LINK_SECONDS:
         raise TargetError(f"--expires must be between 1 and {MAX_LINK_SECONDS} seconds (7 days), got {expires}")
     if date is not None:
@@ -205,23 +210,8 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
             datetime.strptime(date, "%Y-%m-%d")
         except ValueError:
             raise TargetError(f"--date must be a day as YYYY-MM-DD, got {date!r}") from None
-    dynamodb = target.client("dynamodb")
-    if date is None:
-        rows = [r for r in scan_all(dynamodb, TableName=target.predictions_table)
-                if str(r["sk"]).startswith(MODEL_PREFIX)]
-    else:
-        # The by_date index holds the COUNTED marker of each image version, spread over shards.
-        counted = [
-            row
-            for shard in range(Settings.count_shards)
-            for row in query_all(dynamodb, TableName=target.predictions_table, IndexName="by_date",
-                                 KeyConditionExpression="date_shard = :d",
-                                 ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))
-            if row["sk"] == COUNTED
-        ]
-        store = PredictionStore(dynamodb, target.predictions_table, target.counts_table, Settings.count_shards)
-        rows = list(store.get_many([{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
-                                    for r in counted]))
+    store = prediction_store(target)
+    rows = store.model_predictions() if date is None else store.predictions_on(date)
     rows.sort(key=lambda r: (r.get("captured_at", ""), r["image_id"]), reverse=True)
     # SigV4 links: they carry X-Amz-Expires, and every region accepts them.
     s3 = target.client("s3", config=Config(signature_version="s3v4")) if links else None
@@ -249,16 +239,9 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
 
 def list_models(target: Target) -> list[dict[str, Any]]:
     """Every model in the registry (s3://<bucket>/models/<name>/): versions, metrics, the current one."""
-    from contract.resource_spec import MODELS_PREFIX
-    from lambdas.model_registry import ModelError, ModelRegistry
-
     s3 = target.client("s3")
-    names = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=MODELS_PREFIX,
-                                                              Delimiter="/"):
-        names += [p["Prefix"][len(MODELS_PREFIX):].rstrip("/") for p in page.get("CommonPrefixes", [])]
     models = []
-    for name in names:
+    for name in ImageSource(s3).list_folders(target.bucket, MODELS_PREFIX):
         registry = ModelRegistry(f"s3://{target.bucket}/{MODELS_PREFIX}{name}", s3_client=s3)
         try:
             current: str | None = registry.current_version()

@@ -3,7 +3,7 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.model_registry import ModelRegistry, require_serving_model
+from lambdas.model_registry import require_serving_model
 from lambdas.observability import logger
 from lambdas.replay import ReplayRequest, build_replay_manifest
 
@@ -13,5 +13,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ReplayRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
-    require_serving_model(ModelRegistry(s.settings.model_registry, s3_client=s.source.client))
+    require_serving_model(s.registry)
     return build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures)

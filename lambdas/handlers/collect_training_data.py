@@ -3,7 +3,6 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.model_registry import ModelRegistry
 from lambdas.observability import logger
 from lambdas.training_data import CollectRequest, collect_training_data
 
@@ -13,5 +12,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = CollectRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
-    registry = ModelRegistry(s.settings.model_registry, s3_client=s.source.client)
-    return collect_training_data(request, s.settings, s.source, registry, s.state, s.predictions.client)
+    return collect_training_data(request, s.settings, s.source, s.registry, s.state, s.predictions)

@@ -4,7 +4,7 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.listing import ListRequest, check_prefix, list_new_versions
-from lambdas.model_registry import ModelRegistry, require_serving_model
+from lambdas.model_registry import require_serving_model
 from lambdas.observability import logger
 
 
@@ -14,6 +14,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(run_id=request.run_id)
     s = stores()
     prefix = check_prefix(request.prefix, s.settings)
-    require_serving_model(ModelRegistry(s.settings.model_registry, s3_client=s.source.client))
+    require_serving_model(s.registry)
     checkpoint = s.state.checkpoint(f"{s.settings.bucket}/{prefix}")
     return list_new_versions(request, s.settings, s.source, s.predictions, checkpoint)

@@ -3,7 +3,6 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.model_registry import ModelRegistry
 from lambdas.observability import logger
 from lambdas.promotion import promote_if_better
 from lambdas.records import BadRecord
@@ -15,8 +14,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise BadRecord("PromoteIfBetter needs 'run_id', 'collect' and 'evaluation'")
     logger.append_keys(run_id=event["run_id"])
     s = stores()
-    registry = ModelRegistry(s.settings.model_registry, s3_client=s.source.client)
-    result = promote_if_better(str(event["run_id"]), event["collect"], event["evaluation"], registry, s.state,
+    result = promote_if_better(str(event["run_id"]), event["collect"], event["evaluation"], s.registry, s.state,
                                s.settings.promotion_margin)
     logger.info("retraining outcome", extra={"outcome": result["outcome"], "reason": result["reason"]})
     return result

@@ -164,8 +164,7 @@ def publish_broken(engine: Any, demo_model: Any, version: str, model_bytes: byte
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     registry.publish(version, demo_model[0], labels, {"accuracy": 0.0})
     if model_bytes is not None:
-        engine.client("s3").put_object(Bucket=engine.config.bucket,
-                                       Key=f"{registry.prefix}/{version}/model.keras", Body=model_bytes)
+        registry.publish_file(version, "model.keras", model_bytes)
     registry.promote(version)
 
 

@@ -1,0 +1,139 @@
+"""PredictionStore's contract, on moto and on the in-memory fake: idempotent per (image version,
+model version), a second COUNTED row refused, exact sharded counts, rollups that never go down."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from lambdas.records import Failure, ImageVersion, Prediction
+from lambdas.stores import COUNTED, FAILED, PredictionStore
+from tests.contract.conftest import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> PredictionStore:
+    if request.param == "fake":
+        from lambdas.fakes import InMemoryPredictionStore
+
+        return InMemoryPredictionStore(count_shards=8)
+    aws = request.getfixturevalue("moto_aws")
+    return PredictionStore(aws.dynamodb, aws.predictions_table, aws.counts_table, 8)
+
+
+def image(n: int, date: str = "2026-11-20") -> ImageVersion:
+    return ImageVersion("bucket", f"incoming/{n}.jpg", f"ver{n}", f"{date}T10:00:00+00:00")
+
+
+def prediction(n: int, label: str = "cat", model: str = "v1", date: str = "2026-11-20",
+               confidence: float = 0.9, run: str = "run-1") -> Prediction:
+    return Prediction(image(n, date), label, confidence, {label: confidence, "dog": 1 - confidence}, model, run,
+                      "b0", date)
+
+
+def test_a_prediction_is_written_and_counted_once(store: PredictionStore) -> None:
+    first = store.write([prediction(n) for n in range(30)])  # spans two transactions
+    again = store.write([prediction(n) for n in range(30)])
+    assert (len(first.written), len(first.counted), len(first.duplicates)) == (30, 30, 0)
+    assert (len(again.written), len(again.counted), len(again.duplicates)) == (0, 0, 30)
+    assert store.day_counts("2026-11-20") == {"cat": 30}
+
+
+def test_a_second_counted_row_is_refused_for_a_new_model_version(store: PredictionStore) -> None:
+    store.write([prediction(1, "cat", "v1")])
+    outcome = store.write([prediction(1, "dog", "v2"), prediction(2, "dog", "v2")])
+    assert len(outcome.written) == 2 and [p.image.key for p in outcome.counted] == ["incoming/2.jpg"]
+    assert {r["sk"] for r in store.predictions_for(image(1).image_id)} == {"MODEL#v1", "MODEL#v2", COUNTED}
+    assert store.day_counts("2026-11-20") == {"cat": 1, "dog": 1}
+
+
+def test_concurrent_overlapping_writers_count_each_version_exactly_once(store: PredictionStore) -> None:
+    labels = ["cat", "dog", "owl"]
+    work = [[prediction(n, labels[n % 3]) for n in range(start, start + 60)] for start in (0, 20, 40, 0)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(store.write, work))
+    assert sum(len(o.counted) for o in outcomes) == 100
+    assert store.day_counts("2026-11-20") == {"cat": 34, "dog": 33, "owl": 33}
+
+
+def test_rows_keep_what_a_user_reads(store: PredictionStore) -> None:
+    store.write([prediction(7, confidence=0.1234567)])
+    rows = {r["sk"]: r for r in store.predictions_for(image(7).image_id)}
+    row = rows["MODEL#v1"]
+    assert row["confidence"] == 0.123457  # rounded to 6 places, as stored
+    assert row["image_uri"] == image(7).image_id and row["date"] == "2026-11-20"
+    assert row["captured_at"] == "2026-11-20T10:00:00+00:00" and row["model_version"] == "v1"
+    assert rows[COUNTED]["run_id"] == "run-1" and rows[COUNTED]["date_shard"].startswith("2026-11-20#")
+
+
+def test_ledger_tells_counted_from_failed(store: PredictionStore) -> None:
+    store.write([prediction(1)])
+    store.mark_failed([Failure(image(2), "decode", "not an image", "BadImage", "run-1", "b0")])
+    assert store.ledger([image(1).image_id, image(2).image_id, image(3).image_id]) == {
+        image(1).image_id: {COUNTED}, image(2).image_id: {FAILED}}
+
+
+def test_counted_by_run_names_the_run_that_counted(store: PredictionStore) -> None:
+    store.write([prediction(1, run="run-a")])
+    store.write([prediction(1, run="run-b"), prediction(2, run="run-b")])
+    assert store.counted_by_run([image(1).image_id, image(2).image_id, image(3).image_id]) == {
+        image(1).image_id: "run-a", image(2).image_id: "run-b"}
+
+
+def test_get_many_returns_only_the_projection(store: PredictionStore) -> None:
+    store.write([prediction(1)])
+    rows = list(store.get_many([{"image_id": image(1).image_id, "sk": COUNTED}], "image_id, run_id"))
+    assert rows == [{"image_id": image(1).image_id, "run_id": "run-1"}]
+
+
+def test_predictions_on_a_day_are_the_counted_ones(store: PredictionStore) -> None:
+    store.write([prediction(1, "cat", "v1"), prediction(2, "dog", "v1", date="2026-11-21")])
+    store.write([prediction(1, "dog", "v2")])  # not counted: image 1 was counted by v1
+    on_day = store.predictions_on("2026-11-20")
+    assert [(r["image_uri"], r["model_version"]) for r in on_day] == [(image(1).image_id, "v1")]
+    assert len(store.model_predictions()) == 3
+
+
+def test_below_confidence_picks_one_model_version(store: PredictionStore) -> None:
+    store.write([prediction(1, confidence=0.3), prediction(2, confidence=0.9), prediction(3, confidence=0.5)])
+    store.write([prediction(4, model="v2", confidence=0.1)])
+    low = sorted(r["image_uri"] for r in store.below_confidence("v1", 0.6))
+    assert low == sorted([image(1).image_id, image(3).image_id])
+
+
+def test_day_counts_sum_the_shards_and_other_days_stay_apart(store: PredictionStore) -> None:
+    for start in range(0, 40, 10):  # several writes land on several random shards
+        store.write([prediction(n, "cat" if n % 4 else "owl") for n in range(start, start + 10)])
+    store.write([prediction(100, "cat", date="2026-11-21")])
+    assert store.day_counts("2026-11-20") == {"cat": 30, "owl": 10}
+    assert store.day_counts("2026-11-21") == {"cat": 1}
+    assert store.day_counts("2026-11-22") == {}
+
+
+def test_rollup_never_goes_down(store: PredictionStore) -> None:
+    store.write_rollup("2026-11-20", {"cat": 5})
+    store.write_rollup("2026-11-20", {"cat": 3})  # a stale recount finishing late
+    store.write_rollup("2026-11-20", {"cat": 7, "dog": 1})
+    assert store.rollups() == {"2026-11-20": {"cat": 7, "dog": 1}}
+
+
+def test_the_shard_count_is_recorded_with_the_counts(store: PredictionStore) -> None:
+    assert store.recorded_count_shards() is None
+    store.write([])  # nothing written, nothing recorded
+    assert store.recorded_count_shards() is None
+    store.write([prediction(1)])
+    assert store.recorded_count_shards() == 8
+    assert store.rollups() == {}  # the record is not a day
+
+
+@pytest.mark.integration
+def test_a_reader_uses_the_recorded_shard_count(moto_aws: Any) -> None:
+    aws = moto_aws
+    writer = PredictionStore(aws.dynamodb, aws.predictions_table, aws.counts_table, 3)
+    writer.write([prediction(n) for n in range(20)])
+    reader = PredictionStore.deployed(aws.dynamodb, aws.predictions_table, aws.counts_table, 8)
+    assert reader.count_shards == 3
+    assert reader.day_counts("2026-11-20") == {"cat": 20}
+    assert len(reader.predictions_on("2026-11-20")) == 20
