@@ -127,15 +127,60 @@ FUNCTIONS = {
     "PromoteIfBetter": "lambdas.handlers.promote_if_better.handler",
 }
 
-# Timeouts of the zip functions; ClassifyBatch's is a deployment setting (infra/config.py), the
-# other container functions run at most 900 s. RecordBatchFailure runs inside the Classify map's
-# EXPRESS child, whose 5 minutes include it: it does a few DynamoDB batch calls, so 30 s is ample.
-# ReconcileBatches pages through the whole manifest after the Map.
-DEFAULT_TIMEOUT_SECONDS = 300
-TIMEOUT_SECONDS = {"CollectTrainingData": 900, "RecordBatchFailure": 30, "ReconcileBatches": 900}
-
 # These run TensorFlow: the container image from inference_image/, each with its own command.
 CONTAINER_FUNCTIONS = ("ClassifyBatch", "TrainingHook", "EvaluateCandidate")
+
+
+@dataclass(frozen=True)
+class FunctionLimits:
+    """What a function is deployed with: CDK sets these, and the embedded engine enforces them."""
+
+    memory_mb: int
+    timeout_seconds: int
+
+
+# Each function's default memory and timeout. The deploy config can change ClassifyBatch's memory and
+# timeout and the retraining containers' memory (infra/config.py); its defaults are these.
+FUNCTION_LIMITS: dict[str, FunctionLimits] = {
+    "ListNewVersions": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    "BuildReplayManifest": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    # ClassifyBatch and RecordBatchFailure run inside the Classify map's EXPRESS child, whose 5 minutes
+    # include every Retry attempt of both: 3 attempts at 60 s, the backoffs, and RecordBatchFailure (a
+    # few DynamoDB batch calls) at 30 s take at most 246 s (infra/config.py checks it at synth).
+    "ClassifyBatch": FunctionLimits(memory_mb=3008, timeout_seconds=60),
+    "RecordBatchFailure": FunctionLimits(memory_mb=512, timeout_seconds=30),
+    # Pages through the whole manifest after the Map.
+    "ReconcileBatches": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    "AggregateDailyCounts": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    # Scans the predictions table for the low-confidence export.
+    "CollectTrainingData": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    # 3,008 MB: what every account can deploy (new accounts are capped there until a quota increase);
+    # with a raised quota, -c training_memory_mb=10240 trains faster (Lambda gives vCPUs with memory).
+    "TrainingHook": FunctionLimits(memory_mb=3008, timeout_seconds=900),
+    "EvaluateCandidate": FunctionLimits(memory_mb=3008, timeout_seconds=900),
+    "PromoteIfBetter": FunctionLimits(memory_mb=512, timeout_seconds=300),
+}
+
+
+# AWS's documented quotas that can fail a run; the embedded engine enforces each (README, "AWS limits").
+# Step Functions: input or output of a task, state or execution, as UTF-8 bytes.
+STATES_PAYLOAD_BYTES = 256 * 1024
+# An EXPRESS workflow (a Distributed Map's EXPRESS child) ends after this long, whatever its Tasks say.
+EXPRESS_EXECUTION_SECONDS = 5 * 60
+# Lambda.
+LAMBDA_MAX_TIMEOUT_SECONDS = 15 * 60
+LAMBDA_MIN_MEMORY_MB = 128
+LAMBDA_MAX_MEMORY_MB = 10240
+LAMBDA_REQUEST_BYTES = 6 * 1024 * 1024  # synchronous invocation request
+LAMBDA_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # synchronous response: the "6291556 bytes" Lambda's error names
+# DynamoDB.
+DYNAMODB_ITEM_BYTES = 400 * 1024
+DYNAMODB_TRANSACTION_ITEMS = 100
+DYNAMODB_TRANSACTION_BYTES = 4 * 1024 * 1024
+DYNAMODB_BATCH_WRITE_ITEMS = 25
+DYNAMODB_BATCH_GET_KEYS = 100
+# SQS: one message, body and attributes.
+SQS_MESSAGE_BYTES = 256 * 1024
 
 # Placeholders of the definition that are not function ARNs: the retraining outcome's event bus,
 # and the SageMaker training hook (its role, image, instance type, the labels and output locations).

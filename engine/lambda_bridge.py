@@ -5,6 +5,17 @@ handler, registered before any client is made, answers the call itself: it impor
 function's handler, calls it, and replies as Lambda does, including `FunctionError: Unhandled`
 with `{errorType, errorMessage, stackTrace}` when the handler raises, so that Retry and Catch
 see the same error names as in AWS.
+
+It also holds each function to Lambda's limits, as deployed (contract/resource_spec.py):
+- a handler still running at its timeout is answered `Sandbox.Timedout` ("Task timed out after
+  N seconds"). Python cannot kill a thread, so the handler runs on its own thread: the caller
+  gets the timeout at once and the thread finishes in the background, its result dropped (in
+  Lambda the sandbox is frozen instead; either way nothing it returns reaches the caller);
+- a request over 6 MB is refused (`RequestEntityTooLargeException`, HTTP 413) and a response
+  over 6 MB fails the invocation (`Function.ResponseSizeTooLarge`), with Lambda's own messages;
+- memory goes to the handler's context (`memory_limit_in_mb`); a function configured with more
+  than 10,240 MB, or a timeout over 900 s, is refused when it is registered.
+`time_scale` multiplies the timeouts so that tests can run them in seconds; it is 1 by default.
 """
 
 from __future__ import annotations
@@ -25,9 +36,21 @@ import botocore.handlers
 from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
 
+from contract.resource_spec import (
+    LAMBDA_MAX_MEMORY_MB,
+    LAMBDA_MAX_TIMEOUT_SECONDS,
+    LAMBDA_MIN_MEMORY_MB,
+    LAMBDA_REQUEST_BYTES,
+    LAMBDA_RESPONSE_BYTES,
+)
+
 Handler = Callable[[Any, Any], Any]
 # A fault hook sees (function name, event) and may raise to make that invocation fail.
 FaultHook = Callable[[str, Any], None]
+
+
+class FunctionConfigError(ValueError):
+    """A function's memory or timeout is one Lambda would refuse; the message names the function."""
 
 
 @dataclass
@@ -37,12 +60,25 @@ class FunctionSpec:
     memory_mb: int = 1024
     timeout_seconds: int = 900
 
+    def __post_init__(self) -> None:
+        if not LAMBDA_MIN_MEMORY_MB <= self.memory_mb <= LAMBDA_MAX_MEMORY_MB:
+            raise FunctionConfigError(
+                f"function {self.name}: memory {self.memory_mb} MB is outside Lambda's "
+                f"{LAMBDA_MIN_MEMORY_MB}-{LAMBDA_MAX_MEMORY_MB} MB"
+            )
+        if not 1 <= self.timeout_seconds <= LAMBDA_MAX_TIMEOUT_SECONDS:
+            raise FunctionConfigError(
+                f"function {self.name}: timeout {self.timeout_seconds} s is outside Lambda's "
+                f"1-{LAMBDA_MAX_TIMEOUT_SECONDS} s"
+            )
+
 
 @dataclass
 class _Registry:
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     fault_hook: FaultHook | None = None
     invocations: list[tuple[str, float, bool]] = field(default_factory=list)  # (name, seconds, error)
+    time_scale: float = 1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -62,10 +98,11 @@ class LambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = ""
     log_stream_name: str = ""
+    time_scale: float = 1.0
     _deadline: float = 0.0
 
     def __post_init__(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_seconds
+        self._deadline = time.monotonic() + self.timeout_seconds * self.time_scale
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -88,11 +125,20 @@ def install() -> None:
         _installed = True
 
 
-def register(functions: list[FunctionSpec], fault_hook: FaultHook | None = None) -> None:
+def register(functions: list[FunctionSpec], fault_hook: FaultHook | None = None, time_scale: float = 1.0) -> None:
+    if time_scale <= 0:
+        raise ValueError(f"time_scale must be above 0, got {time_scale}")
     with _registry.lock:
         _registry.functions = {f.name: f for f in functions}
         _registry.fault_hook = fault_hook
         _registry.invocations = []
+        _registry.time_scale = time_scale
+
+
+def add(function: FunctionSpec) -> None:
+    """One more function beside the registered ones (tests register their own handlers this way)."""
+    with _registry.lock:
+        _registry.functions[function.name] = function
 
 
 def unregister() -> None:
@@ -130,35 +176,87 @@ def _on_invoke(params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict
     if spec is None:
         return None  # not one of ours: let the call go on to moto or AWS
     body = params.get("body") or b"{}"
-    event = json.loads(body.decode() if isinstance(body, bytes) else body)
+    request = body if isinstance(body, bytes) else body.encode()
+    if len(request) > LAMBDA_REQUEST_BYTES:
+        return _api_error(
+            params, 413, "RequestEntityTooLargeException",
+            f"Request must be smaller than {LAMBDA_REQUEST_BYTES} bytes for the InvokeFunction operation",
+        )
+    event = json.loads(request)
     context = LambdaContext(
         function_name=name,
         memory_limit_in_mb=spec.memory_mb,
         invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{name}",
         timeout_seconds=spec.timeout_seconds,
+        time_scale=_registry.time_scale,
     )
     started = time.perf_counter()
-    error = False
-    try:
-        hook = _registry.fault_hook
-        if hook is not None:
-            hook(name, event)
-        result = _load_handler(spec.handler_path)(event, context)
-        payload, headers = json.dumps(result).encode(), {}
-        parsed: dict[str, Any] = {"StatusCode": 200, "ExecutedVersion": "$LATEST"}
-    except Exception as exc:  # a handler's error is the function's error, as in Lambda
-        error = True
-        payload = json.dumps(
-            {
-                "errorType": exc.error_type if isinstance(exc, InjectedFault) else type(exc).__name__,
-                "errorMessage": str(exc),
-                "stackTrace": traceback.format_exception(exc)[-5:],
-            }
-        ).encode()
-        headers = {"X-Amz-Function-Error": "Unhandled"}
-        parsed = {"StatusCode": 200, "ExecutedVersion": "$LATEST", "FunctionError": "Unhandled"}
+    outcome = _run_until_timeout(spec, event, context, spec.timeout_seconds * _registry.time_scale)
+    error = outcome is None or isinstance(outcome, BaseException)
+    if outcome is None:
+        payload = _error_payload(
+            "Sandbox.Timedout",
+            f"RequestId: {context.aws_request_id} Error: Task timed out after {spec.timeout_seconds:.2f} seconds",
+        )
+    elif isinstance(outcome, BaseException):
+        payload = _error_payload(
+            outcome.error_type if isinstance(outcome, InjectedFault) else type(outcome).__name__,
+            str(outcome),
+            traceback.format_exception(outcome)[-5:],
+        )
+    else:
+        payload = outcome[0]
+        if len(payload) > LAMBDA_RESPONSE_BYTES:
+            error = True
+            payload = _error_payload(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size exceeded maximum allowed payload size ({LAMBDA_RESPONSE_BYTES} bytes).",
+            )
     with _registry.lock:
         _registry.invocations.append((name, time.perf_counter() - started, error))
+    headers = {"X-Amz-Function-Error": "Unhandled"} if error else {}
+    parsed: dict[str, Any] = {"StatusCode": 200, "ExecutedVersion": "$LATEST"}
+    if error:
+        parsed["FunctionError"] = "Unhandled"
     parsed["Payload"] = StreamingBody(io.BytesIO(payload), len(payload))
     parsed["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": headers, "RetryAttempts": 0}
     return AWSResponse(url=params.get("url", ""), status_code=200, headers=headers, raw=None), parsed
+
+
+def _run_until_timeout(
+    spec: FunctionSpec, event: Any, context: LambdaContext, timeout: float
+) -> tuple[bytes] | BaseException | None:
+    """The handler's JSON result, or the error it raised, or None if it is still running at `timeout`."""
+    outcome: list[tuple[bytes] | BaseException] = []
+
+    def invoke() -> None:
+        try:
+            hook = _registry.fault_hook
+            if hook is not None:
+                hook(spec.name, event)
+            outcome.append((json.dumps(_load_handler(spec.handler_path)(event, context)).encode(),))
+        except Exception as exc:  # a handler's error is the function's error, as in Lambda
+            outcome.append(exc)
+
+    handler_thread = threading.Thread(target=invoke, name=f"lambda-{spec.name}", daemon=True)
+    handler_thread.start()
+    handler_thread.join(timeout)
+    return outcome[0] if outcome else None
+
+
+def _error_payload(error_type: str, message: str, stack_trace: list[str] | None = None) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message, "stackTrace": stack_trace or []}).encode()
+
+
+def _api_error(
+    params: dict[str, Any], status: int, code: str, message: str
+) -> tuple[AWSResponse, dict[str, Any]]:
+    """Lambda's API refusing the call itself (botocore raises it as a ClientError, as from AWS)."""
+    headers = {"x-amzn-ErrorType": code}
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "Type": "User",
+        "message": message,
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers, "RetryAttempts": 0},
+    }
+    return AWSResponse(url=params.get("url", ""), status_code=status, headers=headers, raw=None), parsed

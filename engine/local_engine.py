@@ -17,6 +17,7 @@ import boto3
 from contract.resource_spec import (
     DAILY_COUNTS,
     FAILURES,
+    FUNCTION_LIMITS,
     FUNCTIONS,
     IMAGES_PREFIX,
     LABELS_PREFIX,
@@ -27,6 +28,7 @@ from contract.resource_spec import (
     RUN_STATE,
     RUNS_PREFIX,
     TABLES,
+    FunctionLimits,
     function_arn_placeholder,
     upload_event_pattern,
 )
@@ -41,6 +43,18 @@ MOTO_CONFIG: dict[str, Any] = {
     "lambda": {"use_docker": False},
 }
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+TIME_SCALE_VARIABLE = "BATCHINFER_ENGINE_TIME_SCALE"
+
+
+def _time_scale_from_environment() -> float:
+    raw = os.environ.get(TIME_SCALE_VARIABLE, "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ValueError(f"{TIME_SCALE_VARIABLE}={raw!r} is not a number") from None
+    if scale <= 0:
+        raise ValueError(f"{TIME_SCALE_VARIABLE}={raw!r} must be above 0")
+    return scale
 
 
 @dataclass
@@ -58,6 +72,11 @@ class LocalConfig:
     extra_settings: dict[str, str] = field(default_factory=dict)
     # A fault plan (engine/faults.py): chosen Lambda invocations fail, time out or throttle.
     faults: str = field(default_factory=lambda: os.environ.get("BATCHINFER_FAULTS", ""))
+    # Multiplies every limit's duration (function timeouts, the EXPRESS child's 5 minutes) so that
+    # tests can reach them in seconds. 1, the deployed values, unless a test asks otherwise.
+    time_scale: float = field(default_factory=_time_scale_from_environment)
+    # Memory and timeout per function: the deployed ones (resource spec) unless overridden here.
+    function_limits: dict[str, FunctionLimits] = field(default_factory=lambda: dict(FUNCTION_LIMITS))
 
     @property
     def bucket(self) -> str:
@@ -110,6 +129,15 @@ class LocalEngine:
         self.config = config or LocalConfig()
         self.port = port
         self.faults = FaultPlan.parse(self.config.faults)  # a bad rule fails here, before anything starts
+        # Likewise a memory or timeout that Lambda would refuse.
+        self.function_specs = [
+            lambda_bridge.FunctionSpec(
+                self.config.function_name(fn), path,
+                memory_mb=self.config.function_limits[fn].memory_mb,
+                timeout_seconds=self.config.function_limits[fn].timeout_seconds,
+            )
+            for fn, path in FUNCTIONS.items()
+        ]
         self._mock: Any = None
         self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -152,13 +180,12 @@ class LocalEngine:
             self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
         moto_patches.install()
+        moto_patches.limits.time_scale = self.config.time_scale
         _reset_function_caches()
         lambda_bridge.register(
-            [
-                lambda_bridge.FunctionSpec(self.config.function_name(fn), path)
-                for fn, path in FUNCTIONS.items()
-            ],
+            self.function_specs,
             fault_hook=self.faults or None,
+            time_scale=self.config.time_scale,
         )
         self.create_resources()
         self.deploy_definition()
@@ -270,14 +297,19 @@ class LocalEngine:
         return values
 
     def deploy_definition(self) -> None:
-        definition = adapt_for_local_engine(render(self.substitutions()))
+        self.state_machine_arn = self.create_state_machine(self.config.name, render(self.substitutions()))
+
+    def create_state_machine(self, name: str, definition: dict[str, Any]) -> str:
+        """Deploy a definition as written for AWS: adapted for moto, with its EXPRESS children's limit kept."""
         sfn = self.client("stepfunctions")
-        self.state_machine_arn = sfn.create_state_machine(
-            name=self.config.name,
-            definition=json.dumps(definition),
+        arn = str(sfn.create_state_machine(
+            name=name,
+            definition=json.dumps(adapt_for_local_engine(definition)),
             roleArn=f"arn:aws:iam::{self.config.account}:role/{self.config.name}-workflow",
             type="STANDARD",
-        )["stateMachineArn"]
+        )["stateMachineArn"])
+        moto_patches.set_express_children(arn, maps_with_express_children(definition))
+        return arn
 
     # -- runs ------------------------------------------------------------------------------
     def start_execution(self, run_input: Any, name: str | None = None) -> str:
@@ -331,6 +363,23 @@ class LocalEngine:
     @property
     def state_table(self) -> str:
         return self.table(RUN_STATE)
+
+
+def maps_with_express_children(definition: dict[str, Any]) -> set[str]:
+    """Names of the Map states whose children are EXPRESS workflows, nested ones included."""
+    names: set[str] = set()
+
+    def visit(states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            processor = state.get("ItemProcessor") or state.get("Iterator") or {}
+            if processor.get("ProcessorConfig", {}).get("ExecutionType") == "EXPRESS":
+                names.add(name)
+            visit(processor.get("States", {}))
+            for branch in state.get("Branches", []):
+                visit(branch.get("States", {}))
+
+    visit(definition.get("States", {}))
+    return names
 
 
 def _reset_function_caches() -> None:

@@ -9,10 +9,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contract.resource_spec import (
-    DEFAULT_TIMEOUT_SECONDS,
+    EXPRESS_EXECUTION_SECONDS,
+    FUNCTION_LIMITS,
+    LAMBDA_MAX_MEMORY_MB,
+    LAMBDA_MAX_TIMEOUT_SECONDS,
     PIPE_BATCH_SIZE,
     PIPE_WINDOW_SECONDS,
-    TIMEOUT_SECONDS,
+    STATES_PAYLOAD_BYTES,
     function_arn_placeholder,
 )
 from workflow.definition import definition_text
@@ -36,11 +39,9 @@ _JOB_NAME_PART = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9])*$")
 _JOB_NAME_MAX_MODEL = 63 - len("batchinfer--v20250101000000")
 TRAINING_HOOKS = ("lambda", "sagemaker")
 
-# AWS limits a deployment must fit, or runs fail at run time (checked against the AWS documentation).
-EXPRESS_CHILD_SECONDS = 300  # an EXPRESS execution (the Classify map's child) ends at 5 minutes
-PAYLOAD_BYTES = 256 * 1024  # Step Functions execution input and state input/output
-LAMBDA_MAX_MEMORY_MB = 10240
-LAMBDA_MAX_TIMEOUT_SECONDS = 900
+# AWS limits a deployment must fit, or runs fail at run time (their figures: contract/resource_spec.py).
+EXPRESS_CHILD_SECONDS = EXPRESS_EXECUTION_SECONDS  # the Classify map's child is an EXPRESS execution
+PAYLOAD_BYTES = STATES_PAYLOAD_BYTES  # Step Functions execution input and state input/output
 # One SQS record of an S3 "Object Created" event as the pipe delivers it: 1.3 KiB measured with a short
 # key, 2.3 KiB with the longest key S3 allows (1,024 bytes); 3 KiB leaves room for AWS's own attributes.
 PIPE_RECORD_BYTES = 3 * 1024
@@ -107,11 +108,8 @@ class DeployConfig:
     score_schedule: str = "cron(0 2 * * ? *)"
     retrain_schedule: str = "cron(0 4 ? * SUN *)"
     # The ClassifyBatch container function. Lambda gives vCPUs in proportion to memory.
-    classify_memory_mb: int = 3008
-    # The Classify map's children are EXPRESS executions, which end at 5 minutes whatever a Task's
-    # timeout says, Retry attempts included: 3 attempts at 60 s, the backoffs and RecordBatchFailure
-    # fit in 246 s (a batch of 32 takes a few seconds). `cdk synth` refuses a value that cannot fit.
-    classify_timeout_seconds: int = 60
+    classify_memory_mb: int = FUNCTION_LIMITS["ClassifyBatch"].memory_mb
+    classify_timeout_seconds: int = FUNCTION_LIMITS["ClassifyBatch"].timeout_seconds
     # None leaves the function on the account's unreserved pool (new accounts cannot reserve).
     classify_reserved_concurrency: int | None = None
     # Batches classified at once by the Distributed Map, and images per batch.
@@ -138,11 +136,9 @@ class DeployConfig:
     training_hook_function_arn: str | None = None
     training_image_uri: str | None = None
     training_instance_type: str = "ml.m5.large"
-    # The TrainingHook and EvaluateCandidate container functions (both run at most 900 s). 3,008 MB
-    # is what every account can deploy (new accounts are capped there until a quota increase); with a
-    # raised quota, -c training_memory_mb=10240 trains faster (Lambda gives vCPUs with memory).
-    training_memory_mb: int = 3008
-    evaluation_memory_mb: int = 3008
+    # The TrainingHook and EvaluateCandidate container functions (both run at most 900 s).
+    training_memory_mb: int = FUNCTION_LIMITS["TrainingHook"].memory_mb
+    evaluation_memory_mb: int = FUNCTION_LIMITS["EvaluateCandidate"].memory_mb
     # Retraining runs when at least this many labelled images are new since the last training.
     min_new_labels: int = 50
     # A candidate is promoted when its held-out accuracy >= the current model's + this margin.
@@ -234,7 +230,7 @@ class DeployConfig:
     def _validate_aws_limits(self) -> None:
         """Values inside their own ranges that AWS would still reject at run time, failing runs."""
         worst = child_worst_case_seconds(
-            {**{n: TIMEOUT_SECONDS.get(n, DEFAULT_TIMEOUT_SECONDS) for n in ("RecordBatchFailure",)},
+            {"RecordBatchFailure": FUNCTION_LIMITS["RecordBatchFailure"].timeout_seconds,
              "ClassifyBatch": self.classify_timeout_seconds}
         )
         if worst > EXPRESS_CHILD_SECONDS:
@@ -242,7 +238,7 @@ class DeployConfig:
                 f"bad context value: classify_timeout_seconds={self.classify_timeout_seconds} does not fit the "
                 f"Classify map's EXPRESS child: its worst case (every Retry attempt at "
                 f"{self.classify_timeout_seconds} s, the backoffs and RecordBatchFailure at "
-                f"{TIMEOUT_SECONDS['RecordBatchFailure']} s) is {worst:.0f} s, "
+                f"{FUNCTION_LIMITS['RecordBatchFailure'].timeout_seconds} s) is {worst:.0f} s, "
                 f"and an EXPRESS execution ends at {EXPRESS_CHILD_SECONDS} s; lower classify_timeout_seconds "
                 f"(or batch_size={self.batch_size}, so that a batch takes less time)"
             )

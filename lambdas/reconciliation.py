@@ -120,7 +120,9 @@ def failed_child_errors(source: ImageSource, classify: dict[str, Any]) -> dict[s
     for result_file in (manifest.get("ResultFiles") or {}).get("FAILED") or []:
         for entry in source.read_json(manifest.get("DestinationBucket") or details["Bucket"], result_file["Key"]):
             try:
-                batch_id = json.loads(entry.get("Input") or "{}")["batch"]["batch_id"]
+                child_input = entry.get("Input") or "{}"
+                child_input = json.loads(child_input) if isinstance(child_input, str) else child_input
+                batch_id = child_input["batch"]["batch_id"]
             except (KeyError, TypeError, ValueError):
                 continue
             error_type, message = describe_error({"Error": entry.get("Error"), "Cause": entry.get("Cause")})

@@ -15,8 +15,8 @@ from constructs import Construct
 from contract.resource_spec import (
     CONTAINER_FUNCTIONS,
     DAILY_COUNTS,
-    DEFAULT_TIMEOUT_SECONDS,
     FAILURES,
+    FUNCTION_LIMITS,
     FUNCTIONS,
     IMAGES_PREFIX,
     MODELS_PREFIX,
@@ -25,7 +25,6 @@ from contract.resource_spec import (
     RUN_STATE,
     RUNS_PREFIX,
     TABLES,
-    TIMEOUT_SECONDS,
 )
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
@@ -141,8 +140,8 @@ class Functions(Construct):
                 code=code,
                 layers=[powertools],
                 role=role,
-                memory_size=512,
-                timeout=cdk.Duration.seconds(TIMEOUT_SECONDS.get(name, DEFAULT_TIMEOUT_SECONDS)),
+                memory_size=FUNCTION_LIMITS[name].memory_mb,
+                timeout=cdk.Duration.seconds(FUNCTION_LIMITS[name].timeout_seconds),
                 environment=environment,
                 logging_format=lambda_.LoggingFormat.JSON,
                 log_group=log_group,

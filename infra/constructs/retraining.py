@@ -8,7 +8,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from contract.resource_spec import DEFINITION_PARAMETERS, LABELS_PREFIX, MODELS_PREFIX, RUNS_PREFIX
+from contract.resource_spec import (
+    DEFINITION_PARAMETERS,
+    FUNCTION_LIMITS,
+    LABELS_PREFIX,
+    MODELS_PREFIX,
+    RUNS_PREFIX,
+)
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -24,8 +30,6 @@ from infra.constructs.storage import Storage
 
 TRAINING_HOOK = "TrainingHook"
 EVALUATE_CANDIDATE = "EvaluateCandidate"
-# Lambda runs a function for at most 15 minutes; the definition's TimeoutSeconds match.
-CONTAINER_TIMEOUT_SECONDS = 900
 # The definition names each training job batchinfer-<model_name>-<candidate version>.
 TRAINING_JOB_PREFIX = "batchinfer-"
 # The rule Step Functions manages to learn when a training job it waits for (.sync) ends.
@@ -103,7 +107,7 @@ class Retraining(Construct):
             role=role,
             log_group=log_group,
             memory_mb=memory_mb,
-            timeout_seconds=CONTAINER_TIMEOUT_SECONDS,
+            timeout_seconds=FUNCTION_LIMITS[name].timeout_seconds,
             description=description,
         )
         acknowledge(

@@ -10,14 +10,13 @@ from aws_cdk.assertions import Template
 
 from contract.resource_spec import (
     CONTAINER_FUNCTIONS,
-    DEFAULT_TIMEOUT_SECONDS,
+    FUNCTION_LIMITS,
     FUNCTIONS,
     IMAGES_PREFIX,
     PIPE_BATCH_SIZE,
     PIPE_WINDOW_SECONDS,
     RUNS_PREFIX,
     TABLES,
-    TIMEOUT_SECONDS,
     upload_event_pattern,
 )
 from engine.local_engine import LocalConfig
@@ -145,7 +144,8 @@ def test_zip_functions_run_the_handlers_of_the_spec_on_python_312(synthesized: A
     function = _function(synthesized, name)
     assert function["Runtime"] == "python3.12"
     assert function["Handler"] == FUNCTIONS[name]
-    assert function["Timeout"] == TIMEOUT_SECONDS.get(name, DEFAULT_TIMEOUT_SECONDS)
+    assert (function["MemorySize"], function["Timeout"]) == (FUNCTION_LIMITS[name].memory_mb,
+                                                             FUNCTION_LIMITS[name].timeout_seconds)
     assert function["TracingConfig"] == {"Mode": "Active"}
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
     [layer] = function["Layers"]
