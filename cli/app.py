@@ -187,14 +187,15 @@ def local_serve(
 
 # -- runs ------------------------------------------------------------------------------------------
 def _wait_with_progress(target: Any, run_id: str) -> dict[str, Any]:
-    from operate.operations import progress, wait
+    from operate.operations import RunProgress, wait
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=errors, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
+                  TimeElapsedColumn(), console=errors, transient=True) as bar:
         task = bar.add_task(f"run {run_id}", total=None)
+        progress = RunProgress(target, run_id)  # one DescribeMapRun a poll, whatever the run's size
 
         def poll(description: dict[str, Any]) -> None:
-            done, planned = progress(target, run_id)
+            done, planned = progress()
             bar.update(task, completed=done, total=planned)
 
         return dict(guarded(wait, target, run_id, poll))

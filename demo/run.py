@@ -15,7 +15,8 @@ from demo import digits
 from engine.local_engine import LocalConfig, LocalEngine
 from inference_image.classifier import COMPILED_FILE, compile_model, publish_compiled
 from lambdas.model_registry import ModelRegistry
-from lambdas.stores import MODEL_PREFIX, RunStateStore, scan_all
+from lambdas.stores import MODEL_PREFIX, scan_all
+from operate.operations import RunProgress
 
 # Objects that are not usable images, uploaded beside the digits to show that they fail alone.
 BAD_OBJECTS = {
@@ -122,16 +123,15 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
         arn = engine.start_execution({"mode": "score"})
         run_id = arn.rsplit(":", 1)[-1]
         console.print(f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
-        state = RunStateStore(engine.client("dynamodb"), engine.state_table)
         expected = images + len(BAD_OBJECTS)
-        with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+        run_progress = RunProgress(engine.target(), run_id)  # the Map Run's counts: O(1) a poll
+        with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
-            task = progress.add_task("classify", total=expected)
+            task = progress.add_task("classify", total=None)
 
             def poll() -> None:
-                done = sum(int(r.get("images", r.get("scored", 0) + r.get("failed", 0)))
-                           for r in state.batch_results(run_id))
-                progress.update(task, completed=done)
+                done, planned = run_progress()
+                progress.update(task, completed=done, total=planned)
 
             description = engine.wait(arn, on_poll=poll)
             poll()
