@@ -34,6 +34,7 @@ from urllib.parse import unquote
 
 import botocore.handlers
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.response import StreamingBody
 
 from contract.resource_spec import (
@@ -220,7 +221,8 @@ def _on_invoke(params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict
         parsed["FunctionError"] = "Unhandled"
     parsed["Payload"] = StreamingBody(io.BytesIO(payload), len(payload))
     parsed["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": headers, "RetryAttempts": 0}
-    return AWSResponse(url=params.get("url", ""), status_code=200, headers=headers, raw=None), parsed
+    response = AWSResponse(url=params.get("url", ""), status_code=200, headers=HTTPHeaders.from_dict(headers), raw=None)
+    return response, parsed
 
 
 def _run_until_timeout(
@@ -259,4 +261,5 @@ def _api_error(
         "message": message,
         "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers, "RetryAttempts": 0},
     }
-    return AWSResponse(url=params.get("url", ""), status_code=status, headers=headers, raw=None), parsed
+    return AWSResponse(url=params.get("url", ""), status_code=status, headers=HTTPHeaders.from_dict(headers),
+                       raw=None), parsed

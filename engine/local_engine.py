@@ -27,6 +27,7 @@ from contract.resource_spec import (
     PREDICTIONS,
     RUN_STATE,
     RUNS_PREFIX,
+    SQS_MESSAGE_BYTES,
     TABLES,
     FunctionLimits,
     function_arn_placeholder,
@@ -264,7 +265,9 @@ class LocalEngine:
             Bucket=self.config.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
         )
         sqs = self.client("sqs")
-        self.queue_url = sqs.create_queue(QueueName=self.config.queue_name)["QueueUrl"]
+        self.queue_url = sqs.create_queue(
+            QueueName=self.config.queue_name, Attributes={"MaximumMessageSize": str(SQS_MESSAGE_BYTES)}
+        )["QueueUrl"]
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
         events = self.client("events")

@@ -37,16 +37,21 @@ Step Functions:
 9. A Distributed Map's tolerated failures: moto parsed ToleratedFailureCount/Percentage but
    ignored failed children (the Map succeeded whatever failed). Now failed and timed-out children
    count against the threshold, default 0, and past it the Map fails with
-   `States.ExceedToleratedFailureThreshold`. Each failed child's input, error and cause are kept
-   on the Map Run (`failed_children`) for a ResultWriter to report. moto's grammar also refused a
+   `States.ExceedToleratedFailureThreshold`. Each child's input, and a failed child's error and
+   cause, are kept on the Map Run for the ResultWriter (fix 12). moto's grammar also refused a
    whole-number `ToleratedFailurePercentage` (`5`, as AWS's examples write it; only `5.0` parsed):
    the definition text is read with such numbers as decimals.
-10. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
-    Map state's input, as in AWS; moto read them from the list of the children's results, so a path
-    into the state's input failed the Map with States.Runtime. It also writes the failed children
-    (fix 9 keeps them) to a FAILED_0.json listed in its manifest.json, in AWS's format (each entry's
-    Input a JSON string, with Error and Cause); moto wrote an empty list. Succeeded results are
-    still not written (the run does not read them).
+
+DynamoDB and SQS quotas moto does not check (it does check the 400 KB item, 100 TransactWriteItems
+and 100 BatchGetItem keys itself):
+10. BatchWriteItem takes at most 25 requests; TransactWriteItems at most 4 MB of items.
+11. An SQS message counts its attributes as well as its body against the queue's MaximumMessageSize
+    (moto counted the body's characters only).
+
+12. A Distributed Map's ResultWriter writes AWS's result files beside manifest.json:
+    SUCCEEDED_0.json and FAILED_0.json (failed and timed-out children, with Error and Cause), each
+    an array of child execution records with Input and Output as JSON strings, listed in the
+    manifest's ResultFiles. moto wrote an empty manifest only.
 """
 
 from __future__ import annotations
@@ -60,7 +65,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.resource_spec import EXPRESS_EXECUTION_SECONDS, STATES_PAYLOAD_BYTES
+from contract.resource_spec import (
+    DYNAMODB_BATCH_WRITE_ITEMS,
+    DYNAMODB_TRANSACTION_BYTES,
+    EXPRESS_EXECUTION_SECONDS,
+    STATES_PAYLOAD_BYTES,
+)
 
 
 def install() -> None:
@@ -73,7 +83,9 @@ def install() -> None:
     states_errors_pass_through_branches()
     express_children_time_out()
     tolerated_failures_enforced()
-    result_writer_reads_the_state_input()
+    dynamodb_request_quotas()
+    sqs_message_size()
+    result_writer_files()
 
 
 _state = threading.local()
@@ -486,6 +498,8 @@ def _eval_child_job(self: Any, env: Any, job: Any) -> None:
         env.stack.append(env.states.get_input())
         self._eval_input(env_frame=env)
         child_input = env.states.get_input()
+        with _failed_children_lock:
+            record.__dict__.setdefault("child_inputs", {})[job.job_index] = child_input
         env._child_seconds = getattr(self, "_child_seconds", None)
         job.job_program.eval(env)
         end = env.program_state()
@@ -623,53 +637,151 @@ def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, per
     )
 
 
-def result_writer_reads_the_state_input() -> None:
-    """Fix 10: the ResultWriter's Parameters come from the Map state's input; failed children are reported."""
-    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3 import (  # noqa: E501
-        ResourceEvalS3,
-    )
-    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import (
-        ResultWriter,
+def _attribute_bytes(name: str, value: dict[str, Any]) -> int:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return len(name.encode()) + int(DynamoType(value).size())
+
+
+def _transaction_bytes(transact_items: list[dict[str, Any]]) -> int:
+    """The items a transaction writes, sized as DynamoDB sizes items (names and values)."""
+    total = 0
+    for entry in transact_items:
+        for operation in entry.values():
+            attributes = {**operation.get("Item", {}), **operation.get("Key", {}),
+                          **operation.get("ExpressionAttributeValues", {})}
+            total += sum(_attribute_bytes(name, value) for name, value in attributes.items())
+    return total
+
+
+def dynamodb_request_quotas() -> None:
+    """Fix 10: BatchWriteItem's 25 requests and TransactWriteItems' 4 MB."""
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.batch_write_item, "_quota", False):
+        return
+    batch_write_item, transact_write_items = DynamoHandler.batch_write_item, DynamoHandler.transact_write_items
+
+    def checked_batch_write_item(self: Any) -> Any:
+        requests = sum(len(table_requests) for table_requests in self.body.get("RequestItems", {}).values())
+        if requests > DYNAMODB_BATCH_WRITE_ITEMS:
+            raise MockValidationException("Too many items requested for the BatchWriteItem call")
+        return batch_write_item(self)
+
+    def checked_transact_write_items(self: Any) -> Any:
+        if _transaction_bytes(self.body.get("TransactItems", [])) > DYNAMODB_TRANSACTION_BYTES:
+            raise MockValidationException("Transaction request cannot be larger than 4 MB")
+        return transact_write_items(self)
+
+    checked_batch_write_item._quota = True  # type: ignore[attr-defined]
+    DynamoHandler.batch_write_item = checked_batch_write_item  # type: ignore[method-assign]
+    DynamoHandler.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
+
+
+def _sqs_message_bytes(body: str, attributes: dict[str, Any] | None) -> int:
+    size = len(body.encode())
+    for name, attribute in (attributes or {}).items():
+        value = attribute.get("StringValue") or attribute.get("BinaryValue") or ""
+        size += len(name.encode()) + len(str(attribute.get("DataType", "")).encode())
+        size += len(value) if isinstance(value, bytes) else len(str(value).encode())
+    return size
+
+
+def sqs_message_size() -> None:
+    """Fix 11: a message's body and attributes, in bytes, within the queue's MaximumMessageSize."""
+    from moto.sqs.exceptions import InvalidParameterValue
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend.send_message, "_sized", False):
+        return
+    send_message, send_message_batch = SQSBackend.send_message, SQSBackend.send_message_batch
+
+    def check(queue: Any, body: str, attributes: dict[str, Any] | None) -> None:
+        limit = int(queue.maximum_message_size)
+        if _sqs_message_bytes(body, attributes) > limit:
+            raise InvalidParameterValue(
+                f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
+            )
+
+    def checked_send_message(self: Any, queue_name: str, message_body: str, *args: Any, **kwargs: Any) -> Any:
+        check(self.get_queue(queue_name), message_body, kwargs.get("message_attributes", args[0] if args else None))
+        return send_message(self, queue_name, message_body, *args, **kwargs)
+
+    def checked_send_message_batch(self: Any, queue_name: str, entries: dict[str, dict[str, Any]]) -> Any:
+        queue = self.get_queue(queue_name)
+        for entry in entries.values():
+            check(queue, entry.get("MessageBody", ""), entry.get("MessageAttributes"))
+        return send_message_batch(self, queue_name, entries)
+
+    checked_send_message._sized = True  # type: ignore[attr-defined]
+    SQSBackend.send_message = checked_send_message  # type: ignore[method-assign]
+    SQSBackend.send_message_batch = checked_send_message_batch  # type: ignore[method-assign]
+
+
+def result_writer_files() -> None:
+    """Fix 12: SUCCEEDED_0.json and FAILED_0.json, as AWS's ResultWriter writes them."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval import (
+        resource_eval_s3,
     )
 
-    if getattr(ResultWriter._eval_body, "_state_input", False):
+    evaluator = resource_eval_s3.ResourceEvalS3
+    if getattr(evaluator._handle_put_object, "_files", False):
         return
 
-    def _eval_body(self: Any, env: Any) -> None:
+    def handle_put_object(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
+        parameters = env.stack.pop()
         results = env.stack.pop()
-        env.stack.append(env.states.get_input())
-        self.parargs.eval(env=env)
-        parameters = env.stack.pop()
-        env.stack.pop()
-        env.stack.append(results)
-        env.stack.append(parameters)
-        self.resource_eval.eval_resource(env=env)
-
-    def _handle_put_object(env: Any, resource_runtime_part: Any, state_credentials: Any) -> None:
-        parameters = env.stack.pop()
-        env.stack.pop()  # the children's results: not written here
-        s3 = ResourceEvalS3._get_s3_client(resource_runtime_part=resource_runtime_part,
-                                           state_credentials=state_credentials)
+        s3 = evaluator._get_s3_client(resource_runtime_part=resource_runtime_part, state_credentials=state_credentials)
         record = env.map_run_record_pool_manager.get_all().pop()
-        prefix = parameters.get("Prefix") or ""
+        prefix = parameters.get("Prefix", "")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         folder = f"{prefix}{record.map_run_arn.split(':')[-1]}/"
-        failed = [
-            {"Status": child["Status"], "Error": child.get("Error"), "Cause": child.get("Cause"),
-             "Input": json.dumps(child.get("Input")), "Name": str(child.get("Index"))}
-            for child in record.__dict__.get("failed_children", [])
-        ]
-        files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
-        if failed:
-            body = json.dumps(failed).encode()
-            s3.put_object(Bucket=parameters["Bucket"], Key=f"{folder}FAILED_0.json", Body=body)
-            files["FAILED"].append({"Key": f"{folder}FAILED_0.json", "Size": len(body)})
-        manifest = {"DestinationBucket": parameters["Bucket"], "MapRunArn": record.map_run_arn, "ResultFiles": files}
-        s3.put_object(Bucket=parameters["Bucket"], Key=f"{folder}manifest.json", Body=json.dumps(manifest).encode())
+        files = _result_files(record, results)
+        listed: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        for status, entries in files.items():
+            if not entries:
+                continue
+            body = json.dumps(entries).encode()
+            key = f"{folder}{status}_0.json"
+            s3.put_object(Bucket=parameters["Bucket"], Key=key, Body=body)
+            listed[status].append({"Key": key, "Size": len(body)})
+        manifest = {"DestinationBucket": parameters["Bucket"], "MapRunArn": record.map_run_arn,
+                    "ResultFiles": listed}
+        key = f"{folder}manifest.json"
+        s3.put_object(Bucket=parameters["Bucket"], Key=key, Body=json.dumps(manifest, indent=2).encode())
         env.stack.append({"MapRunArn": record.map_run_arn,
-                          "ResultWriterDetails": {"Bucket": parameters["Bucket"], "Key": f"{folder}manifest.json"}})
+                          "ResultWriterDetails": {"Bucket": parameters["Bucket"], "Key": key}})
 
-    _eval_body._state_input = True  # type: ignore[attr-defined]
-    ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
-    ResourceEvalS3._handle_put_object = staticmethod(_handle_put_object)  # type: ignore[assignment]
+    handle_put_object._files = True  # type: ignore[attr-defined]
+    evaluator._handle_put_object = staticmethod(handle_put_object)  # type: ignore[assignment]
+
+
+def _result_files(record: Any, results: Any) -> dict[str, list[dict[str, Any]]]:
+    inputs: dict[int, Any] = record.__dict__.get("child_inputs", {})
+    failed = {child["Index"]: child for child in record.__dict__.get("failed_children", [])}
+
+    def entry(index: int, status: str, **extra: Any) -> dict[str, Any]:
+        name = f"{record.map_run_arn.split(':')[-1]}-{index:06d}"
+        return {
+            "ExecutionArn": f"{record.map_state_machine_arn.replace(':mapRun:', ':execution:')}:{name}",
+            "Name": name,
+            "StateMachineArn": record.map_state_machine_arn.replace(":mapRun:", ":stateMachine:"),
+            "Status": status,
+            "InputDetails": {"Included": True},
+            **extra,
+        }
+
+    succeeded = [
+        entry(index, "SUCCEEDED", Input=json.dumps(inputs[index]), Output=json.dumps(output),
+              OutputDetails={"Included": True})
+        for index, output in enumerate(results if isinstance(results, list) else [])
+        if index not in failed and index in inputs
+    ]
+    failures = [
+        entry(index, child["Status"], Input=json.dumps(child.get("Input")), Error=child.get("Error"),
+              Cause=child.get("Cause"))
+        for index, child in sorted(failed.items())
+    ]
+    return {"SUCCEEDED": succeeded, "FAILED": failures, "PENDING": []}

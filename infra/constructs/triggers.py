@@ -15,7 +15,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from contract.resource_spec import upload_event_pattern
+from contract.resource_spec import SQS_MESSAGE_BYTES, upload_event_pattern
 from infra.config import DeployConfig
 from infra.constructs.storage import Storage
 
@@ -73,6 +73,8 @@ class Triggers(Construct):
             enforce_ssl=True,
             visibility_timeout=cdk.Duration.minutes(5),
             retention_period=cdk.Duration.days(4),
+            # Explicit, from the resource spec, so that the embedded engine's queue has the same limit.
+            max_message_size_bytes=SQS_MESSAGE_BYTES,
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=5),
         )
         # The same pattern the local engine's rule uses.

@@ -129,3 +129,31 @@ def test_a_caught_threshold_lets_the_run_go_on(engine: LocalEngine) -> None:
     result = run_small_machine(engine, definition)
     assert result["status"] == "SUCCEEDED"
     assert json.loads(result["output"])["map_error"]["Error"] == "States.ExceedToleratedFailureThreshold"
+
+
+def test_a_result_writer_writes_the_succeeded_and_failed_children_as_aws_does(engine: LocalEngine) -> None:
+    definition = failing_children(ToleratedFailurePercentage=100, ResultWriter={
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {"Bucket": engine.config.bucket, "Prefix": "map-results"}})
+    definition["States"]["EachItem"]["ResultPath"] = "$.written"
+    put_items(engine, "ten.json", [{"n": n} for n in range(10)])
+    definition["States"]["EachItem"]["ItemReader"]["Parameters"] = {"Bucket": engine.config.bucket,
+                                                                     "Key": "ten.json"}
+    result = run_small_machine(engine, definition)
+    assert result["status"] == "SUCCEEDED", result
+    details = json.loads(result["output"])["written"]["ResultWriterDetails"]
+    s3 = engine.client("s3")
+
+    def read(key: str) -> Any:
+        return json.loads(s3.get_object(Bucket=details["Bucket"], Key=key)["Body"].read())
+
+    manifest = read(details["Key"])
+    assert [f["Key"].rsplit("/", 1)[1] for f in manifest["ResultFiles"]["SUCCEEDED"]] == ["SUCCEEDED_0.json"]
+    assert [f["Key"].rsplit("/", 1)[1] for f in manifest["ResultFiles"]["FAILED"]] == ["FAILED_0.json"]
+    succeeded = read(manifest["ResultFiles"]["SUCCEEDED"][0]["Key"])
+    failed = read(manifest["ResultFiles"]["FAILED"][0]["Key"])
+    assert sorted(json.loads(e["Input"])["n"] for e in succeeded) == [1, 2, 3, 4, 6, 7, 8, 9]
+    assert {e["Status"] for e in succeeded} == {"SUCCEEDED"}
+    assert sorted(json.loads(e["Input"])["n"] for e in failed) == [0, 5]
+    assert {(e["Status"], e["Error"], e["Cause"]) for e in failed} == {
+        ("FAILED", "BrokenItem", "this item cannot be processed")}
