@@ -52,6 +52,9 @@ and 100 BatchGetItem keys itself):
     SUCCEEDED_0.json and FAILED_0.json (failed and timed-out children, with Error and Cause), each
     an array of child execution records with Input and Output as JSON strings, listed in the
     manifest's ResultFiles. moto wrote an empty manifest only.
+13. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
+    Map state's input, as in AWS; moto read them from the list of the children's results, so a path
+    into the state's input failed the Map with States.Runtime.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def install() -> None:
     dynamodb_request_quotas()
     sqs_message_size()
     result_writer_files()
+    result_writer_reads_the_state_input()
 
 
 _state = threading.local()
@@ -785,3 +789,26 @@ def _result_files(record: Any, results: Any) -> dict[str, list[dict[str, Any]]]:
         for index, child in sorted(failed.items())
     ]
     return {"SUCCEEDED": succeeded, "FAILED": failures, "PENDING": []}
+
+
+def result_writer_reads_the_state_input() -> None:
+    """Fix 13: the ResultWriter's Parameters are evaluated against the Map state's input."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import (
+        ResultWriter,
+    )
+
+    if getattr(ResultWriter._eval_body, "_state_input", False):
+        return
+
+    def _eval_body(self: Any, env: Any) -> None:
+        results = env.stack.pop()
+        env.stack.append(env.states.get_input())
+        self.parargs.eval(env=env)
+        parameters = env.stack.pop()
+        env.stack.pop()
+        env.stack.append(results)  # where the S3 handler expects them, under its parameters
+        env.stack.append(parameters)
+        self.resource_eval.eval_resource(env=env)
+
+    _eval_body._state_input = True  # type: ignore[attr-defined]
+    ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
