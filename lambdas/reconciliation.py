@@ -23,6 +23,7 @@ from lambdas.stores import COUNTED, FailureStore, ImageSource, PredictionStore, 
 # Batches looked up together: one BatchGetItem of run-state keys (at most 100 keys per call).
 BATCHES_PER_PAGE = 100
 MAX_REASON_DETAIL = 300
+_DELIMITERS = ",] \t\r\n"
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,8 @@ class ReconcileRequest:
 def manifest_pages(source: ImageSource, bucket: str, key: str,
                    page_size: int = BATCHES_PER_PAGE) -> Iterator[list[Batch]]:
     """The manifest's batches, `page_size` at a time, parsed from the object as it streams in."""
-    body = source.client.get_object(Bucket=bucket, Key=key)["Body"]
     page: list[Batch] = []
-    for value in iter_json_array(body.iter_chunks(chunk_size=1 << 20), f"s3://{bucket}/{key}"):
+    for value in iter_json_array(source.stream_object(bucket, key), f"s3://{bucket}/{key}"):
         page.append(Batch.from_dict(value))
         if len(page) == page_size:
             yield page
@@ -96,12 +96,14 @@ def iter_json_array(chunks: Iterable[bytes], name: str) -> Iterator[Any]:
                 raise ValueError(f"{name} ends before its JSON array does") from None
             buffer, position = buffer[position:] + text.decode(more), 0
             continue
-        if end == len(buffer):  # a number might go on in the next chunk; an object or string cannot
-            if not isinstance(value, (dict, list, str)):
-                more = next(chunks, None)
-                if more is not None:
-                    buffer, position = buffer[position:] + text.decode(more), 0
-                    continue
+        # A number or literal may go on in the next chunk ("-0" of "-0.5"): take it only up to a delimiter.
+        if not isinstance(value, (dict, list, str)) and (end == len(buffer) or buffer[end] not in _DELIMITERS):
+            more = next(chunks, None)
+            if more is not None:
+                buffer, position = buffer[position:] + text.decode(more), 0
+                continue
+            if end != len(buffer):
+                raise ValueError(f"{name} has a malformed value at character {end}")
         yield value
         position = end
 

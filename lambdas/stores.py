@@ -588,6 +588,10 @@ class ImageSource:
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
+    def stream_object(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """An object's bytes in chunks, for objects too large to hold (a million-image manifest)."""
+        yield from self.client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(chunk_size=chunk_bytes)
+
 
 class ImageTooLarge(ValueError):
     pass
