@@ -42,14 +42,15 @@ def test_a_manifest_that_is_not_a_whole_array_is_refused_by_name(text: str, erro
 
 
 def test_the_manifest_is_read_a_page_of_batches_at_a_time() -> None:
-    source = InMemoryImageSource()
+    source: Any = InMemoryImageSource()
     source.write_json(BUCKET, "runs/run-1/manifest.json", manifest(250))
     pages = list(manifest_pages(source, BUCKET, "runs/run-1/manifest.json"))
     assert [len(p) for p in pages] == [100, 100, 50]
     assert pages[2][-1].batch_id == f"{RUN}-00249" and pages[2][-1].items[1] == image(499)
 
 
-def stores() -> tuple[InMemoryImageSource, InMemoryPredictionStore, InMemoryFailureStore, InMemoryRunStateStore]:
+def stores() -> tuple[Any, Any, Any, Any]:
+    """The in-memory image source, prediction, failure and run-state stores (duck-typed as the real ones)."""
     return InMemoryImageSource(), InMemoryPredictionStore(), InMemoryFailureStore(), InMemoryRunStateStore()
 
 
