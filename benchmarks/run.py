@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -304,122 +305,168 @@ def _scan(table: Any) -> list[dict[str, Any]]:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def run(workload: Workload, out: Path) -> dict[str, Any]:
-    from inference_image.classifier import Classifier, compile_model, publish_compiled
+@dataclass
+class Prepared:
+    """What every measurement shares: the model in both forms, registered locally, and the photos."""
+
+    model_file: Path
+    compiled: bytes
+    compile_seconds: float
+    local_registry: Any  # a folder ModelRegistry holding `version`
+    photos: list[bytes]
+    photo_files: list[Path]  # the first photos as files, for the subprocess measurements
+    inputs: np.ndarray  # decoded photos at the model's input size, one ceiling batch
+
+
+def run_meta(workload: Workload) -> dict[str, Any]:
+    return {
+        "mode": "smoke" if workload.smoke else "full",
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "processor": _processor(), "python": platform.python_version()},
+        "load_at_start": machine_load(),
+        "workload": {"model": "tiny CNN (smoke)" if workload.smoke else "ResNet-50, weights=None, 3 classes",
+                     "input": [workload.input_size, workload.input_size, 3],
+                     "photo": list(workload.photo_size), "jpeg_quality": 90, "labels": LABELS},
+    }
+
+
+def prepare(workload: Workload, scratch: Path, version: str) -> Prepared:
+    from inference_image.classifier import compile_model, publish_compiled
     from inference_image.preprocess import decode_image
     from lambdas.model_registry import ModelRegistry
 
-    wall = time.perf_counter()
-    results: dict[str, Any] = {
-        "meta": {
-            "mode": "smoke" if workload.smoke else "full",
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "processor": _processor(), "python": platform.python_version()},
-            "load_at_start": machine_load(),
-            "workload": {"model": "tiny CNN (smoke)" if workload.smoke else "ResNet-50, weights=None, 3 classes",
-                         "input": [workload.input_size, workload.input_size, 3],
-                         "photo": list(workload.photo_size), "jpeg_quality": 90, "labels": LABELS},
-        }
+    model_file = save_model(workload, scratch)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # the converter prints its export to stdout
+        compiled = compile_model(model_file)
+    compile_seconds = time.perf_counter() - started
+    local_registry = ModelRegistry(str(scratch / "registry"))
+    local_registry.publish(version, model_file, LABELS, {})
+    publish_compiled(local_registry, version, compiled)
+    local_registry.promote(version)
+    maker = PhotoMaker(workload.photo_size)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        photos = list(pool.map(lambda _: maker.photo(), range(workload.workflow_images)))
+    photo_files = []
+    for n in range(max(workload.batch_sizes)):
+        photo_files.append(scratch / f"photo-{n}.jpg")
+        photo_files[-1].write_bytes(photos[n])
+    size = (workload.input_size, workload.input_size)
+    inputs = np.stack([decode_image(photos[n % len(photos)], size) for n in range(workload.ceiling_batch)])
+    return Prepared(model_file, compiled, compile_seconds, local_registry, photos, photo_files, inputs)
+
+
+def serving(workload: Workload, prepared: Prepared, version: str, figures: dict[str, Any],
+            forwards: dict[str, Callable[[np.ndarray], Any]], keras_outputs: np.ndarray) -> dict[str, Any]:
+    """The served forward pass (Classifier.predict on uint8 photos) against the fastest runtime at
+    the same batch size, and how closely it agrees with Keras."""
+    from inference_image.classifier import Classifier
+
+    served = Classifier.load(prepared.local_registry.fetch(version))
+    inputs = prepared.inputs
+    fastest_forward = forwards[figures["best"][str(workload.ceiling_batch)]["runtime"]]
+    batch = inputs.astype(np.float32)
+    # Two rounds each, in turns (A B A B), so that a change of load hits both alike.
+    rounds = [(throughput(fastest_forward, batch, workload.min_seconds / 2),
+               throughput(served.predict, inputs, workload.min_seconds / 2)) for _ in range(2)]
+    before, after = (r[0] for r in rounds)
+    fastest = (before + after) / 2
+    serving_ips = round(sum(r[1] for r in rounds) / 2, 3)
+    return {
+        "runtime": served.runtime,
+        "forward_images_per_second": serving_ips,
+        "fastest_adjacent": [before, after],
+        "ratio_to_fastest": round(serving_ips / fastest, 3),
+        "compile_seconds": round(prepared.compile_seconds, 2),
+        "compiled_bytes": len(prepared.compiled),
+        "agreement_workload": agreement(keras_outputs, served.predict(inputs)),
+        "agreement_demo_digits": None if workload.smoke else demo_agreement(),
+        "int8": "not offered: serving is fp32, the same weights as the Keras model",
     }
+
+
+def workflow_beside_ceiling(engine: Any, workload: Workload, prepared: Prepared, best: dict[str, Any],
+                            forwards: dict[str, Callable[[np.ndarray], Any]]) -> dict[str, Any]:
+    """The whole workflow, with the ceiling measured just before and just after it."""
+    batch = prepared.inputs[: workload.ceiling_batch].astype(np.float32)
+    before = throughput(forwards[best["runtime"]], batch, workload.min_seconds)
+    flow = whole_workflow(engine, workload, prepared.photos)
+    after = throughput(forwards[best["runtime"]], batch, workload.min_seconds)
+    flow["ceiling_adjacent"] = round((before + after) / 2, 3)
+    flow["ceiling_before_after"] = [before, after]
+    flow["ratio_to_ceiling"] = round(flow["images_per_second"] / flow["ceiling_adjacent"], 3)
+    flow["ratio_to_first_ceiling"] = round(flow["images_per_second"] / best["images_per_second"], 3)
+    return flow
+
+
+def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures: dict[str, Any],
+                  forwards: dict[str, Callable[[np.ndarray], Any]], results: dict[str, Any]) -> None:
+    """Stages 2 to 4, on the embedded engine: ClassifyBatch, the whole workflow, the seed's way."""
+    from engine.local_engine import LocalConfig, LocalEngine
+    from inference_image.classifier import publish_compiled
+    from lambdas.model_registry import ModelRegistry
+
+    config = LocalConfig(name="batchinfer-bench", model_name="bench", batch_size=workload.ceiling_batch,
+                         max_concurrency=2)
+    results["meta"]["embedded_engine"] = (
+        "moto with engine/moto_patches.py: a transaction backs up each table once, not once per action"
+    )
+
+    def publish(engine: Any) -> None:
+        registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
+        registry.publish(version, prepared.model_file, LABELS, {})
+        publish_compiled(registry, version, prepared.compiled)
+        registry.promote(version)
+
+    # ClassifyBatch gets an engine of its own: moto's transactions still cost a little more as
+    # a table grows (AWS's do not), so it is not measured behind the workflow's 1,000 rows.
+    with LocalEngine(config) as engine:
+        publish(engine)
+        log("2. ClassifyBatch")
+        results["classify_batch"] = classify_runs(engine, workload, prepared.photos, figures["best"], forwards,
+                                                  prepared.inputs)
+
+    with LocalEngine(config) as engine:
+        publish(engine)
+        log(f"3. the whole workflow on {workload.workflow_images} images")
+        flow = workflow_beside_ceiling(engine, workload, prepared, figures["best"][str(workload.ceiling_batch)],
+                                       forwards)
+        results["workflow"] = flow
+        log(f"workflow: {flow['images_per_second']} img/s = {flow['ratio_to_ceiling']} x ceiling")
+
+        log("4. the seed's way")
+        results["seed_way"] = seed_way_runs(engine, workload, prepared.model_file)
+        results["seed_way"]["ours_workflow_speedup"] = round(
+            flow["images_per_second"] / results["seed_way"]["best"]["images_per_second"], 2
+        )
+
+
+def run(workload: Workload, out: Path) -> dict[str, Any]:
+    wall = time.perf_counter()
+    results: dict[str, Any] = {"meta": run_meta(workload)}
     scratch = Path(tempfile.mkdtemp(prefix="batchinfer-bench-"))
     version = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         log("building the model and the photos")
-        model_file = save_model(workload, scratch)
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):  # the converter prints its export to stdout
-            compiled = compile_model(model_file)
-        compile_seconds = time.perf_counter() - started
-        local_registry = ModelRegistry(str(scratch / "registry"))
-        local_registry.publish(version, model_file, LABELS, {})
-        publish_compiled(local_registry, version, compiled)
-        local_registry.promote(version)
-        maker = PhotoMaker(workload.photo_size)
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            photos = list(pool.map(lambda _: maker.photo(), range(workload.workflow_images)))
-        photo_files = []
-        for n in range(max(workload.batch_sizes)):
-            photo_files.append(scratch / f"photo-{n}.jpg")
-            photo_files[-1].write_bytes(photos[n])
-        size = (workload.input_size, workload.input_size)
-        inputs = np.stack([decode_image(photos[n % len(photos)], size) for n in range(workload.ceiling_batch)])
+        prepared = prepare(workload, scratch, version)
+        photos = prepared.photos
         results["meta"]["workload"]["mean_jpeg_bytes"] = int(sum(map(len, photos)) / len(photos))
 
         log("1. ceiling")
-        figures = ceiling(workload, model_file, compiled, inputs)
+        figures = ceiling(workload, prepared.model_file, prepared.compiled, prepared.inputs)
         keras_outputs = figures.pop("keras_outputs")
         forwards = figures.pop("forwards")
         results["ceiling"] = figures
-        served = Classifier.load(local_registry.fetch(version))
-        # The served forward pass (Classifier.predict on uint8 photos) against the fastest runtime
-        # at the same batch size.
-        fastest_forward = forwards[figures["best"][str(workload.ceiling_batch)]["runtime"]]
-        batch = inputs.astype(np.float32)
-        # Two rounds each, in turns (A B A B), so that a change of load hits both alike.
-        rounds = [(throughput(fastest_forward, batch, workload.min_seconds / 2),
-                   throughput(served.predict, inputs, workload.min_seconds / 2)) for _ in range(2)]
-        before, after = (r[0] for r in rounds)
-        fastest = (before + after) / 2
-        serving_ips = round(sum(r[1] for r in rounds) / 2, 3)
-        results["serving"] = {
-            "runtime": served.runtime,
-            "forward_images_per_second": serving_ips,
-            "fastest_adjacent": [before, after],
-            "ratio_to_fastest": round(serving_ips / fastest, 3),
-            "compile_seconds": round(compile_seconds, 2),
-            "compiled_bytes": len(compiled),
-            "agreement_workload": agreement(keras_outputs, served.predict(inputs)),
-            "agreement_demo_digits": None if workload.smoke else demo_agreement(),
-            "int8": "not offered: serving is fp32, the same weights as the Keras model",
-        }
-        del served
+        results["serving"] = serving(workload, prepared, version, figures, forwards, keras_outputs)
 
-        from engine.local_engine import LocalConfig, LocalEngine
-
-        config = LocalConfig(name="batchinfer-bench", model_name="bench", batch_size=workload.ceiling_batch,
-                             max_concurrency=2)
-        results["meta"]["embedded_engine"] = (
-            "moto with engine/moto_patches.py: a transaction backs up each table once, not once per action"
-        )
-        def publish(engine: Any) -> None:
-            registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
-            registry.publish(version, model_file, LABELS, {})
-            publish_compiled(registry, version, compiled)
-            registry.promote(version)
-
-        # ClassifyBatch gets an engine of its own: moto's transactions still cost a little more as
-        # a table grows (AWS's do not), so it is not measured behind the workflow's 1,000 rows.
-        with LocalEngine(config) as engine:
-            publish(engine)
-            log("2. ClassifyBatch")
-            results["classify_batch"] = classify_runs(engine, workload, photos, figures["best"], forwards, inputs)
-
-        with LocalEngine(config) as engine:
-            publish(engine)
-            log(f"3. the whole workflow on {workload.workflow_images} images")
-            best = figures["best"][str(workload.ceiling_batch)]
-            batch = inputs[: workload.ceiling_batch].astype(np.float32)
-            before = throughput(forwards[best["runtime"]], batch, workload.min_seconds)
-            results["workflow"] = whole_workflow(engine, workload, photos)
-            after = throughput(forwards[best["runtime"]], batch, workload.min_seconds)
-            flow = results["workflow"]
-            flow["ceiling_adjacent"] = round((before + after) / 2, 3)
-            flow["ceiling_before_after"] = [before, after]
-            flow["ratio_to_ceiling"] = round(flow["images_per_second"] / flow["ceiling_adjacent"], 3)
-            flow["ratio_to_first_ceiling"] = round(flow["images_per_second"] / best["images_per_second"], 3)
-            log(f"workflow: {flow['images_per_second']} img/s = {flow['ratio_to_ceiling']} x ceiling")
-
-            log("4. the seed's way")
-            results["seed_way"] = seed_way_runs(engine, workload, model_file)
-            results["seed_way"]["ours_workflow_speedup"] = round(
-                results["workflow"]["images_per_second"] / results["seed_way"]["best"]["images_per_second"], 2
-            )
+        on_the_engine(workload, prepared, version, figures, forwards, results)
 
         log("5. cold start")
-        results["cold_start"] = cold_start.measure(scratch / "registry", model_file, photo_files[0], workload.repeats)
+        results["cold_start"] = cold_start.measure(scratch / "registry", prepared.model_file,
+                                                   prepared.photo_files[0], workload.repeats)
         log("6. memory")
         results["memory"] = {
-            str(b): memory.measure(b, scratch / "registry" , photo_files[:b]) for b in workload.batch_sizes
+            str(b): memory.measure(b, scratch / "registry", prepared.photo_files[:b]) for b in workload.batch_sizes
         }
         results["cost"] = cost_figures(workload, results)
         results["targets"] = targets(workload, results)

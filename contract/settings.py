@@ -1,127 +1,213 @@
-"""Settings read once from the environment into one typed object, failing fast and by name."""
+"""Settings: the one description of every setting (type, default, check, environment variable), read once."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE
+from contract.resource_spec import DAILY_COUNTS, FAILURES, IMAGES_PREFIX, PREDICTIONS, RUN_STATE, TABLES, TableSpec
+
+TRAINING_HOOKS = ("lambda", "sagemaker")
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+# A check returns what is wrong with a value ("must be greater than zero"), or None when it is fine.
+Check = Callable[[Any], str | None]
+
+
+def _any(value: Any) -> str | None:
+    return None
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("is not a number") from None
+
+
+def _positive(at_most: int | None = None) -> Check:
+    def check(value: int) -> str | None:
+        if value <= 0:
+            return "must be greater than zero"
+        if at_most is not None and value > at_most:
+            return f"must be at most {at_most}"
+        return None
+
+    return check
+
+
+def _fraction(upper: float | None = 1.0) -> Check:
+    def check(value: float) -> str | None:
+        if upper is None:
+            return "must not be negative" if value < 0 else None
+        return None if 0 <= value <= upper else f"must be between 0 and {upper}"
+
+    return check
+
+
+def _time_zone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "is not an IANA time zone"
+    return None
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else "must be " + " or ".join(repr(c) for c in choices)
+
+    return check
+
+
+@dataclass(frozen=True)
+class Variable:
+    """How a setting travels as an environment variable: its name, how its text is read, what it must be."""
+
+    name: str
+    read: Callable[[str], Any] = str
+    check: Check = _any
+    # Surrounding spaces are dropped, and a blank value means the default, except where the text is
+    # taken as written (a prefix may be empty on purpose).
+    verbatim: bool = False
+
+
+def setting(variable: str, default: Any = MISSING, *, read: Callable[[str], Any] = str, check: Check = _any,
+            verbatim: bool = False) -> Any:
+    """A field of Settings, with the environment variable that carries it; no default means required."""
+    return field(default=default, metadata={"variable": Variable(variable, read, check, verbatim)})
+
+
 @dataclass(frozen=True)
 class Settings:
-    bucket: str
-    predictions_table: str
-    counts_table: str
-    failures_table: str
-    state_table: str
-    model_registry: str
-    images_prefix: str = IMAGES_PREFIX
-    time_zone: str = "UTC"
-    batch_size: int = 32
-    max_concurrency: int = 4
-    count_shards: int = 8
-    max_image_bytes: int = 25 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    read_threads: int = 8
-    checkpoint_overlap_seconds: int = 3600
-    model_refresh_seconds: float = 30.0
+    bucket: str = setting("BATCHINFER_BUCKET")
+    predictions_table: str = setting(PREDICTIONS.setting)
+    counts_table: str = setting(DAILY_COUNTS.setting)
+    failures_table: str = setting(FAILURES.setting)
+    state_table: str = setting(RUN_STATE.setting)
+    model_registry: str = setting("BATCHINFER_MODEL_REGISTRY")
+    images_prefix: str = setting("BATCHINFER_IMAGES_PREFIX", IMAGES_PREFIX, verbatim=True)
+    time_zone: str = setting("BATCHINFER_TIME_ZONE", "UTC", check=_time_zone)
+    batch_size: int = setting("BATCHINFER_BATCH_SIZE", 32, read=_whole_number, check=_positive(at_most=1000))
+    max_concurrency: int = setting("BATCHINFER_MAX_CONCURRENCY", 4, read=_whole_number,
+                                   check=_positive(at_most=10_000))
+    count_shards: int = setting("BATCHINFER_COUNT_SHARDS", 8, read=_whole_number, check=_positive())
+    max_image_bytes: int = setting("BATCHINFER_MAX_IMAGE_BYTES", 25 * 1024 * 1024, read=_whole_number,
+                                   check=_positive())
+    max_image_pixels: int = setting("BATCHINFER_MAX_IMAGE_PIXELS", 40_000_000, read=_whole_number,
+                                    check=_positive())
+    read_threads: int = setting("BATCHINFER_READ_THREADS", 8, read=_whole_number, check=_positive())
+    checkpoint_overlap_seconds: int = setting("BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600, read=_whole_number,
+                                              check=_positive())
+    # How often ClassifyBatch checks the registry's pointer for a promoted version.
+    model_refresh_seconds: float = setting("BATCHINFER_MODEL_REFRESH_SECONDS", 30.0, read=_number,
+                                           check=_fraction(upper=None))
     # The retraining branch.
-    min_new_labels: int = 50
-    promotion_margin: float = 0.0
-    holdout_percent: int = 20
-    training_hook: str = "lambda"  # "lambda" (a function keeping the hook contract) or "sagemaker"
-    train_epochs: int = 5
-    low_confidence: float = 0.6
+    min_new_labels: int = setting("BATCHINFER_MIN_NEW_LABELS", 50, read=_whole_number,
+                                  check=_positive(at_most=1_000_000))
+    promotion_margin: float = setting("BATCHINFER_PROMOTION_MARGIN", 0.0, read=_number, check=_fraction())
+    holdout_percent: int = setting("BATCHINFER_HOLDOUT_PERCENT", 20, read=_whole_number, check=_positive(at_most=99))
+    # "lambda" (a function keeping the hook contract) or "sagemaker"
+    training_hook: str = setting("BATCHINFER_TRAINING_HOOK", "lambda", check=_one_of(TRAINING_HOOKS))
+    train_epochs: int = setting("BATCHINFER_TRAIN_EPOCHS", 5, read=_whole_number, check=_positive(at_most=1000))
+    low_confidence: float = setting("BATCHINFER_LOW_CONFIDENCE", 0.6, read=_number, check=_fraction())
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            name, value = f.metadata["variable"].name, getattr(self, f.name)
+            if f.default is MISSING and not str(value).strip():
+                raise SettingsError(f"missing setting: environment variable {name} is not set")
+            problem = problem_with(f.name, value)
+            if problem:
+                raise SettingsError(f"bad setting: {name}={value!r} {problem}")
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
 
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise SettingsError(f"missing setting: environment variable {name} is not set")
-    return value
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the environment variable that carries it, as load_settings reads it back."""
+        return {f.metadata["variable"].name: str(getattr(self, f.name)) for f in fields(self)}
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"bad setting: {name}={raw!r} is not a whole number") from None
-    if value <= 0:
-        raise SettingsError(f"bad setting: {name}={raw!r} must be greater than zero")
-    return value
+def _variable(name: str) -> Variable:
+    for f in fields(Settings):
+        if f.name == name:
+            found: Variable = f.metadata["variable"]
+            return found
+    raise KeyError(f"no setting named {name!r}")
+
+
+def variable_of(name: str) -> str:
+    """The environment variable that carries the setting `name`."""
+    return _variable(name).name
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Settings))
+
+
+def setting_named_by(variable_name: str) -> str:
+    """The setting an environment variable carries (a table's TableSpec.setting, for instance)."""
+    for f in fields(Settings):
+        if f.metadata["variable"].name == variable_name:
+            return f.name
+    raise KeyError(f"no setting is carried by {variable_name!r}")
+
+
+def table_settings(table_name: Callable[[TableSpec], str]) -> dict[str, Any]:
+    """The settings that name the tables, by setting name: Settings(**table_settings(...), ...)."""
+    return {setting_named_by(spec.setting): table_name(spec) for spec in TABLES}
+
+
+def problem_with(name: str, value: Any) -> str | None:
+    """What is wrong with `value` for the setting `name` ("must be greater than zero"), or None.
+
+    The deploy config checks the settings it passes to the functions with this, so both fail alike.
+    """
+    return _variable(name).check(value)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    time_zone = env.get("BATCHINFER_TIME_ZONE", "").strip() or "UTC"
-    try:
-        ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(
-            f"bad setting: BATCHINFER_TIME_ZONE={time_zone!r} is not an IANA time zone"
-        ) from None
-    prefix = env.get("BATCHINFER_IMAGES_PREFIX", IMAGES_PREFIX)
-    refresh = env.get("BATCHINFER_MODEL_REFRESH_SECONDS", "").strip()
-    hook = env.get("BATCHINFER_TRAINING_HOOK", "").strip() or "lambda"
-    if hook not in ("lambda", "sagemaker"):
-        raise SettingsError(f"bad setting: BATCHINFER_TRAINING_HOOK={hook!r} must be 'lambda' or 'sagemaker'")
-    holdout = _positive_int(env, "BATCHINFER_HOLDOUT_PERCENT", 20)
-    if holdout >= 100:
-        raise SettingsError(f"bad setting: BATCHINFER_HOLDOUT_PERCENT={holdout} must be below 100")
-    return Settings(
-        bucket=_required(env, "BATCHINFER_BUCKET"),
-        predictions_table=_required(env, PREDICTIONS.setting),
-        counts_table=_required(env, DAILY_COUNTS.setting),
-        failures_table=_required(env, FAILURES.setting),
-        state_table=_required(env, RUN_STATE.setting),
-        model_registry=_required(env, "BATCHINFER_MODEL_REGISTRY"),
-        images_prefix=prefix,
-        time_zone=time_zone,
-        batch_size=_positive_int(env, "BATCHINFER_BATCH_SIZE", 32),
-        max_concurrency=_positive_int(env, "BATCHINFER_MAX_CONCURRENCY", 4),
-        count_shards=_positive_int(env, "BATCHINFER_COUNT_SHARDS", 8),
-        max_image_bytes=_positive_int(env, "BATCHINFER_MAX_IMAGE_BYTES", 25 * 1024 * 1024),
-        max_image_pixels=_positive_int(env, "BATCHINFER_MAX_IMAGE_PIXELS", 40_000_000),
-        read_threads=_positive_int(env, "BATCHINFER_READ_THREADS", 8),
-        checkpoint_overlap_seconds=_positive_int(env, "BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600),
-        model_refresh_seconds=_fraction(env, "BATCHINFER_MODEL_REFRESH_SECONDS", 30.0, upper=None)
-        if refresh else 30.0,
-        min_new_labels=_positive_int(env, "BATCHINFER_MIN_NEW_LABELS", 50),
-        promotion_margin=_fraction(env, "BATCHINFER_PROMOTION_MARGIN", 0.0, upper=1.0),
-        holdout_percent=holdout,
-        training_hook=hook,
-        train_epochs=_positive_int(env, "BATCHINFER_TRAIN_EPOCHS", 5),
-        low_confidence=_fraction(env, "BATCHINFER_LOW_CONFIDENCE", 0.6, upper=1.0),
-    )
-
-
-def _fraction(env: Mapping[str, str], name: str, default: float, upper: float | None) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"bad setting: {name}={raw!r} is not a number") from None
-    if value < 0 or (upper is not None and value > upper):
-        raise SettingsError(f"bad setting: {name}={raw!r} must be between 0 and {upper}")
-    return value
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        spec: Variable = f.metadata["variable"]
+        raw = env.get(spec.name)
+        if spec.verbatim:
+            if raw is not None:
+                values[f.name] = raw
+            continue
+        text = (raw or "").strip()
+        if not text:
+            if f.default is MISSING:
+                raise SettingsError(f"missing setting: environment variable {spec.name} is not set")
+            continue
+        try:
+            value = spec.read(text)
+        except ValueError as error:
+            raise SettingsError(f"bad setting: {spec.name}={text!r} {error}") from None
+        problem = spec.check(value)
+        if problem:
+            raise SettingsError(f"bad setting: {spec.name}={text!r} {problem}")
+        values[f.name] = value
+    return Settings(**values)
 
 
 def cache_dir() -> Path:

@@ -16,7 +16,7 @@ from engine.local_engine import LocalConfig, LocalEngine
 from inference_image.classifier import COMPILED_FILE, compile_model, publish_compiled
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import MODEL_PREFIX, scan_all
-from operate.operations import RunProgress
+from operate import operations
 
 # Objects that are not usable images, uploaded beside the digits to show that they fail alone.
 BAD_OBJECTS = {
@@ -36,8 +36,11 @@ class DemoResult:
     failed: int
     accuracy: float
     daily_counts: dict[str, dict[str, int]]
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    concurrency: int  # batches in flight: the Map's MaxConcurrency
+    failures: list[dict[str, Any]] = field(default_factory=list)  # operate.operations.run_failures
     output: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the execution's error and cause, when it did not succeed
+    cause: str | None = None
     model_version: str = ""
     retraining: dict[str, Any] = field(default_factory=dict)
 
@@ -119,25 +122,25 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
         truth = upload_digits(engine, images)
         console.print(f"uploaded {images} digit images and {len(BAD_OBJECTS)} bad objects to "
                       f"s3://{config.bucket}/{IMAGES_PREFIX}")
+        target = engine.target()
         started = time.perf_counter()
         arn = engine.start_execution({"mode": "score"})
         run_id = arn.rsplit(":", 1)[-1]
         console.print(f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
         expected = images + len(BAD_OBJECTS)
-        run_progress = RunProgress(engine.target(), run_id)  # the Map Run's counts: O(1) a poll
+        run_progress = operations.RunProgress(target, run_id)  # the Map Run's counts: O(1) a poll
         with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
-            task = progress.add_task("classify", total=None)
+                      TimeElapsedColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("classify", total=None)
 
-            def poll() -> None:
+            def poll(_: dict[str, Any]) -> None:
                 done, planned = run_progress()
-                progress.update(task, completed=done, total=planned)
+                bar.update(task, completed=done, total=planned)
 
-            description = engine.wait(arn, on_poll=poll)
-            poll()
+            description = operations.wait(target, run_id, on_poll=poll, timeout=3600, poll_seconds=0.2)
         seconds = time.perf_counter() - started
-        output = _output(description)
-        failures = _failures(engine, run_id)
+        output = operations.run_output(description)
+        failures = operations.run_failures(target, run_id)
         acc, _ = accuracy(engine, truth)
         retraining = retrain_round(engine) if retrain else {}
         return DemoResult(
@@ -149,35 +152,29 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
             failed=int(output.get("images_failed", 0)),
             accuracy=acc,
             daily_counts=output.get("daily_counts", {}),
+            concurrency=concurrency,
             failures=failures,
             output=output,
+            error=description.get("error"),
+            cause=description.get("cause"),
             model_version=model_version,
             retraining=retraining,
         )
 
 
-def _output(description: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    if description.get("output"):
-        value = json.loads(description["output"])
-        return value if isinstance(value, dict) else {"output": value}
-    return {"error": description.get("error"), "cause": description.get("cause")}
-
-
-def _failures(engine: LocalEngine, run_id: str) -> list[dict[str, Any]]:
-    from lambdas.stores import FailureStore
-
-    return FailureStore(engine.client("dynamodb"), engine.failures_table).for_run(run_id)
+def _key(s3_uri: str) -> str:
+    """The object key of s3://<bucket>/<key>."""
+    return s3_uri.split("/", 3)[3]
 
 
 def print_result(result: DemoResult, console: Console) -> None:
     colour = "green" if result.status == "SUCCEEDED" else "red"
     console.print(f"\nexecution [bold]{result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f} s")
     if result.status != "SUCCEEDED":
-        console.print(f"[red]{result.output.get('error')}: {result.output.get('cause')}[/]")
+        console.print(f"[red]{result.error}: {result.cause}[/]")
     console.print(f"images scored: {result.scored}   failed: {result.failed}   "
-                  f"throughput: {result.images_per_second:.1f} images/s (whole workflow, 2 batches in flight)")
+                  f"throughput: {result.images_per_second:.1f} images/s (whole workflow, {result.concurrency} batches "
+                  "in flight)")
     for day, counts in result.daily_counts.items():
         table = Table(title=f"{day}, model {result.model_version}")
         table.add_column("class")
@@ -192,7 +189,7 @@ def print_result(result: DemoResult, console: Console) -> None:
         table.add_column("stage")
         table.add_column("reason")
         for failure in result.failures:
-            table.add_row(failure["image"]["key"], failure["stage"], failure["reason"])
+            table.add_row(_key(failure["object"]), failure["stage"], failure["reason"])
         console.print(table)
     console.print(f"accuracy against the true labels: [bold]{result.accuracy:.3f}[/]")
     if result.retraining:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +16,6 @@ from contract.resource_spec import (
     FAILURES,
     FUNCTION_LIMITS,
     FUNCTIONS,
-    IMAGES_PREFIX,
     LABELS_PREFIX,
     MODELS_PREFIX,
     PIPE_BATCH_SIZE,
@@ -33,10 +29,12 @@ from contract.resource_spec import (
     function_arn_placeholder,
     upload_event_pattern,
 )
+from contract.settings import Settings, table_settings
 from engine import lambda_bridge, moto_patches
 from engine.faults import FaultPlan
 from engine.local_pipe import LocalPipe
-from operate.targets import Target
+from operate import operations
+from operate.targets import AwsService, Target
 from workflow.definition import adapt_for_local_engine, render
 
 MOTO_CONFIG: dict[str, Any] = {
@@ -100,22 +98,23 @@ class LocalConfig:
     def model_registry(self) -> str:
         return f"s3://{self.bucket}/{MODELS_PREFIX}{self.model_name}"
 
+    def settings(self) -> Settings:
+        """The settings of every function, as the CDK stack sets them in AWS for the same config."""
+        return Settings(
+            bucket=self.bucket,
+            model_registry=self.model_registry,
+            **table_settings(lambda table: self.table_name(table.logical_id)),
+            time_zone=self.time_zone,
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            min_new_labels=self.min_new_labels,
+            # A version promoted here is served at the next invocation; AWS checks every 30 s.
+            model_refresh_seconds=0.0,
+        )
+
     def settings_env(self) -> dict[str, str]:
-        """The environment each function gets, as the CDK stack sets it in AWS."""
-        env = {
-            "BATCHINFER_BUCKET": self.bucket,
-            "BATCHINFER_IMAGES_PREFIX": IMAGES_PREFIX,
-            "BATCHINFER_MODEL_REGISTRY": self.model_registry,
-            "BATCHINFER_TIME_ZONE": self.time_zone,
-            "BATCHINFER_BATCH_SIZE": str(self.batch_size),
-            "BATCHINFER_MAX_CONCURRENCY": str(self.max_concurrency),
-            "BATCHINFER_MODEL_REFRESH_SECONDS": "0",
-            "BATCHINFER_MIN_NEW_LABELS": str(self.min_new_labels),
-        }
-        for table in TABLES:
-            env[table.setting] = self.table_name(table.logical_id)
-        env.update(self.extra_settings)
-        return env
+        """The environment each function gets: its settings, then any `extra_settings`."""
+        return {**self.settings().to_env(), **self.extra_settings}
 
 
 class LocalEngine:
@@ -239,7 +238,7 @@ class LocalEngine:
             os.environ[name] = value
 
     # -- clients ---------------------------------------------------------------------------
-    def client(self, service: str) -> Any:
+    def client(self, service: AwsService) -> Any:
         return boto3.client(service, region_name=self.config.region, endpoint_url=self.endpoint_url)
 
     # -- resources -------------------------------------------------------------------------
@@ -316,26 +315,16 @@ class LocalEngine:
 
     # -- runs ------------------------------------------------------------------------------
     def start_execution(self, run_input: Any, name: str | None = None) -> str:
-        name = name or f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         response = self.client("stepfunctions").start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(run_input)
+            stateMachineArn=self.state_machine_arn,
+            name=name or operations.new_run_name("run"),
+            input=json.dumps(run_input),
         )
         return str(response["executionArn"])
 
-    def wait(
-        self, execution_arn: str, timeout: float = 3600, on_poll: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
-        sfn = self.client("stepfunctions")
-        deadline = time.monotonic() + timeout
-        while True:
-            description = sfn.describe_execution(executionArn=execution_arn)
-            if description["status"] in TERMINAL:
-                return dict(description)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout:.0f} s")
-            if on_poll:
-                on_poll()
-            time.sleep(0.2)
+    def wait(self, execution_arn: str, timeout: float = 3600) -> dict[str, Any]:
+        # Runs here take seconds: poll more often than the CLI does against AWS.
+        return operations.wait(self.target(), execution_arn, timeout=timeout, poll_seconds=0.2)
 
     def run(self, run_input: Any, name: str | None = None, timeout: float = 3600) -> dict[str, Any]:
         return self.wait(self.start_execution(run_input, name), timeout)

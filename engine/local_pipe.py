@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from operate.operations import new_run_name
 
 
 @dataclass
@@ -64,9 +65,8 @@ class LocalPipe:
         batch = self.poll_batch(wait)
         if not batch:
             return None
-        name = f"pipe-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         arn = self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=name,
+            stateMachineArn=self.state_machine_arn, name=new_run_name("pipe"),
             input=json.dumps([self._record(m) for m in batch]),
         )["executionArn"]
         for chunk in range(0, len(batch), 10):

@@ -6,14 +6,23 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from contract.settings import Settings
 from inference_image.preprocess import BadImage, decode_image
-from lambdas.records import BadRecord, Batch, Failure, ImageVersion, Prediction
-from lambdas.stores import FailureStore, ImageSource, ImageTooLarge, ObjectUnreadable, PredictionStore, RunStateStore
+from lambdas.records import Failure, ImageVersion, Prediction
+from lambdas.steps import ClassifyBatchRequest, ClassifyBatchResult, Seconds
+from lambdas.stores import (
+    FailureStore,
+    ImageSource,
+    ImageTooLarge,
+    ObjectUnreadable,
+    PredictionStore,
+    RunStateStore,
+    WriteOutcome,
+)
 
 # Images per forward pass inside a batch: small enough that reading the next sub-batch overlaps
 # the model, large enough to keep the forward pass as fast per image as a whole batch.
@@ -27,18 +36,6 @@ class Model(Protocol):
     channels: int
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class ClassifyRequest:
-    run_id: str
-    batch: Batch
-
-    @classmethod
-    def from_event(cls, event: Any) -> ClassifyRequest:
-        if not isinstance(event, dict) or not event.get("run_id") or "batch" not in event:
-            raise BadRecord("ClassifyBatch needs an object with 'run_id' and 'batch'")
-        return cls(run_id=str(event["run_id"]), batch=Batch.from_dict(event["batch"]))
 
 
 def _load(
@@ -58,17 +55,19 @@ def _load(
         return "decode", "BadImage", str(error)
 
 
-def classify_batch(
-    request: ClassifyRequest,
-    settings: Settings,
-    model: Model,
-    source: ImageSource,
-    predictions: PredictionStore,
-    failures: FailureStore,
-    state: RunStateStore,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    items = request.batch.items
+@dataclass
+class ReadAndPredicted:
+    """A batch after reading, decoding and the forward passes."""
+
+    good: list[tuple[ImageVersion, np.ndarray]]  # in batch order, with the model input of each
+    probabilities: np.ndarray  # one row per good image
+    failures: list[tuple[ImageVersion, tuple[str, str, str]]]  # (image, (stage, error type, reason))
+    read_seconds: float
+    inference_seconds: float
+
+
+def read_and_predict(items: list[ImageVersion], settings: Settings, model: Model,
+                     source: ImageSource) -> ReadAndPredicted:
     loaded: list[np.ndarray | tuple[str, str, str]] = []
     good: list[tuple[ImageVersion, np.ndarray]] = []
     parts: list[np.ndarray] = []
@@ -89,18 +88,16 @@ def classify_batch(
                 parts.append(model.predict(np.stack([array for _, array in ready])))
                 inference_seconds += time.perf_counter() - inference_started
                 good.extend(ready)
-
-    failed = [
-        Failure(image=image, stage=r[0], error_type=r[1], reason=r[2], run_id=request.run_id,
-                batch_id=request.batch.batch_id)
-        for image, r in zip(items, loaded, strict=True)
-        if not isinstance(r, np.ndarray)
-    ]
+    failures = [(image, r) for image, r in zip(items, loaded, strict=True) if not isinstance(r, np.ndarray)]
     probabilities = np.concatenate(parts) if parts else np.zeros((0, len(model.labels)))
+    return ReadAndPredicted(good, probabilities, failures, read_seconds, inference_seconds)
 
+
+def to_predictions(done: ReadAndPredicted, model: Model, request: ClassifyBatchRequest,
+                   settings: Settings) -> list[Prediction]:
     zone = settings.zone
     batch_predictions = []
-    for (image, _), row in zip(good, probabilities, strict=True):
+    for (image, _), row in zip(done.good, done.probabilities, strict=True):
         best = int(np.argmax(row))
         batch_predictions.append(
             Prediction(
@@ -114,31 +111,59 @@ def classify_batch(
                 date=image.capture_date(zone),
             )
         )
+    return batch_predictions
+
+
+def write_counting_retries(batch_predictions: list[Prediction], run_id: str,
+                           predictions: PredictionStore) -> tuple[WriteOutcome, int]:
+    """Write the predictions; (the outcome, how many of the batch's versions this run counted)."""
     outcome = predictions.write(batch_predictions)
     counted = len(outcome.counted)
     if outcome.duplicates:
         # A retried batch finds its own earlier writes: they still count as this run's work.
         runs = predictions.counted_by_run([p.image.image_id for p in outcome.duplicates])
-        counted += sum(1 for p in outcome.duplicates if runs.get(p.image.image_id) == request.run_id)
+        counted += sum(1 for p in outcome.duplicates if runs.get(p.image.image_id) == run_id)
+    return outcome, counted
+
+
+def classify_batch(
+    request: ClassifyBatchRequest,
+    settings: Settings,
+    model: Model,
+    source: ImageSource,
+    predictions: PredictionStore,
+    failures: FailureStore,
+    state: RunStateStore,
+) -> ClassifyBatchResult:
+    started = time.perf_counter()
+    items = request.batch.items
+    done = read_and_predict(items, settings, model, source)
+    failed = [
+        Failure(image=image, stage=stage, error_type=error_type, reason=reason, run_id=request.run_id,
+                batch_id=request.batch.batch_id)
+        for image, (stage, error_type, reason) in done.failures
+    ]
+    batch_predictions = to_predictions(done, model, request, settings)
+    outcome, counted = write_counting_retries(batch_predictions, request.run_id, predictions)
     if failed:
         failures.record(failed)
         predictions.mark_failed(failed)
-    result = {
-        "batch_id": request.batch.batch_id,
-        "model_version": model.version,
-        "images": len(items),
-        "written": len(outcome.written),
-        "counted": counted,
-        "duplicates": len(outcome.duplicates),
-        "scored": len(good),
-        "failed": len(failed),
-        "dates": sorted({p.date for p in batch_predictions}),
-        "failures": [{"image_id": f.image.image_id, "stage": f.stage, "reason": f.reason} for f in failed],
-        "seconds": {
-            "read_decode": round(read_seconds, 4),
-            "inference": round(inference_seconds, 4),
-            "total": round(time.perf_counter() - started, 4),
-        },
-    }
-    state.put_batch_result(request.run_id, request.batch.batch_id, result)
+    result = ClassifyBatchResult(
+        batch_id=request.batch.batch_id,
+        model_version=model.version,
+        images=len(items),
+        written=len(outcome.written),
+        counted=counted,
+        duplicates=len(outcome.duplicates),
+        scored=len(done.good),
+        failed=len(failed),
+        dates=sorted({p.date for p in batch_predictions}),
+        failures=[{"image_id": f.image.image_id, "stage": f.stage, "reason": f.reason} for f in failed],
+        seconds=Seconds(
+            read_decode=round(done.read_seconds, 4),
+            inference=round(done.inference_seconds, 4),
+            total=round(time.perf_counter() - started, 4),
+        ),
+    )
+    state.put_batch_result(request.run_id, request.batch.batch_id, result.to_dict())
     return result

@@ -7,7 +7,6 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -17,6 +16,7 @@ from inference_image.classifier import Classifier, load_version, publish_model
 from inference_image.labelled_sets import load_labelled_set
 from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
 from lambdas.records import BadRecord
+from lambdas.steps import EvaluateCandidateRequest, EvaluateCandidateResult
 from lambdas.stores import ImageSource
 
 
@@ -45,12 +45,11 @@ def accuracy(classifier: Classifier, images: np.ndarray, targets: np.ndarray, ba
     return right / len(targets) if len(targets) else 0.0
 
 
-def evaluate_candidate(collect: dict[str, Any], training: dict[str, Any], settings: Settings,
-                       source: ImageSource, open_registry: Callable[[str], ModelRegistry]) -> dict[str, Any]:
-    if not collect.get("holdout_manifest") or not collect.get("model_registry"):
-        raise BadRecord("EvaluateCandidate needs the collect step's holdout_manifest and model_registry")
+def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, source: ImageSource,
+                       open_registry: Callable[[str], ModelRegistry]) -> EvaluateCandidateResult:
+    collect, training = request.collect, request.training
     registry = open_registry(collect["model_registry"])
-    candidate_version = str(training.get("candidate_version") or collect["candidate_version"])
+    candidate_version = request.candidate_version
     if training.get("model_artifact"):
         register_sagemaker_artifact(registry, source, training["model_artifact"], candidate_version,
                                     list(collect["labels"]))
@@ -69,11 +68,11 @@ def evaluate_candidate(collect: dict[str, Any], training: dict[str, Any], settin
                "held_out": int(len(held.targets)), "compared_with": collect.get("current_version"),
                "compared_accuracy": current_accuracy}
     registry.write_metrics(candidate_version, metrics)
-    return {
-        "candidate_version": candidate_version,
-        "candidate_accuracy": round(candidate_accuracy, 4),
-        "current_accuracy": current_accuracy,
-        "held_out": int(len(held.targets)),
-        "excluded": held.excluded,
-        "training_excluded": list(training.get("excluded") or []),
-    }
+    return EvaluateCandidateResult(
+        candidate_version=candidate_version,
+        candidate_accuracy=round(candidate_accuracy, 4),
+        current_accuracy=current_accuracy,
+        held_out=int(len(held.targets)),
+        excluded=held.excluded,
+        training_excluded=list(training.get("excluded") or []),
+    )

@@ -6,9 +6,10 @@ from functools import lru_cache
 from typing import Any
 
 from inference_image.classifier import ClassifierCache
-from inference_image.classify import ClassifyRequest, classify_batch
+from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
 from lambdas.observability import logger, metrics
+from lambdas.steps import ClassifyBatchRequest
 
 
 @lru_cache(maxsize=1)
@@ -23,18 +24,19 @@ def reset() -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    request = ClassifyRequest.from_event(event)
+    request = ClassifyBatchRequest.from_event(event)
     logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
     s = stores()
     result = classify_batch(
         request, s.settings, classifiers().current(), s.source, s.predictions, s.failures, s.state
     )
-    for failure in result["failures"]:
+    for failure in result.failures:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
-    metrics.add_metric(name="ImagesScored", unit="Count", value=result["scored"])
-    metrics.add_metric(name="ImagesFailed", unit="Count", value=result["failed"])
-    metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result["seconds"]["total"])
+    metrics.add_metric(name="ImagesScored", unit="Count", value=result.scored)
+    metrics.add_metric(name="ImagesFailed", unit="Count", value=result.failed)
+    metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result.seconds.total)
     metrics.flush_metrics()
-    logger.info("batch classified", extra={k: result[k] for k in ("scored", "failed", "counted", "duplicates")})
-    return result
+    logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
+                                           "counted": result.counted, "duplicates": result.duplicates})
+    return result.to_dict()

@@ -8,30 +8,25 @@ from inference_image.evaluation import evaluate_candidate
 from inference_image.training import train_candidate
 from lambdas.dependencies import stores
 from lambdas.observability import logger
-from lambdas.records import BadRecord
-
-
-def _collect(event: Any) -> dict[str, Any]:
-    if not isinstance(event, dict) or not isinstance(event.get("collect"), dict):
-        raise BadRecord("the retraining steps need an object with 'run_id' and 'collect'")
-    return dict(event["collect"])
+from lambdas.steps import EvaluateCandidateRequest, TrainingHookRequest
 
 
 @logger.inject_lambda_context(clear_state=True)
 def train(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    collect = _collect(event)
+    request = TrainingHookRequest.from_event(event)
     s = stores()
-    result = train_candidate(collect, s.settings, s.source, s.open_registry)
-    logger.info("candidate trained", extra={"candidate": result["candidate_version"], **result["metrics"]})
-    return result
+    result = train_candidate(request, s.settings, s.source, s.open_registry)
+    logger.info("candidate trained", extra={"candidate": result.candidate_version, **result.metrics})
+    return result.to_dict()
 
 
 @logger.inject_lambda_context(clear_state=True)
 def evaluate(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    collect = _collect(event)
+    request = EvaluateCandidateRequest.from_event(event)
     s = stores()
-    training: dict[str, Any] = event["training"] if isinstance(event.get("training"), dict) else {}
-    result = evaluate_candidate(collect, training, s.settings, s.source, s.open_registry)
-    logger.info("candidate evaluated", extra={k: result[k] for k in ("candidate_version", "candidate_accuracy",
-                                                                     "current_accuracy", "held_out")})
-    return result
+    result = evaluate_candidate(request, s.settings, s.source, s.open_registry)
+    logger.info("candidate evaluated", extra={"candidate_version": result.candidate_version,
+                                              "candidate_accuracy": result.candidate_accuracy,
+                                              "current_accuracy": result.current_accuracy,
+                                              "held_out": result.held_out})
+    return result.to_dict()

@@ -16,24 +16,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from contract.settings import Settings
 from inference_image.classifier import publish_model
 from inference_image.labelled_sets import load_labelled_set
 from lambdas.model_registry import ModelRegistry
 from lambdas.records import BadRecord
+from lambdas.steps import TrainingHookRequest, TrainingHookResult
 from lambdas.stores import ImageSource
 
-REQUIRED = ("train_manifest", "labels", "model_registry", "current_version", "candidate_version")
 
-
-def train_candidate(collect: dict[str, Any], settings: Settings, source: ImageSource,
-                    open_registry: Callable[[str], ModelRegistry]) -> dict[str, Any]:
-    missing = [k for k in REQUIRED if not collect.get(k)]
-    if missing:
-        raise BadRecord(f"the training hook needs {', '.join(missing)} in 'collect'")
+def train_candidate(request: TrainingHookRequest, settings: Settings, source: ImageSource,
+                    open_registry: Callable[[str], ModelRegistry]) -> TrainingHookResult:
     import keras
+
+    collect = request.collect
 
     registry = open_registry(collect["model_registry"])
     base = registry.fetch(collect["current_version"])
@@ -63,9 +60,9 @@ def train_candidate(collect: dict[str, Any], settings: Settings, source: ImageSo
         path = Path(scratch) / "model.keras"
         model.save(path)
         publish_model(registry, collect["candidate_version"], path, labels, metrics)
-    return {
-        "candidate_version": collect["candidate_version"],
-        "model_location": f"{registry.location}/{collect['candidate_version']}/",
-        "metrics": metrics,
-        "excluded": data.excluded,
-    }
+    return TrainingHookResult(
+        candidate_version=collect["candidate_version"],
+        model_location=f"{registry.location}/{collect['candidate_version']}/",
+        metrics=metrics,
+        excluded=data.excluded,
+    )

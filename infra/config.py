@@ -6,7 +6,6 @@ import json
 import re
 from dataclasses import dataclass, fields
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contract.resource_spec import (
     EXPRESS_EXECUTION_SECONDS,
@@ -18,6 +17,7 @@ from contract.resource_spec import (
     STATES_PAYLOAD_BYTES,
     function_arn_placeholder,
 )
+from contract.settings import Settings, problem_with, setting_names
 from workflow.definition import definition_text
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -37,7 +37,6 @@ _EVENT_BUS = re.compile(
 # names each job batchinfer-<model_name>-v<14 digits>.
 _JOB_NAME_PART = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9])*$")
 _JOB_NAME_MAX_MODEL = 63 - len("batchinfer--v20250101000000")
-TRAINING_HOOKS = ("lambda", "sagemaker")
 
 # AWS limits a deployment must fit, or runs fail at run time (their figures: contract/resource_spec.py).
 EXPRESS_CHILD_SECONDS = EXPRESS_EXECUTION_SECONDS  # the Classify map's child is an EXPRESS execution
@@ -100,7 +99,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DeployConfig:
-    """Every key is a CDK context key of the same name; the defaults are those in cdk.json."""
+    """Every key is a CDK context key of the same name; the defaults are those in cdk.json.
+
+    A key named as a field of contract.settings.Settings is that setting of every function: it takes
+    its default and its check from there (see `function_settings`). The other keys are CDK's alone.
+    """
 
     # Name suffix of the stack and of the named resources: batchinfer-<stage>.
     stage: str = "dev"
@@ -113,10 +116,10 @@ class DeployConfig:
     # None leaves the function on the account's unreserved pool (new accounts cannot reserve).
     classify_reserved_concurrency: int | None = None
     # Batches classified at once by the Distributed Map, and images per batch.
-    max_concurrency: int = 4
-    batch_size: int = 32
+    max_concurrency: int = Settings.max_concurrency
+    batch_size: int = Settings.batch_size
     # IANA zone for the date of a prediction (from the capture time) and for the schedules.
-    time_zone: str = "UTC"
+    time_zone: str = Settings.time_zone
     # The model registry is s3://<bucket>/models/<model_name>.
     model_name: str = "digits"
     # S3 events per execution and how long the pipe waits to fill a batch (defaults from the
@@ -132,7 +135,7 @@ class DeployConfig:
     # your own function named by training_hook_function_arn, keeping the contract documented in
     # inference_image/training.py) or "sagemaker" (a training job on training_image_uri, an ECR
     # image you build; see "Retraining on AWS" in README.md).
-    training_hook: str = "lambda"
+    training_hook: str = Settings.training_hook
     training_hook_function_arn: str | None = None
     training_image_uri: str | None = None
     training_instance_type: str = "ml.m5.large"
@@ -140,14 +143,14 @@ class DeployConfig:
     training_memory_mb: int = FUNCTION_LIMITS["TrainingHook"].memory_mb
     evaluation_memory_mb: int = FUNCTION_LIMITS["EvaluateCandidate"].memory_mb
     # Retraining runs when at least this many labelled images are new since the last training.
-    min_new_labels: int = 50
+    min_new_labels: int = Settings.min_new_labels
     # A candidate is promoted when its held-out accuracy >= the current model's + this margin.
-    promotion_margin: float = 0.0
-    train_epochs: int = 5
+    promotion_margin: float = Settings.promotion_margin
+    train_epochs: int = Settings.train_epochs
     # Predictions below this confidence are exported for people to label.
-    low_confidence: float = 0.6
+    low_confidence: float = Settings.low_confidence
     # Percentage of labelled images held out for evaluation (a stable split by key).
-    holdout_percent: int = 20
+    holdout_percent: int = Settings.holdout_percent
     # Where the retraining outcome event goes: a bus name in this account, or a bus ARN.
     event_bus_name: str = "default"
 
@@ -155,6 +158,10 @@ class DeployConfig:
     def prefix(self) -> str:
         """batchinfer-<stage>: the stack name and the start of every name batchinfer sets."""
         return f"batchinfer-{self.stage}"
+
+    def function_settings(self) -> dict[str, Any]:
+        """The values of the settings this config shares with the functions, by setting name."""
+        return {name: getattr(self, name) for name in SHARED_SETTINGS}
 
     @classmethod
     def from_context(cls, context: Any) -> DeployConfig:
@@ -194,23 +201,19 @@ class DeployConfig:
         for key in ("score_schedule", "retrain_schedule"):
             if not _SCHEDULE.match(getattr(self, key)):
                 raise ConfigError(f"bad context value: {key}={getattr(self, key)!r} is not cron(...) or rate(...)")
-        try:
-            ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"bad context value: time_zone={self.time_zone!r} is not an IANA time zone") from None
+        for key in SHARED_SETTINGS:
+            value = getattr(self, key)
+            problem = problem_with(key, value)
+            if problem:
+                raise ConfigError(f"bad context value: {key}={value!r} {problem}")
         limits = {
             "classify_memory_mb": (128, LAMBDA_MAX_MEMORY_MB),
             "classify_timeout_seconds": (1, LAMBDA_MAX_TIMEOUT_SECONDS),
-            "max_concurrency": (1, 10000),
-            "batch_size": (1, 1000),
             "pipe_batch_size": (1, 10000),
             "pipe_window_seconds": (0, 300),
             "powertools_layer_version": (1, 10000),
             "training_memory_mb": (128, LAMBDA_MAX_MEMORY_MB),
             "evaluation_memory_mb": (128, LAMBDA_MAX_MEMORY_MB),
-            "min_new_labels": (1, 1_000_000),
-            "train_epochs": (1, 1000),
-            "holdout_percent": (1, 99),
         }
         for key, (low, high) in limits.items():
             value = getattr(self, key)
@@ -263,13 +266,6 @@ class DeployConfig:
             )
 
     def _validate_retraining(self) -> None:
-        for key in ("promotion_margin", "low_confidence"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"bad context value: {key}={getattr(self, key)} must be between 0 and 1")
-        if self.training_hook not in TRAINING_HOOKS:
-            raise ConfigError(
-                f"bad context value: training_hook={self.training_hook!r} must be 'lambda' or 'sagemaker'"
-            )
         if self.training_hook_function_arn is not None:
             if not _LAMBDA_ARN.match(self.training_hook_function_arn):
                 raise ConfigError(
@@ -303,6 +299,10 @@ class DeployConfig:
             raise ConfigError(
                 f"bad context value: event_bus_name={self.event_bus_name!r} is not an event bus name or ARN"
             )
+
+
+# The keys that are settings of the functions too (time_zone, batch_size, the retraining settings, ...).
+SHARED_SETTINGS = tuple(f.name for f in fields(DeployConfig) if f.name in setting_names())
 
 
 def _number(key: str, raw: Any) -> float:

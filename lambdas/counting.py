@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from lambdas.steps import AggregateDailyCountsRequest, AggregateDailyCountsResult
 from lambdas.stores import FailureStore, PredictionStore, RunStateStore
 
 
 def aggregate_daily_counts(
-    run_id: str,
-    mode: str,
-    checkpoint: dict[str, Any] | None,
-    notes: list[str],
-    already_done: int,
+    request: AggregateDailyCountsRequest,
     predictions: PredictionStore,
     failures: FailureStore,
     state: RunStateStore,
-) -> dict[str, Any]:
+) -> AggregateDailyCountsResult:
+    run_id, checkpoint = request.run_id, request.checkpoint
     results = state.batch_results(run_id)
     dates = sorted({d for r in results for d in r.get("dates", [])})
     days = {}
@@ -27,23 +23,20 @@ def aggregate_daily_counts(
     failed = len(failures.for_run(run_id))
     if checkpoint and checkpoint.get("last_modified"):
         state.advance_checkpoint(checkpoint["scope"], checkpoint["last_modified"], run_id)
-    summary: dict[str, Any] = {
-        "run_id": run_id,
-        "mode": mode,
-        "batches": len(results),
-        "images_scored": sum(int(r.get("counted", 0)) for r in results),
-        "predictions_written": sum(int(r.get("written", 0)) for r in results),
+    return AggregateDailyCountsResult(
+        run_id=run_id,
+        mode=request.mode,
+        batches=len(results),
+        images_scored=sum(int(r.get("counted", 0)) for r in results),
+        predictions_written=sum(int(r.get("written", 0)) for r in results),
         # Found done while listing, or found done by another run while classifying; a retried
         # batch's own earlier writes are this run's work and count as scored above.
-        "already_scored": already_done + sum(
+        already_scored=request.already_done + sum(
             int(r.get("duplicates", 0)) - max(0, int(r.get("counted", 0)) - int(r.get("written", 0)))
             for r in results
         ),
-        "images_failed": failed,
-        "daily_counts": days,
-    }
-    if notes:
-        summary["notes"] = notes
-    if failed:
-        summary["replay"] = f"batchinfer replay {run_id}"
-    return summary
+        images_failed=failed,
+        daily_counts=days,
+        notes=list(request.notes),
+        replay=f"batchinfer replay {run_id}" if failed else "",
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lambdas.records import Batch, Failure
+from lambdas.records import Failure
+from lambdas.steps import RecordBatchFailureRequest, RecordBatchFailureResult
 from lambdas.stores import COUNTED, FailureStore, PredictionStore, RunStateStore
 
 
@@ -25,14 +26,13 @@ def describe_error(error: Any) -> tuple[str, str]:
 
 
 def record_batch_failure(
-    run_id: str,
-    batch: Batch,
-    error: Any,
+    request: RecordBatchFailureRequest,
     predictions: PredictionStore,
     failures: FailureStore,
     state: RunStateStore,
-) -> dict[str, Any]:
-    error_type, message = describe_error(error)
+) -> RecordBatchFailureResult:
+    run_id, batch = request.run_id, request.batch
+    error_type, message = describe_error(request.error)
     # A batch can fail after writing some predictions (a crash, a timeout): those are done.
     ledger = predictions.ledger([item.image_id for item in batch.items])
     failed = [
@@ -49,14 +49,14 @@ def record_batch_failure(
     ]
     failures.record(failed)
     predictions.mark_failed(failed)
-    result = {
-        "batch_id": batch.batch_id,
-        "scored": len(batch.items) - len(failed),
-        "counted": 0,
-        "duplicates": 0,
-        "failed": len(failed),
-        "dates": [],
-        "error": f"{error_type}: {message}"[:500],
-    }
-    state.put_batch_result(run_id, batch.batch_id, result)
+    result = RecordBatchFailureResult(
+        batch_id=batch.batch_id,
+        scored=len(batch.items) - len(failed),
+        counted=0,
+        duplicates=0,
+        failed=len(failed),
+        dates=[],
+        error=f"{error_type}: {message}"[:500],
+    )
+    state.put_batch_result(run_id, batch.batch_id, result.to_dict())
     return result

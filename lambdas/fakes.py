@@ -1,8 +1,9 @@
 """In-memory stand-ins for the stores and the registry's storage, for unit tests and quick experiments.
 
-Each keeps the contract of the real store (tests/contract runs the same tests on both): the same
-rows, the same ordering, and the same exactly-once rule for predictions and counts. Rows go
-through the real stores' DynamoDB conversion, so numbers round as they do in the tables.
+Each subclasses the real store and overrides every method that touches AWS (it has no client), and
+keeps the real store's contract (tests/contract runs the same tests on both): the same rows, the
+same ordering, and the same exactly-once rule for predictions and counts. Rows go through the real
+stores' DynamoDB conversion, so numbers round as they do in the tables.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from lambdas.stores import (
     COUNTED,
     FAILED,
     MODEL_PREFIX,
+    FailureStore,
+    ImageSource,
     ImageTooLarge,
     ObjectUnreadable,
     PredictionStore,
+    RunStateStore,
     WriteOutcome,
     chunked,
     from_item,
@@ -157,10 +161,11 @@ class InMemoryPredictionStore(PredictionStore):
         return dict(sorted(days.items()))
 
 
-class InMemoryFailureStore:
+class InMemoryFailureStore(FailureStore):
     """FailureStore in a dict keyed as the table is: (run_id, image_id)."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = "failures") -> None:
+        super().__init__(None, table)
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
 
     def record(self, failures: Sequence[Failure]) -> None:
@@ -180,10 +185,11 @@ class InMemoryFailureStore:
         return [dict(row) for (run, _), row in sorted(self.rows.items()) if run == run_id]
 
 
-class InMemoryRunStateStore:
+class InMemoryRunStateStore(RunStateStore):
     """RunStateStore in a dict keyed as the table is: (pk, sk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = "state") -> None:
+        super().__init__(None, table)
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -225,14 +231,14 @@ class _StoredVersion:
     content_type: str = "binary/octet-stream"
 
 
-class InMemoryImageSource:
+class InMemoryImageSource(ImageSource):
     """ImageSource over versioned buckets in memory. Each upload is a new version, as in a
     versioned bucket; LastModified comes from a clock that moves a second per upload unless given."""
 
     def __init__(self, start: datetime | None = None) -> None:
+        super().__init__(None)
         self.objects: dict[str, dict[str, list[_StoredVersion]]] = defaultdict(dict)  # bucket -> key -> versions
         self.denied: set[tuple[str, str]] = set()  # (bucket, key) that reads are refused for
-        self.page_size = 1000
         self._clock = (start or datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)).replace(microsecond=0)
         self._lock = threading.Lock()
 

@@ -2,83 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-from urllib.parse import unquote_plus
 
 from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
 from lambdas.records import BadRecord, ImageVersion, parse_timestamp
+from lambdas.steps import ListNewVersionsRequest, ListNewVersionsResult, ObjectRef
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """An object version named by an S3 event: no LastModified yet, it is read with HeadObject."""
-
-    bucket: str
-    key: str
-    version_id: str
-
-
-@dataclass(frozen=True)
-class ListRequest:
-    run_id: str
-    prefix: str | None = None
-    objects: tuple[ObjectRef, ...] | None = None  # set when the run was started by S3 events
-    rejected_events: tuple[str, ...] = ()
-
-    @classmethod
-    def from_event(cls, event: Any) -> ListRequest:
-        if not isinstance(event, dict) or not event.get("run_id"):
-            raise BadRecord("ListNewVersions needs an object with 'run_id' and 'input'")
-        run_input = event.get("input") or {}
-        if not isinstance(run_input, dict):
-            raise BadRecord("the execution input must be a JSON object")
-        prefix = run_input.get("prefix")
-        if prefix is not None and not isinstance(prefix, str):
-            raise BadRecord("'prefix' must be a string")
-        events = run_input.get("events")
-        if events is None:
-            return cls(run_id=str(event["run_id"]), prefix=prefix)
-        if not isinstance(events, list):
-            raise BadRecord("'events' must be a list of S3 event records")
-        objects, rejected = parse_s3_events(events)
-        return cls(
-            run_id=str(event["run_id"]), prefix=prefix, objects=tuple(objects), rejected_events=tuple(rejected)
-        )
-
-
-def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
-    """Object versions from SQS records carrying EventBridge "Object Created" events.
-
-    A record that is not such an event is set aside with a reason; the others go on.
-    """
-    objects: dict[tuple[str, str, str], ObjectRef] = {}
-    rejected: list[str] = []
-    for index, record in enumerate(records):
-        try:
-            body = record.get("body", record) if isinstance(record, dict) else record
-            event = json.loads(body) if isinstance(body, str) else body
-            if not isinstance(event, dict):
-                raise ValueError("the body is not a JSON object")
-            detail = event.get("detail") or {}
-            if event.get("detail-type") != "Object Created":
-                raise ValueError(f"detail-type is {event.get('detail-type')!r}, not 'Object Created'")
-            bucket = detail["bucket"]["name"]
-            key = unquote_plus(detail["object"]["key"]) if "%" in detail["object"]["key"] else detail["object"]["key"]
-            version_id = detail["object"].get("version-id")
-            if not version_id:
-                raise ValueError(f"s3://{bucket}/{key} has no version-id: is versioning on?")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
-            rejected.append(f"record {index}: not an S3 Object Created event ({error})")
-            continue
-        objects[(bucket, key, version_id)] = ObjectRef(bucket, key, version_id)
-    return list(objects.values()), rejected
 
 
 def check_prefix(prefix: str | None, settings: Settings) -> str:
@@ -98,12 +30,12 @@ def check_prefix(prefix: str | None, settings: Settings) -> str:
 
 
 def list_new_versions(
-    request: ListRequest,
+    request: ListNewVersionsRequest,
     settings: Settings,
     source: ImageSource,
     predictions: PredictionStore,
     checkpoint: str | None,
-) -> dict[str, Any]:
+) -> ListNewVersionsResult:
     prefix = request.prefix if request.prefix is not None else settings.images_prefix
     scope = f"{settings.bucket}/{prefix}"
     if request.objects is not None:
@@ -127,12 +59,12 @@ def list_new_versions(
         "listed new versions",
         extra={"run_id": request.run_id, "listed": len(candidates), "new": len(new), "batches": manifest["batches"]},
     )
-    return {
+    return ListNewVersionsResult(
         **manifest,
-        "already_done": len(candidates) - len(new) - failed_before,
-        "checkpoint": {"scope": scope, "last_modified": high_water} if high_water else None,
-        "notes": list(request.rejected_events) + missing,
-    }
+        already_done=len(candidates) - len(new) - failed_before,
+        checkpoint={"scope": scope, "last_modified": high_water} if high_water else None,
+        notes=list(request.rejected_events) + missing,
+    )
 
 
 def _list_since_checkpoint(

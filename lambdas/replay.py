@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from contract.settings import Settings
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
-from lambdas.records import BadRecord, ImageVersion
+from lambdas.records import ImageVersion
+from lambdas.steps import BuildReplayManifestRequest, BuildReplayManifestResult
 from lambdas.stores import COUNTED, FailureStore, ImageSource, PredictionStore
-
-
-@dataclass(frozen=True)
-class ReplayRequest:
-    run_id: str
-    replay_of: str
-
-    @classmethod
-    def from_event(cls, event: Any) -> ReplayRequest:
-        if not isinstance(event, dict) or not event.get("run_id"):
-            raise BadRecord("BuildReplayManifest needs an object with 'run_id' and 'input'")
-        run_input = event.get("input")
-        if not isinstance(run_input, dict) or not isinstance(run_input.get("run"), str) or not run_input["run"]:
-            raise BadRecord('replay needs the run to replay: {"mode": "replay", "run": "<run id>"}')
-        return cls(run_id=str(event["run_id"]), replay_of=run_input["run"])
 
 
 def _latest_version(source: ImageSource, image: ImageVersion) -> ImageVersion | None:
@@ -36,12 +19,12 @@ def _latest_version(source: ImageSource, image: ImageVersion) -> ImageVersion | 
 
 
 def build_replay_manifest(
-    request: ReplayRequest,
+    request: BuildReplayManifestRequest,
     settings: Settings,
     source: ImageSource,
     predictions: PredictionStore,
     failures: FailureStore,
-) -> dict[str, Any]:
+) -> BuildReplayManifestResult:
     """Every failed item of the run, once. Where the key has since had a newer upload, that
     version (the fix) is scored instead of the broken one."""
     failed = [ImageVersion.from_dict(row["image"]) for row in failures.for_run(request.replay_of)]
@@ -60,9 +43,5 @@ def build_replay_manifest(
     manifest = write_manifest(request.run_id, todo, settings, source)
     logger.info("replay manifest built",
                 extra={"run_id": request.run_id, "replay_of": request.replay_of, "items": len(todo)})
-    return {
-        **manifest,
-        "already_done": len(candidates) - len(todo),
-        "checkpoint": None,
-        "notes": notes,
-    }
+    return BuildReplayManifestResult(**manifest, already_done=len(candidates) - len(todo), checkpoint=None,
+                                     notes=notes)

@@ -12,21 +12,11 @@ from contract.resource_spec import LABELS_PREFIX, RUNS_PREFIX
 from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.observability import logger
-from lambdas.records import BadRecord, parse_timestamp
+from lambdas.records import parse_timestamp
+from lambdas.steps import CollectTrainingDataRequest, CollectTrainingDataResult
 from lambdas.stores import ImageSource, PredictionStore, RunStateStore, stable_shard
 
 TRAINING_SCOPE = "training"
-
-
-@dataclass(frozen=True)
-class CollectRequest:
-    run_id: str
-
-    @classmethod
-    def from_event(cls, event: Any) -> CollectRequest:
-        if not isinstance(event, dict) or not event.get("run_id"):
-            raise BadRecord("CollectTrainingData needs an object with 'run_id'")
-        return cls(run_id=str(event["run_id"]))
 
 
 def labelled_images(source: ImageSource, bucket: str) -> list[tuple[str, str, str]]:
@@ -79,13 +69,13 @@ def shortfall(split: LabelledSplit, min_new_labels: int) -> str:
 
 
 def collect_training_data(
-    request: CollectRequest,
+    request: CollectTrainingDataRequest,
     settings: Settings,
     source: ImageSource,
     registry: ModelRegistry,
     state: RunStateStore,
     predictions: PredictionStore,
-) -> dict[str, Any]:
+) -> CollectTrainingDataResult:
     try:
         current = registry.current_version()
         labels = registry.fetch_labels(current)
@@ -104,26 +94,26 @@ def collect_training_data(
     reason = shortfall(split, settings.min_new_labels)
     logger.info("training data collected", extra={"run_id": request.run_id, "train": len(split.train),
                                                   "held_out": len(split.held_out), "new": split.new_labels})
-    return {
-        "enough": not reason,
-        "reason": reason,
-        "hook": settings.training_hook,
-        "model_name": registry.name,
-        "model_registry": registry.location,
-        "current_version": current,
-        "candidate_version": candidate,
-        "labels": labels,
-        "train_manifest": f"s3://{settings.bucket}/{prefix}/train.json",
-        "holdout_manifest": f"s3://{settings.bucket}/{prefix}/holdout.json",
-        "train_count": len(split.train),
-        "holdout_count": len(split.held_out),
-        "new_labels": split.new_labels,
-        "labels_high_water": split.high_water,
-        "epochs": settings.train_epochs,
-        "low_confidence_export": f"s3://{settings.bucket}/{prefix}/low_confidence.jsonl",
-        "low_confidence_count": exported,
-        "notes": notes,
-    }
+    return CollectTrainingDataResult(
+        enough=not reason,
+        reason=reason,
+        hook=settings.training_hook,
+        model_name=registry.name,
+        model_registry=registry.location,
+        current_version=current,
+        candidate_version=candidate,
+        labels=labels,
+        train_manifest=f"s3://{settings.bucket}/{prefix}/train.json",
+        holdout_manifest=f"s3://{settings.bucket}/{prefix}/holdout.json",
+        train_count=len(split.train),
+        holdout_count=len(split.held_out),
+        new_labels=split.new_labels,
+        labels_high_water=split.high_water,
+        epochs=settings.train_epochs,
+        low_confidence_export=f"s3://{settings.bucket}/{prefix}/low_confidence.jsonl",
+        low_confidence_count=exported,
+        notes=notes,
+    )
 
 
 def export_low_confidence(predictions: PredictionStore, settings: Settings, source: ImageSource, key: str,

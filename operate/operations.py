@@ -22,6 +22,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 def new_run_name(mode: str) -> str:
+    """An execution name that sorts by start time: <mode>-<UTC time>-<6 random hex digits>."""
     return f"{mode}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
@@ -55,7 +56,8 @@ def describe(target: Target, run_id: str) -> dict[str, Any]:
 
 
 def wait(target: Target, run_id: str, on_poll: Callable[[dict[str, Any]], None] | None = None,
-         timeout: float = 6 * 3600) -> dict[str, Any]:
+         timeout: float = 6 * 3600, poll_seconds: float = 0.5) -> dict[str, Any]:
+    """The run's description once it has ended; `on_poll` sees every description, the last one included."""
     deadline = time.monotonic() + timeout
     while True:
         description = describe(target, run_id)
@@ -65,7 +67,7 @@ def wait(target: Target, run_id: str, on_poll: Callable[[dict[str, Any]], None] 
             return description
         if time.monotonic() > deadline:
             raise TargetError(f"run {run_id} still {description['status']} after {timeout:.0f} s")
-        time.sleep(0.5)
+        time.sleep(poll_seconds)
 
 
 def prediction_store(target: Target) -> PredictionStore:
@@ -124,7 +126,8 @@ def progress(target: Target, run_id: str) -> tuple[int, int | None]:
     return RunProgress(target, run_id)()
 
 
-def _output(description: dict[str, Any]) -> dict[str, Any]:
+def run_output(description: dict[str, Any]) -> dict[str, Any]:
+    """What a finished run returned (images scored and failed, daily counts, ...); {} until it ends well."""
     if not description.get("output"):
         return {}
     value = json.loads(description["output"])
@@ -152,7 +155,7 @@ def list_runs(target: Target, limit: int = 20) -> list[dict[str, Any]]:
     runs = []
     for execution in executions[:limit]:
         description = sfn.describe_execution(executionArn=execution["executionArn"])
-        output = _output(description)
+        output = run_output(description)
         runs.append({
             "run_id": execution["name"],
             "mode": _mode(description),
@@ -205,23 +208,27 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
             map_runs.append({"status": detail["status"], "items": detail["itemCounts"]})
     except Exception:  # older engines have no map runs
         pass
-    failures = FailureStore(target.client("dynamodb"), target.failures_table).for_run(description["name"])
     return {
         "run_id": description["name"],
         "mode": _mode(description),
         "status": description["status"],
         "started": description["startDate"].isoformat(timespec="seconds"),
         "seconds": _seconds(description["startDate"], description.get("stopDate")),
-        "output": _output(description),
+        "output": run_output(description),
         "error": description.get("error"),
         "cause": description.get("cause"),
         "timeline": timeline,
         "map_runs": map_runs,
-        "failures": [{"object": f"s3://{f['image']['bucket']}/{f['image']['key']}",
-                      "version_id": f["image"]["version_id"], "stage": f["stage"], "reason": f["reason"]}
-                     for f in failures],
+        "failures": run_failures(target, description["name"]),
         "console_url": target.console_url(description["name"]),
     }
+
+
+def run_failures(target: Target, run_id: str) -> list[dict[str, Any]]:
+    """The items a run could not score, each with its stage and reason, as replay will take them."""
+    return [{"object": f"s3://{f['image']['bucket']}/{f['image']['key']}",
+             "version_id": f["image"]["version_id"], "stage": f["stage"], "reason": f["reason"]}
+            for f in FailureStore(target.client("dynamodb"), target.failures_table).for_run(run_id)]
 
 
 def replay_run(target: Target, run_id: str) -> str:

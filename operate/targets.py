@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
+
+# The AWS services batchinfer calls. boto3's type stubs know each client by its literal name.
+AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation"]
 
 
 class TargetError(RuntimeError):
@@ -27,8 +30,17 @@ class Target:
     tables: dict[str, str]  # logical id -> table name
     endpoint_url: str | None = None
     profile: str | None = None
+    # One client per service, made at first use: watching a run polls it several times a second.
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def client(self, service: str, config: Any = None) -> Any:
+    def client(self, service: AwsService, config: Any = None) -> Any:
+        if config is not None:
+            return self._new_client(service, config)
+        if service not in self._clients:
+            self._clients[service] = self._new_client(service, None)
+        return self._clients[service]
+
+    def _new_client(self, service: AwsService, config: Any) -> Any:
         if self.kind == "local":  # moto takes any credentials; never use a real account's here
             return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
                                 aws_access_key_id="local", aws_secret_access_key="local", config=config)
@@ -72,7 +84,8 @@ def local_stack_file() -> Path:
 def write_local_stack(target: Target, pid: int) -> Path:
     path = local_stack_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**target.__dict__, "pid": pid}, indent=2))
+    values = {f.name: getattr(target, f.name) for f in fields(target) if f.init}
+    path.write_text(json.dumps({**values, "pid": pid}, indent=2))
     return path
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import socket
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,26 @@ from cli.app import app
 from operate.targets import write_local_stack
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Unit tests run on the in-memory fakes: a run of only unit tests must load neither of these.
+HEAVY_FOR_UNIT = ("moto", "tensorflow")
+_UNIT_ONLY = pytest.StashKey[bool]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[_UNIT_ONLY] = bool(session.items) and all(
+        item.get_closest_marker("unit") for item in session.items)
+
+
+@pytest.fixture(autouse=True)
+def _unit_runs_stay_light(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In a run of unit tests only (`-m unit`), fail the test after which moto or TensorFlow is loaded.
+
+    In a mixed run the other tests load them on purpose, so the check is off."""
+    yield
+    if request.config.stash.get(_UNIT_ONLY, False):
+        loaded = [name for name in HEAVY_FOR_UNIT if name in sys.modules]
+        assert not loaded, f"a unit test loaded {', '.join(loaded)}: unit tests run on the fakes"
 
 
 @pytest.fixture(scope="session")

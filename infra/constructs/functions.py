@@ -24,8 +24,8 @@ from contract.resource_spec import (
     PREDICTIONS,
     RUN_STATE,
     RUNS_PREFIX,
-    TABLES,
 )
+from contract.settings import Settings, table_settings
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -41,35 +41,28 @@ from infra.constructs.storage import Storage
 CLASSIFY_BATCH = "ClassifyBatch"  # the container function, built by the Inference construct
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 POWERTOOLS_LAYER = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
-# The ClassifyBatch container checks the registry's pointer this often (lambdas/settings.py default).
-MODEL_REFRESH_SECONDS = 30
+POWERTOOLS_ENVIRONMENT = {
+    "POWERTOOLS_SERVICE_NAME": "batchinfer",
+    "POWERTOOLS_METRICS_NAMESPACE": "batchinfer",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+}
+
+
+def function_settings(config: DeployConfig, storage: Storage) -> Settings:
+    """The settings of every function: this stack's names (tokens) and the deploy config's values."""
+    bucket = storage.bucket.bucket_name
+    return Settings(
+        bucket=bucket,
+        model_registry=f"s3://{bucket}/{MODELS_PREFIX}{config.model_name}",
+        **table_settings(lambda spec: storage.table(spec).table_name),
+        **config.function_settings(),
+    )
 
 
 def function_environment(config: DeployConfig, storage: Storage) -> dict[str, str]:
-    """The environment of every function: the variables lambdas/settings.py reads, as the local
-    engine sets them (engine.local_engine.LocalConfig.settings_env), plus Powertools'."""
-    bucket = storage.bucket.bucket_name
-    env = {
-        "BATCHINFER_BUCKET": bucket,
-        "BATCHINFER_IMAGES_PREFIX": IMAGES_PREFIX,
-        "BATCHINFER_MODEL_REGISTRY": f"s3://{bucket}/{MODELS_PREFIX}{config.model_name}",
-        "BATCHINFER_TIME_ZONE": config.time_zone,
-        "BATCHINFER_BATCH_SIZE": str(config.batch_size),
-        "BATCHINFER_MAX_CONCURRENCY": str(config.max_concurrency),
-        "BATCHINFER_MODEL_REFRESH_SECONDS": str(MODEL_REFRESH_SECONDS),
-        "BATCHINFER_MIN_NEW_LABELS": str(config.min_new_labels),
-        "BATCHINFER_PROMOTION_MARGIN": str(config.promotion_margin),
-        "BATCHINFER_HOLDOUT_PERCENT": str(config.holdout_percent),
-        "BATCHINFER_TRAINING_HOOK": config.training_hook,
-        "BATCHINFER_TRAIN_EPOCHS": str(config.train_epochs),
-        "BATCHINFER_LOW_CONFIDENCE": str(config.low_confidence),
-        "POWERTOOLS_SERVICE_NAME": "batchinfer",
-        "POWERTOOLS_METRICS_NAMESPACE": "batchinfer",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-    }
-    for spec in TABLES:
-        env[spec.setting] = storage.table(spec).table_name
-    return env
+    """The environment of every function: its settings as Settings.to_env() names them (the local
+    engine sets them the same way), plus Powertools'."""
+    return {**function_settings(config, storage).to_env(), **POWERTOOLS_ENVIRONMENT}
 
 
 def function_role(scope: Construct, function: str, log_group: logs.ILogGroup) -> iam.Role:

@@ -39,34 +39,41 @@ class Triggers(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         time_zone = cdk.TimeZone.of(config.time_zone)
-
-        def schedule(schedule_id: str, description: str, expression: str, mode: str) -> scheduler.Schedule:
-            return scheduler.Schedule(
-                self,
-                schedule_id,
-                description=description,
-                schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
-                target=scheduler_targets.StepFunctionsStartExecution(
-                    state_machine, input=scheduler.ScheduleTargetInput.from_object({"mode": mode})
-                ),
-            )
-
-        self.score_schedule = schedule(
+        self.score_schedule = self._schedule(
             "ScoreSchedule", "batchinfer: score the image versions that are new since the last run",
-            config.score_schedule, "score",
+            config.score_schedule, time_zone, state_machine, "score",
         )
-        self.retrain_schedule = schedule(
-            "RetrainSchedule", "batchinfer: run the retraining branch", config.retrain_schedule, "retrain"
+        self.retrain_schedule = self._schedule(
+            "RetrainSchedule", "batchinfer: run the retraining branch", config.retrain_schedule, time_zone,
+            state_machine, "retrain",
+        )
+        self.dead_letter_queue, self.queue = self._upload_queues()
+        self.rule = self._uploads_rule(storage)
+        self.pipe_role = self._pipe_role(state_machine)
+        self.pipe = self._uploads_pipe(config, state_machine)
+
+    def _schedule(self, schedule_id: str, description: str, expression: str, time_zone: cdk.TimeZone,
+                  state_machine: sfn.IStateMachine, mode: str) -> scheduler.Schedule:
+        return scheduler.Schedule(
+            self,
+            schedule_id,
+            description=description,
+            schedule=scheduler.ScheduleExpression.expression(expression, time_zone),
+            target=scheduler_targets.StepFunctionsStartExecution(
+                state_machine, input=scheduler.ScheduleTargetInput.from_object({"mode": mode})
+            ),
         )
 
-        self.dead_letter_queue = sqs.Queue(
+    def _upload_queues(self) -> tuple[sqs.Queue, sqs.Queue]:
+        """The upload events' queue and its dead-letter queue."""
+        dead_letter_queue = sqs.Queue(
             self,
             "UploadEventsDeadLetterQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=cdk.Duration.days(14),
         )
-        self.queue = sqs.Queue(
+        queue = sqs.Queue(
             self,
             "UploadEventsQueue",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
@@ -75,11 +82,14 @@ class Triggers(Construct):
             retention_period=cdk.Duration.days(4),
             # Explicit, from the resource spec, so that the embedded engine's queue has the same limit.
             max_message_size_bytes=SQS_MESSAGE_BYTES,
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=5),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=dead_letter_queue, max_receive_count=5),
         )
+        return dead_letter_queue, queue
+
+    def _uploads_rule(self, storage: Storage) -> events.Rule:
         # The same pattern the local engine's rule uses.
         pattern: dict[str, Any] = upload_event_pattern(storage.bucket.bucket_name)
-        self.rule = events.Rule(
+        return events.Rule(
             self,
             "UploadsRule",
             description="batchinfer: images uploaded under incoming/ go to the upload-events queue",
@@ -89,7 +99,8 @@ class Triggers(Construct):
             targets=[events_targets.SqsQueue(self.queue)],
         )
 
-        self.pipe_role = iam.Role(
+    def _pipe_role(self, state_machine: sfn.IStateMachine) -> iam.Role:
+        role = iam.Role(
             self,
             "PipeRole",
             assumed_by=iam.ServicePrincipal(
@@ -98,16 +109,19 @@ class Triggers(Construct):
             ),
             description="batchinfer pipe: read the upload-events queue, start the state machine",
         )
-        self.pipe_role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(
                 actions=["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
                 resources=[self.queue.queue_arn],
             )
         )
-        self.pipe_role.add_to_policy(
+        role.add_to_policy(
             iam.PolicyStatement(actions=["states:StartExecution"], resources=[state_machine.state_machine_arn])
         )
-        self.pipe = pipes.CfnPipe(
+        return role
+
+    def _uploads_pipe(self, config: DeployConfig, state_machine: sfn.IStateMachine) -> pipes.CfnPipe:
+        pipe = pipes.CfnPipe(
             self,
             "UploadsPipe",
             description="batchinfer: one execution per batch of uploads",
@@ -129,4 +143,5 @@ class Triggers(Construct):
         # The pipe checks its role's permissions when it is created.
         policy = self.pipe_role.node.try_find_child("DefaultPolicy")
         if policy is not None:
-            self.pipe.node.add_dependency(policy)
+            pipe.node.add_dependency(policy)
+        return pipe

@@ -35,23 +35,7 @@ class Workflow(Construct):
     ) -> None:
         """`functions` fill the definition's function ARN placeholders, `parameters` the others."""
         super().__init__(scope, construct_id)
-        stack = cdk.Stack.of(self)
         self.state_machine_name = config.prefix
-        # The role needs the state machine's own ARN (the Distributed Map starts child executions
-        # of it); taking it from the name, not the resource, avoids a dependency cycle.
-        own_arn = stack.format_arn(
-            service="states",
-            resource="stateMachine",
-            resource_name=self.state_machine_name,
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
-        own_executions = stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=f"{self.state_machine_name}:*",
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )
-
         self.log_group = logs.LogGroup(
             self,
             "Logs",
@@ -59,37 +43,7 @@ class Workflow(Construct):
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="batchinfer state machine: its functions, the run manifests, its own child runs, "
-            "the retraining outcome event and hook",
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"],
-                resources=[fn.function_arn for fn in functions.values()],
-            )
-        )
-        self.role.add_to_policy(  # the ItemReader reads the manifest; the ResultWriter writes the results
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
-                resources=[storage.bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
-            )
-        )
-        self.role.add_to_policy(  # the Distributed Map runs its children as executions of this machine
-            iam.PolicyStatement(actions=["states:StartExecution"], resources=[own_arn])
-        )
-        # RedriveExecution: an operator (or the console) redrives a failed run, and with it the Map
-        # Run's failed children, which runs as this role.
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"],
-                resources=[own_executions],
-            )
-        )
-
+        self.role = self._role(storage, functions)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -104,6 +58,55 @@ class Workflow(Construct):
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=True,
         )
+        self._acknowledge_role_findings(storage)
+
+    def _own_arn(self, resource: str, resource_name: str) -> str:
+        # The role needs the state machine's own ARN (the Distributed Map starts child executions
+        # of it); taking it from the name, not the resource, avoids a dependency cycle.
+        return cdk.Stack.of(self).format_arn(
+            service="states",
+            resource=resource,
+            resource_name=resource_name,
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+    def _role(self, storage: Storage, functions: dict[str, lambda_.IFunction]) -> iam.Role:
+        """The state machine's role: its functions, the run manifests, its own child executions."""
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description="batchinfer state machine: its functions, the run manifests, its own child runs, "
+            "the retraining outcome event and hook",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[fn.function_arn for fn in functions.values()],
+            )
+        )
+        role.add_to_policy(  # the ItemReader reads the manifest; the ResultWriter writes the results
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+                resources=[storage.bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
+            )
+        )
+        role.add_to_policy(  # the Distributed Map runs its children as executions of this machine
+            iam.PolicyStatement(
+                actions=["states:StartExecution"], resources=[self._own_arn("stateMachine", self.state_machine_name)]
+            )
+        )
+        # RedriveExecution: an operator (or the console) redrives a failed run, and with it the Map
+        # Run's failed children, which runs as this role.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"],
+                resources=[self._own_arn("execution", f"{self.state_machine_name}:*")],
+            )
+        )
+        return role
+
+    def _acknowledge_role_findings(self, storage: Storage) -> None:
         acknowledge(
             self.role,
             {

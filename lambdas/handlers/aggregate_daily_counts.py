@@ -5,22 +5,12 @@ from typing import Any
 from lambdas.counting import aggregate_daily_counts
 from lambdas.dependencies import stores
 from lambdas.observability import logger
-from lambdas.records import BadRecord
+from lambdas.steps import AggregateDailyCountsRequest
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if not isinstance(event, dict) or not event.get("run_id"):
-        raise BadRecord("AggregateDailyCounts needs 'run_id'")
-    logger.append_keys(run_id=event["run_id"])
+    request = AggregateDailyCountsRequest.from_event(event)
+    logger.append_keys(run_id=request.run_id)
     s = stores()
-    return aggregate_daily_counts(
-        str(event["run_id"]),
-        str(event.get("mode") or "score"),
-        event.get("checkpoint"),
-        list(event.get("notes") or []),
-        int(event.get("already_done") or 0),
-        s.predictions,
-        s.failures,
-        s.state,
-    )
+    return aggregate_daily_counts(request, s.predictions, s.failures, s.state).to_dict()

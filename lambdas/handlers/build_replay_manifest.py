@@ -5,13 +5,14 @@ from typing import Any
 from lambdas.dependencies import stores
 from lambdas.model_registry import require_serving_model
 from lambdas.observability import logger
-from lambdas.replay import ReplayRequest, build_replay_manifest
+from lambdas.replay import build_replay_manifest
+from lambdas.steps import BuildReplayManifestRequest
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    request = ReplayRequest.from_event(event)
+    request = BuildReplayManifestRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)
     s = stores()
     require_serving_model(s.registry)
-    return build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures)
+    return build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures).to_dict()

@@ -5,18 +5,14 @@ from typing import Any
 from lambdas.dependencies import stores
 from lambdas.failures import record_batch_failure
 from lambdas.observability import logger
-from lambdas.records import BadRecord, Batch
+from lambdas.steps import RecordBatchFailureRequest
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if not isinstance(event, dict) or "run_id" not in event or "batch" not in event:
-        raise BadRecord("RecordBatchFailure needs 'run_id', 'batch' and 'error'")
-    batch = Batch.from_dict(event["batch"])
-    logger.append_keys(run_id=event["run_id"], batch_id=batch.batch_id)
+    request = RecordBatchFailureRequest.from_event(event)
+    logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
     s = stores()
-    result = record_batch_failure(
-        str(event["run_id"]), batch, event.get("error"), s.predictions, s.failures, s.state
-    )
-    logger.warning("batch recorded as failed", extra={"failed": result["failed"], "error": result["error"]})
-    return result
+    result = record_batch_failure(request, s.predictions, s.failures, s.state)
+    logger.warning("batch recorded as failed", extra={"failed": result.failed, "error": result.error})
+    return result.to_dict()

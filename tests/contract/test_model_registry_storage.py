@@ -4,6 +4,7 @@ one contract: versions, labels, metrics, a pointer to the current version, files
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
 
 from lambdas.model_registry import ModelError, ModelFileMissing, ModelRegistry

@@ -129,3 +129,13 @@ def test_the_largest_values_that_fit_are_accepted() -> None:
     config = DeployConfig.from_values({"pipe_batch_size": 85, "batch_size": 112, "classify_reserved_concurrency": 4})
     assert (config.pipe_batch_size, config.batch_size) == (85, 112)
     assert DeployConfig().training_memory_mb == 3008  # what accounts capped at 3,008 MB can deploy
+
+
+@pytest.mark.parametrize(("key", "value"), [("batch_size", 2000), ("holdout_percent", 0), ("time_zone", "Mars/X")])
+def test_a_setting_the_functions_share_fails_as_the_functions_would(key: str, value: Any) -> None:
+    from contract.settings import problem_with
+
+    reason = problem_with(key, value)
+    assert reason is not None
+    with pytest.raises(ConfigError, match=f"bad context value: {key}={value!r} {reason}"):
+        DeployConfig.from_values({key: value})

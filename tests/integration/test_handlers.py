@@ -70,8 +70,8 @@ def test_record_batch_failure_records_each_unscored_item(scoring_engine: Any) ->
     [
         (classify_handler.handler, {"run_id": "r"}, "needs an object with 'run_id' and 'batch'"),
         (classify_handler.handler, {"run_id": "r", "batch": {"items": [{"key": "k"}]}}, "lacks bucket"),
-        (record_batch_failure.handler, {"batch": {}}, "needs 'run_id', 'batch' and 'error'"),
-        (aggregate_daily_counts.handler, {}, "needs 'run_id'"),
+        (record_batch_failure.handler, {"batch": {}}, "needs an object with 'run_id', 'batch' and 'error'"),
+        (aggregate_daily_counts.handler, {}, "needs an object with 'run_id'"),
     ],
 )
 def test_wrong_events_get_a_clear_error(engine: Any, handler: Any, event: Any, message: str) -> None:

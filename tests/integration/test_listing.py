@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from contract.settings import load_settings
-from lambdas.listing import ListRequest, list_new_versions
+from lambdas.listing import list_new_versions
 from lambdas.records import BadRecord, ImageVersion, Prediction
+from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.stores import ImageSource, PredictionStore, RunStateStore
 from tests.conftest import upload
 
@@ -20,7 +21,7 @@ def listing(engine: Any, request: ListRequest, page_size: int = 1000, checkpoint
     settings = load_settings()
     source = ImageSource(engine.client("s3"), page_size=page_size)
     predictions = PredictionStore(engine.client("dynamodb"), engine.predictions_table, engine.counts_table, 8)
-    return list_new_versions(request, settings, source, predictions, checkpoint)
+    return list_new_versions(request, settings, source, predictions, checkpoint).to_dict()
 
 
 def manifest(engine: Any, result: dict) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
@@ -126,12 +128,13 @@ def test_the_fault_switch_reads_its_setting_and_refuses_bad_rules(monkeypatch: p
 def test_the_demo_rehearses_a_failing_batch(demo_model: Any) -> None:
     from cli.app import app
 
-    result = CliRunner().invoke(app, ["demo", "--images", "16", "--batch-size", "8",
+    result = CliRunner().invoke(app, ["demo", "--images", "16", "--batch-size", "8", "--concurrency", "3",
                                       "--fault", "ClassifyBatch:error:batch-00000"])
     assert result.exit_code == 0, result.output
     # The first batch (eight digits) fails for good; the three bad objects fail on their own.
     assert "images scored: 8   failed: 11" in result.output
     assert "InjectedError" in result.output
+    assert re.search(r"whole workflow, 3\s+batches in flight", result.output), result.output
 
 
 # -- DynamoDB throttling ------------------------------------------------------------------------------
@@ -171,14 +174,15 @@ class ThrottledDynamoDB:
             def stream(self, **_: Any) -> Iterator[bytes]:
                 yield self.getvalue()
 
-        return AWSResponse(request.url, 400, {"x-amzn-RequestId": "throttled"}, Raw(body.encode()))
+        headers = HTTPHeaders.from_dict({"x-amzn-RequestId": "throttled"})
+        return AWSResponse(request.url, 400, headers, Raw(body.encode()))
 
     def transact_write_items(self, **kwargs: Any) -> Any:
         if self._take("transact"):
             items = kwargs["TransactItems"]
             raise ClientError(
                 {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
-                 "CancellationReasons": [{"Code": "ThrottlingError"}] + [{"Code": "None"}] * (len(items) - 1)},
+                 "CancellationReasons": [{"Code": "ThrottlingError" if n == 0 else "None"} for n in range(len(items))]},
                 "TransactWriteItems",
             )
         return self._client.transact_write_items(**kwargs)

@@ -1,0 +1,365 @@
+"""Each step's typed request and result. Every event is parsed here, with one form of error for a
+malformed event; every result turns into exactly the dict the state machine reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+from urllib.parse import unquote_plus
+
+from lambdas.records import BadRecord, Batch
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _object_with(step: str, event: Any, required: tuple[str, ...], present: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The event as a dict that has every `required` field set and every `present` field at all."""
+    if (not isinstance(event, dict) or not all(event.get(name) for name in required)
+            or not all(name in event for name in present)):
+        raise BadRecord(f"{step} needs an object with {_quoted(required + present)}")
+    return event
+
+
+class StepResult:
+    """A result as the state machine reads it: its fields in order, optional ones left out when unset."""
+
+    OMIT_WHEN_EMPTY: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        values = {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in values.items()}
+        return {k: v for k, v in values.items() if k not in self.OMIT_WHEN_EMPTY or v}
+
+
+# -- ListNewVersions and BuildReplayManifest ------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object version named by an S3 event: no LastModified yet, it is read with HeadObject."""
+
+    bucket: str
+    key: str
+    version_id: str
+
+
+@dataclass(frozen=True)
+class ListNewVersionsRequest:
+    run_id: str
+    prefix: str | None = None
+    objects: tuple[ObjectRef, ...] | None = None  # set when the run was started by S3 events
+    rejected_events: tuple[str, ...] = ()
+
+    @classmethod
+    def from_event(cls, event: Any) -> ListNewVersionsRequest:
+        event = _object_with("ListNewVersions", event, ("run_id",))
+        run_input = event.get("input") or {}
+        if not isinstance(run_input, dict):
+            raise BadRecord("the execution input must be a JSON object")
+        prefix = run_input.get("prefix")
+        if prefix is not None and not isinstance(prefix, str):
+            raise BadRecord("'prefix' must be a string")
+        events = run_input.get("events")
+        if events is None:
+            return cls(run_id=str(event["run_id"]), prefix=prefix)
+        if not isinstance(events, list):
+            raise BadRecord("'events' must be a list of S3 event records")
+        objects, rejected = parse_s3_events(events)
+        return cls(
+            run_id=str(event["run_id"]), prefix=prefix, objects=tuple(objects), rejected_events=tuple(rejected)
+        )
+
+
+def parse_s3_events(records: list[Any]) -> tuple[list[ObjectRef], list[str]]:
+    """Object versions from SQS records carrying EventBridge "Object Created" events.
+
+    A record that is not such an event is set aside with a reason; the others go on.
+    """
+    objects: dict[tuple[str, str, str], ObjectRef] = {}
+    rejected: list[str] = []
+    for index, record in enumerate(records):
+        try:
+            body = record.get("body", record) if isinstance(record, dict) else record
+            event = json.loads(body) if isinstance(body, str) else body
+            if not isinstance(event, dict):
+                raise ValueError("the body is not a JSON object")
+            detail = event.get("detail") or {}
+            if event.get("detail-type") != "Object Created":
+                raise ValueError(f"detail-type is {event.get('detail-type')!r}, not 'Object Created'")
+            bucket = detail["bucket"]["name"]
+            key = unquote_plus(detail["object"]["key"]) if "%" in detail["object"]["key"] else detail["object"]["key"]
+            version_id = detail["object"].get("version-id")
+            if not version_id:
+                raise ValueError(f"s3://{bucket}/{key} has no version-id: is versioning on?")
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+            rejected.append(f"record {index}: not an S3 Object Created event ({error})")
+            continue
+        objects[(bucket, key, version_id)] = ObjectRef(bucket, key, version_id)
+    return list(objects.values()), rejected
+
+
+@dataclass(frozen=True)
+class BuildReplayManifestRequest:
+    run_id: str
+    replay_of: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> BuildReplayManifestRequest:
+        event = _object_with("BuildReplayManifest", event, ("run_id",))
+        run_input = event.get("input")
+        if not isinstance(run_input, dict) or not isinstance(run_input.get("run"), str) or not run_input["run"]:
+            raise BadRecord('replay needs the run to replay: {"mode": "replay", "run": "<run id>"}')
+        return cls(run_id=str(event["run_id"]), replay_of=run_input["run"])
+
+
+@dataclass
+class ManifestResult(StepResult):
+    """What ListNewVersions and BuildReplayManifest return: where the manifest is, and what was left out."""
+
+    manifest_bucket: str
+    manifest_key: str
+    batches: int
+    images: int
+    max_concurrency: int
+    already_done: int
+    checkpoint: dict[str, str] | None
+    notes: list[str]
+
+
+ListNewVersionsResult = ManifestResult
+BuildReplayManifestResult = ManifestResult
+
+
+# -- ClassifyBatch and RecordBatchFailure -----------------------------------------------------------
+@dataclass(frozen=True)
+class ClassifyBatchRequest:
+    run_id: str
+    batch: Batch
+
+    @classmethod
+    def from_event(cls, event: Any) -> ClassifyBatchRequest:
+        event = _object_with("ClassifyBatch", event, ("run_id",), ("batch",))
+        return cls(run_id=str(event["run_id"]), batch=Batch.from_dict(event["batch"]))
+
+
+@dataclass
+class Seconds:
+    read_decode: float
+    inference: float
+    total: float
+
+
+@dataclass
+class ClassifyBatchResult(StepResult):
+    batch_id: str
+    model_version: str
+    images: int
+    written: int  # new prediction rows
+    counted: int  # of the batch's versions, those this run counted (a retry's own earlier writes included)
+    duplicates: int  # already written by this model version
+    scored: int
+    failed: int
+    dates: list[str]
+    failures: list[dict[str, str]]  # {"image_id", "stage", "reason"}
+    seconds: Seconds
+
+
+@dataclass(frozen=True)
+class RecordBatchFailureRequest:
+    run_id: str
+    batch: Batch
+    error: Any  # the Catch's error output {"Error", "Cause"}
+
+    @classmethod
+    def from_event(cls, event: Any) -> RecordBatchFailureRequest:
+        event = _object_with("RecordBatchFailure", event, ("run_id",), ("batch", "error"))
+        return cls(run_id=str(event["run_id"]), batch=Batch.from_dict(event["batch"]), error=event.get("error"))
+
+
+@dataclass
+class RecordBatchFailureResult(StepResult):
+    batch_id: str
+    scored: int
+    counted: int
+    duplicates: int
+    failed: int
+    dates: list[str]
+    error: str
+
+
+# -- AggregateDailyCounts ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AggregateDailyCountsRequest:
+    run_id: str
+    mode: str = "score"
+    checkpoint: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
+    already_done: int = 0
+
+    @classmethod
+    def from_event(cls, event: Any) -> AggregateDailyCountsRequest:
+        event = _object_with("AggregateDailyCounts", event, ("run_id",))
+        checkpoint = event.get("checkpoint")
+        notes = event.get("notes") or []
+        if (checkpoint is not None and not isinstance(checkpoint, dict)) or not isinstance(notes, list):
+            raise BadRecord("AggregateDailyCounts needs 'checkpoint' as an object or null and 'notes' as a list")
+        try:
+            already_done = int(event.get("already_done") or 0)
+        except (TypeError, ValueError):
+            raise BadRecord("AggregateDailyCounts needs 'already_done' as a whole number") from None
+        return cls(run_id=str(event["run_id"]), mode=str(event.get("mode") or "score"), checkpoint=checkpoint,
+                   notes=tuple(str(n) for n in notes), already_done=already_done)
+
+
+@dataclass
+class AggregateDailyCountsResult(StepResult):
+    OMIT_WHEN_EMPTY = ("notes", "replay")
+
+    run_id: str
+    mode: str
+    batches: int
+    images_scored: int
+    predictions_written: int
+    # Found done while listing, or found done by another run while classifying.
+    already_scored: int
+    images_failed: int
+    daily_counts: dict[str, dict[str, int]]
+    notes: list[str] = field(default_factory=list)
+    replay: str = ""  # how to replay the run's failures, when it has some
+
+
+# -- the retraining branch -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CollectTrainingDataRequest:
+    run_id: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> CollectTrainingDataRequest:
+        event = _object_with("CollectTrainingData", event, ("run_id",))
+        return cls(run_id=str(event["run_id"]))
+
+
+@dataclass
+class CollectTrainingDataResult(StepResult):
+    enough: bool
+    reason: str
+    hook: str
+    model_name: str
+    model_registry: str
+    current_version: str
+    candidate_version: str
+    labels: list[str]
+    train_manifest: str
+    holdout_manifest: str
+    train_count: int
+    holdout_count: int
+    new_labels: int
+    labels_high_water: str | None
+    epochs: int
+    low_confidence_export: str
+    low_confidence_count: int
+    notes: list[str]
+
+
+# The fields of the collect step's result that the training hook reads (its contract).
+TRAINING_HOOK_NEEDS = ("train_manifest", "labels", "model_registry", "current_version", "candidate_version")
+
+
+@dataclass(frozen=True)
+class TrainingHookRequest:
+    run_id: str
+    collect: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, event: Any) -> TrainingHookRequest:
+        collect = _retraining_collect(event)
+        missing = [k for k in TRAINING_HOOK_NEEDS if not collect.get(k)]
+        if missing:
+            raise BadRecord(f"the training hook needs {', '.join(missing)} in 'collect'")
+        return cls(run_id=str(event.get("run_id") or ""), collect=collect)
+
+
+@dataclass
+class TrainingHookResult(StepResult):
+    candidate_version: str
+    model_location: str
+    metrics: dict[str, Any]
+    excluded: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class EvaluateCandidateRequest:
+    run_id: str
+    collect: dict[str, Any]
+    training: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, event: Any) -> EvaluateCandidateRequest:
+        collect = _retraining_collect(event)
+        if not collect.get("holdout_manifest") or not collect.get("model_registry"):
+            raise BadRecord("EvaluateCandidate needs the collect step's holdout_manifest and model_registry")
+        training = event["training"] if isinstance(event.get("training"), dict) else {}
+        return cls(run_id=str(event.get("run_id") or ""), collect=collect, training=dict(training))
+
+    @property
+    def candidate_version(self) -> str:
+        return str(self.training.get("candidate_version") or self.collect["candidate_version"])
+
+
+@dataclass
+class EvaluateCandidateResult(StepResult):
+    candidate_version: str
+    candidate_accuracy: float
+    current_accuracy: float | None
+    held_out: int
+    excluded: list[dict[str, str]]
+    training_excluded: list[dict[str, str]]
+
+
+def _retraining_collect(event: Any) -> dict[str, Any]:
+    if not isinstance(event, dict) or not isinstance(event.get("collect"), dict):
+        raise BadRecord("the retraining steps need an object with 'run_id' and 'collect'")
+    return dict(event["collect"])
+
+
+@dataclass(frozen=True)
+class PromoteIfBetterRequest:
+    run_id: str
+    collect: dict[str, Any]
+    evaluation: dict[str, Any]
+    candidate_version: str
+    candidate_accuracy: float
+    current_accuracy: float | None
+
+    @classmethod
+    def from_event(cls, event: Any) -> PromoteIfBetterRequest:
+        event = _object_with("PromoteIfBetter", event, ("run_id",), ("collect", "evaluation"))
+        collect, evaluation = event["collect"], event["evaluation"]
+        try:
+            if not isinstance(collect, dict):
+                raise TypeError("collect")
+            candidate = str(evaluation["candidate_version"])
+            candidate_accuracy = float(evaluation["candidate_accuracy"])
+            current_accuracy = evaluation.get("current_accuracy")
+            current = float(current_accuracy) if current_accuracy is not None else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise BadRecord("PromoteIfBetter needs the evaluation's candidate_version and accuracies") from None
+        return cls(run_id=str(event["run_id"]), collect=collect, evaluation=evaluation, candidate_version=candidate,
+                   candidate_accuracy=candidate_accuracy, current_accuracy=current)
+
+
+@dataclass
+class PromoteIfBetterResult(StepResult):
+    outcome: str  # "promoted" or "rejected"
+    reason: str
+    model_name: str
+    candidate_version: str
+    current_version: str | None
+    previous_version: str | None
+    candidate_accuracy: float
+    current_accuracy: float | None
+    margin: float
+    held_out: int | None
+    excluded: list[dict[str, str]]
