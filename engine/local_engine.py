@@ -41,7 +41,6 @@ MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
 }
-TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 TIME_SCALE_VARIABLE = "BATCHINFER_ENGINE_TIME_SCALE"
 
 
