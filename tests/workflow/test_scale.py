@@ -1,10 +1,11 @@
 """A first run over a backlog: more than 4,000 batches through the real definition on the embedded
 engine, which enforces Step Functions' 256 KiB state output (limits-engine's moto patch 5).
 
-The definition before the ResultWriter gathered every child's result into the Classify map's output
-(about 75 bytes a batch): past ~3,500 batches that is over 256 KiB, and this run failed with
-States.DataLimitExceeded at the end of the Map (README, "A backlog of 10 million images"). With the
-results written to S3, the Map's output is its small ResultWriterDetails whatever the batch count.
+The definition before the ResultWriter (commit f392d37) gathered every child's result into the Classify
+map's output (about 76 bytes a batch). Run once on these same 4,100 batches, it FAILED with
+States.DataLimitExceeded: "The result of Map state 'Classify' has 311600 bytes, over the 262144-byte
+payload quota" (README, "The workflow at any size"). With the results written to S3, the Map's output is
+its small ResultWriterDetails whatever the batch count.
 
 Marked `load`: the run takes minutes on two cores (see the README for the figures of one run).
 """
