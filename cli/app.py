@@ -342,6 +342,43 @@ def models(
     console.print(table)
 
 
+@app.command("console")
+def console_command(
+    ctx: typer.Context,
+    port: int = typer.Option(8400, min=0, max=65535, help="Port on 127.0.0.1 to serve the console on."),
+) -> None:
+    """Serve the run console in the browser at http://127.0.0.1:PORT for the local stack or --stack:
+    runs, a run's graph and failures, replay, predictions and models. Ctrl-C stops it."""
+    from console.app import create_app
+    from console.serve import console_server
+    from operate.targets import aws_target, local_target
+
+    options: Options = ctx.obj
+    if options.stack:
+        cached: list[Any] = []
+
+        def resolve() -> Any:  # a deployed stack's outputs do not change while the console runs
+            if not cached:
+                cached.append(aws_target(options.stack or "", options.region, options.profile,
+                                         options.endpoint_url))
+            return cached[0]
+
+        label = f"stack {options.stack}"
+    else:
+        resolve, label = local_target, "local stack"
+    try:
+        server = console_server(create_app(resolve, label), port)
+    except OSError as error:
+        fail(f"cannot serve the console on 127.0.0.1:{port}: {error}")
+    console.print(f"console for the {label} at [bold]http://127.0.0.1:{server.server_port}/[/]  (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def _status(status: str) -> str:
     colour = {"SUCCEEDED": "green", "RUNNING": "yellow"}.get(status, "red")
     return f"[{colour}]{status}[/]"

@@ -52,7 +52,10 @@ and 100 BatchGetItem keys itself):
     SUCCEEDED_0.json and FAILED_0.json (failed and timed-out children, with Error and Cause), each
     an array of child execution records with Input and Output as JSON strings, listed in the
     manifest's ResultFiles. moto wrote an empty manifest only.
-13. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
+13. ListMapRuns on an execution that has just started lists no Map Run, and DescribeMapRun skips
+    executions still building their environment (moto answered a 500 in those moments, which are
+    when the run console and `batchinfer show` poll a new run).
+14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
 """
@@ -89,6 +92,7 @@ def install() -> None:
     dynamodb_request_quotas()
     sqs_message_size()
     result_writer_files()
+    map_runs_of_a_starting_execution()
     result_writer_reads_the_state_input()
 
 
@@ -791,8 +795,50 @@ def _result_files(record: Any, results: Any) -> dict[str, list[dict[str, Any]]]:
     return {"SUCCEEDED": succeeded, "FAILED": failures, "PENDING": []}
 
 
+def map_runs_of_a_starting_execution() -> None:
+    """ListMapRuns on an execution that has just started lists no Map Run, as in AWS (fix 13).
+
+    moto builds an execution's environment on its worker thread, so for the first moments of a
+    run `exec_worker.env` is None and ListMapRuns fails with an AttributeError (a 500): the run
+    console and `batchinfer show` poll runs in exactly those moments. DescribeMapRun of such a
+    run is a ResourceNotFound, as for any Map Run that does not exist yet; and since moto's
+    DescribeMapRun looks through every execution, one that is starting no longer breaks it for the
+    others.
+    """
+    from moto.stepfunctions.parser.api import ResourceNotFound
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    if getattr(StepFunctionsParserBackend.list_map_runs, "_patched", False):
+        return
+    list_map_runs = StepFunctionsParserBackend.list_map_runs
+
+    def has_environment(execution: Any) -> bool:
+        return execution.exec_worker is not None and execution.exec_worker.env is not None
+
+    def started(backend: Any, execution_arn: str) -> bool:
+        return has_environment(backend.describe_execution(execution_arn=execution_arn))
+
+    def patched_list(self: Any, execution_arn: str) -> dict[str, Any]:
+        if not started(self, execution_arn):
+            return {"mapRuns": []}
+        return dict(list_map_runs(self, execution_arn))
+
+    def patched_describe(self: Any, map_run_arn: str) -> dict[str, Any]:
+        for execution in self._get_executions():
+            if not has_environment(execution):
+                continue
+            record = execution.exec_worker.env.map_run_record_pool_manager.get(map_run_arn)
+            if record is not None:
+                return dict(record.describe())
+        raise ResourceNotFound(f"Map Run {map_run_arn} not found")
+
+    patched_list._patched = True  # type: ignore[attr-defined]
+    StepFunctionsParserBackend.list_map_runs = patched_list  # type: ignore[method-assign]
+    StepFunctionsParserBackend.describe_map_run = patched_describe  # type: ignore[method-assign]
+
+
 def result_writer_reads_the_state_input() -> None:
-    """Fix 13: the ResultWriter's Parameters are evaluated against the Map state's input."""
+    """Fix 14: the ResultWriter's Parameters are evaluated against the Map state's input."""
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import (
         ResultWriter,
     )

@@ -8,7 +8,15 @@ from typing import Any
 from inference_image.classifier import ClassifierCache
 from inference_image.classify import classify_batch
 from lambdas.dependencies import stores
-from lambdas.observability import logger, metrics
+from lambdas.observability import (
+    BATCH_SECONDS,
+    IMAGES_FAILED,
+    IMAGES_SCORED,
+    count_cold_start,
+    count_failures_by_stage,
+    logger,
+    metrics,
+)
 from lambdas.steps import ClassifyBatchRequest
 
 
@@ -23,7 +31,9 @@ def reset() -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    count_cold_start(context)
     request = ClassifyBatchRequest.from_event(event)
     logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
     s = stores()
@@ -33,10 +43,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     for failure in result.failures:
         logger.warning("image failed", extra={"image_id": failure["image_id"], "stage": failure["stage"],
                                               "reason": failure["reason"]})
-    metrics.add_metric(name="ImagesScored", unit="Count", value=result.scored)
-    metrics.add_metric(name="ImagesFailed", unit="Count", value=result.failed)
-    metrics.add_metric(name="BatchSeconds", unit="Seconds", value=result.seconds.total)
-    metrics.flush_metrics()
+    metrics.add_metric(name=IMAGES_SCORED, unit="Count", value=result.scored)
+    metrics.add_metric(name=IMAGES_FAILED, unit="Count", value=result.failed)
+    metrics.add_metric(name=BATCH_SECONDS, unit="Seconds", value=result.seconds.total)
+    count_failures_by_stage(failure["stage"] for failure in result.failures)
     logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
                                            "counted": result.counted, "duplicates": result.duplicates})
     return result.to_dict()

@@ -10,6 +10,7 @@ from constructs import Construct
 from contract.resource_spec import FUNCTIONS, TABLES
 from infra.config import DeployConfig
 from infra.constructs.alarms import Alarms
+from infra.constructs.dashboard import Dashboard
 from infra.constructs.functions import CLASSIFY_BATCH, Functions
 from infra.constructs.inference import Inference
 from infra.constructs.retraining import Retraining
@@ -42,6 +43,15 @@ class BatchinferStack(cdk.Stack):
             config=config,
             state_machine=workflow.state_machine,
             dead_letter_queue=triggers.dead_letter_queue,
+        )
+        Dashboard(
+            self,
+            "Dashboard",
+            config=config,
+            classify_function=inference.function,
+            state_machine=workflow.state_machine,
+            dead_letter_queue=triggers.dead_letter_queue,
+            pipe=triggers.pipe,
         )
 
         # The CLI finds the deployment by these output ids.

@@ -4,15 +4,18 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.failures import record_batch_failure
-from lambdas.observability import logger
+from lambdas.observability import BATCHES_FAILED, count_failures_by_stage, logger, metrics
 from lambdas.steps import RecordBatchFailureRequest
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = RecordBatchFailureRequest.from_event(event)
     logger.append_keys(run_id=request.run_id, batch_id=request.batch.batch_id)
     s = stores()
     result = record_batch_failure(request, s.predictions, s.failures, s.state)
+    metrics.add_metric(name=BATCHES_FAILED, unit="Count", value=1)
+    count_failures_by_stage(["batch"] * int(result.failed))
     logger.warning("batch recorded as failed", extra={"failed": result.failed, "error": result.error})
     return result.to_dict()

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -33,7 +34,8 @@ def scaled_engine() -> Iterator[LocalEngine]:
 
 
 def invoke(engine: LocalEngine, function: str, payload: Any) -> tuple[dict[str, Any], Any]:
-    response = engine.client("lambda").invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    lambda_client = boto3.client("lambda", region_name=engine.config.region, endpoint_url=engine.endpoint_url)
+    response = lambda_client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
     return response, json.loads(response["Payload"].read())
 
 

@@ -46,3 +46,29 @@ def test_a_committed_transaction_writes_exactly_its_items(engine: Any) -> None:
     client.transact_write_items(TransactItems=[put(predictions, "b"), put(predictions, "c"), add(counts, "d", 2)])
     assert sorted(i["image_id"]["S"] for i in snapshot(client, predictions)) == ["a", "b", "c"]
     assert snapshot(client, counts)[0]["count"] == {"N": "3"}
+
+
+
+def test_map_runs_of_an_execution_that_is_just_starting(scoring_engine: Any) -> None:
+    """moto's ListMapRuns and DescribeMapRun fail while an execution's environment is being built;
+    patched, a starting run lists no Map Run (as in AWS) and does not hide other runs' Map Runs."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    from tests.conftest import png_bytes, upload
+
+    engine = scoring_engine
+    upload(engine, "incoming/one.png", png_bytes())
+    scored = engine.run({"mode": "score"}, name="scored-run")
+    idle = engine.run({"mode": "score"}, name="idle-run")  # nothing new: it starts no Map Run
+    sfn = engine.client("stepfunctions")
+    (map_run,) = sfn.list_map_runs(executionArn=scored["executionArn"])["mapRuns"]
+
+    backend = stepfunctions_parser_backends[engine.config.account][engine.config.region]
+    (starting,) = [e for e in backend._get_executions() if e.name == "idle-run"]
+    built, starting.exec_worker.env = starting.exec_worker.env, None  # as in the first moments of a run
+    try:
+        assert sfn.list_map_runs(executionArn=idle["executionArn"])["mapRuns"] == []
+        described = sfn.describe_map_run(mapRunArn=map_run["mapRunArn"])
+        assert described["status"] == "SUCCEEDED" and described["itemCounts"]["total"] == 1
+    finally:
+        starting.exec_worker.env = built

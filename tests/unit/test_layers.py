@@ -21,6 +21,7 @@ LAYERS = (
     "operate",  # start, list, show and replay runs on a stack, local or deployed
     "engine",  # the embedded engine: moto, the Lambda bridge, the local pipe, fault injection
     "demo",  # the digits demo
+    "console",  # the run console: a web app over operate for the local stack or a deployed one
     "cli",  # the `batchinfer` command
     "benchmarks",
 )

@@ -1,0 +1,1 @@
+"""The run console: a web page per stack, its runs, predictions and models."""
