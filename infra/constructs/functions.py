@@ -201,6 +201,7 @@ class Functions(Construct):
         # all under runs/), which batches have a result (BatchGetItem), the ledger (BatchGetItem), FAILED
         # markers and failure records (BatchWriteItem), the reconciled batches' results (BatchWriteItem).
         role = self.roles["ReconcileBatches"]
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])  # a missing file reads as missing, not denied
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [state])
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])

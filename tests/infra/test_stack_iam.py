@@ -87,7 +87,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
             {"dynamodb:Query", "s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:BatchGetItem"},
         ),
         ("RecordBatchFailure", {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"}),
-        ("ReconcileBatches", {"s3:GetObject", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}),
+        ("ReconcileBatches", {"s3:ListBucket", "s3:GetObject", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}),
         ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
         (
             "CollectTrainingData",
