@@ -262,9 +262,10 @@ def _log_pipe_execution(execution_arn: str, records: int) -> None:
 
 # -- runs ------------------------------------------------------------------------------------------
 def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
-    """Wait for a run, showing what it is doing: for scoring, images done of those planned once the
-    listing has planned them; for retraining, the step it is on (collect, train, evaluate, promote)."""
-    from operate.operations import progress, wait
+    """Wait for a run, showing what it is doing: for scoring, batches done of those planned once the
+    listing has planned them (one DescribeMapRun a poll, whatever the run's size); for retraining, the
+    step it is on (collect, train, evaluate, promote)."""
+    from operate.operations import RunProgress, wait
     from operate.run_details import current_step
 
     columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
@@ -272,17 +273,18 @@ def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
         columns.append(BarColumn())
     with Progress(*columns, TimeElapsedColumn(), console=errors, transient=True) as bar:
         task = bar.add_task(f"run {run_id}: starting", total=None)
+        progress = RunProgress(target, run_id)
 
         def poll(description: dict[str, Any]) -> None:
             step = current_step(target, run_id) or "starting"
             if mode == "retrain":
                 bar.update(task, description=f"run {run_id}: {step}")
                 return
-            done, planned = progress(target, run_id)
+            done, planned = progress()
             if planned is None:  # not listed yet: say so, rather than 0/?
                 bar.update(task, description=f"run {run_id}: {step}")
             else:
-                bar.update(task, description=f"run {run_id}: {step}, {done}/{planned} images",
+                bar.update(task, description=f"run {run_id}: {step}, {done}/{planned} batches",
                            completed=done, total=max(planned, 1))
 
         return dict(guarded(wait, target, run_id, poll))

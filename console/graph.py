@@ -176,8 +176,14 @@ def overlay(graph: Graph, timeline: list[dict[str, Any]], run_status: str,
         top[entered[-1]["state"]].status = "failed"
     order = [step["state"] for step in entered]
     taken = set(zip(order, order[1:], strict=False))
+    marked: set[tuple[str, str]] = set()
     for edge in graph.edges:
-        edge.taken = (edge.source, edge.target) in taken
+        # A state whose Next and Catch lead to the same state (Classify -> ReconcileBatches) took one of
+        # them: the first listed, its Next, unless the timeline says more.
+        pair = (edge.source, edge.target)
+        edge.taken = pair in taken and pair not in marked
+        if edge.taken:
+            marked.add(pair)
     # Inside the Map: the children are separate executions; their counts come from the Map Run.
     for node in graph.nodes:
         if not node.inner or node.status == "not-run":

@@ -141,6 +141,7 @@ FUNCTIONS = {
     "BuildReplayManifest": "lambdas.handlers.build_replay_manifest.handler",
     "ClassifyBatch": "inference_image.handler.handler",
     "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
+    "ReconcileBatches": "lambdas.handlers.reconcile_batches.handler",
     "AggregateDailyCounts": "lambdas.handlers.aggregate_daily_counts.handler",
     "CollectTrainingData": "lambdas.handlers.collect_training_data.handler",
     "TrainingHook": "inference_image.retrain_handlers.train",
@@ -168,12 +169,19 @@ FUNCTION_LIMITS: dict[str, FunctionLimits] = {
     # Reads pages for BATCHINFER_RECONCILE_BUDGET_SECONDS (600 s), then hands over to its next invocation.
     "ReconcileVersions": FunctionLimits(memory_mb=512, timeout_seconds=900),
     "BuildReplayManifest": FunctionLimits(memory_mb=512, timeout_seconds=300),
-    "ClassifyBatch": FunctionLimits(memory_mb=3008, timeout_seconds=300),
-    "RecordBatchFailure": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    # ClassifyBatch and RecordBatchFailure run inside the Classify map's EXPRESS child, whose 5 minutes
+    # include every Retry attempt of both: 3 attempts at 60 s, the backoffs, and RecordBatchFailure (a
+    # few DynamoDB batch calls) at 30 s take at most 246 s (infra/config.py checks it at synth).
+    "ClassifyBatch": FunctionLimits(memory_mb=3008, timeout_seconds=60),
+    "RecordBatchFailure": FunctionLimits(memory_mb=512, timeout_seconds=30),
+    # Pages through the whole manifest after the Map.
+    "ReconcileBatches": FunctionLimits(memory_mb=512, timeout_seconds=900),
     "AggregateDailyCounts": FunctionLimits(memory_mb=512, timeout_seconds=300),
     # Scans the predictions table for the low-confidence export.
     "CollectTrainingData": FunctionLimits(memory_mb=512, timeout_seconds=900),
-    "TrainingHook": FunctionLimits(memory_mb=10240, timeout_seconds=900),
+    # 3,008 MB: what every account can deploy (new accounts are capped there until a quota increase);
+    # with a raised quota, -c training_memory_mb=10240 trains faster (Lambda gives vCPUs with memory).
+    "TrainingHook": FunctionLimits(memory_mb=3008, timeout_seconds=900),
     "EvaluateCandidate": FunctionLimits(memory_mb=3008, timeout_seconds=900),
     "PromoteIfBetter": FunctionLimits(memory_mb=512, timeout_seconds=300),
 }

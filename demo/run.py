@@ -126,13 +126,14 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
         run_id = arn.rsplit(":", 1)[-1]
         console.print(f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
         expected = images + len(BAD_OBJECTS)
-        with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+        run_progress = operations.RunProgress(target, run_id)  # the Map Run's counts: O(1) a poll
+        with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
                       TimeElapsedColumn(), console=console, transient=False) as bar:
-            task = bar.add_task("classify", total=expected)
+            task = bar.add_task("classify", total=None)
 
             def poll(_: dict[str, Any]) -> None:
-                done, _planned = operations.progress(target, run_id)
-                bar.update(task, completed=done)
+                done, planned = run_progress()
+                bar.update(task, completed=done, total=planned)
 
             description = operations.wait(target, run_id, on_poll=poll, timeout=3600, poll_seconds=0.2)
         seconds = time.perf_counter() - started

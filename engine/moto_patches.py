@@ -55,6 +55,9 @@ and 100 BatchGetItem keys itself):
 13. ListMapRuns on an execution that has just started lists no Map Run, and DescribeMapRun skips
     executions still building their environment (moto answered a 500 in those moments, which are
     when the run console and `batchinfer show` poll a new run).
+14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
+    Map state's input, as in AWS; moto read them from the list of the children's results, so a path
+    into the state's input failed the Map with States.Runtime.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def install() -> None:
     sqs_message_size()
     result_writer_files()
     map_runs_of_a_starting_execution()
+    result_writer_reads_the_state_input()
 
 
 _state = threading.local()
@@ -831,3 +835,26 @@ def map_runs_of_a_starting_execution() -> None:
     patched_list._patched = True  # type: ignore[attr-defined]
     StepFunctionsParserBackend.list_map_runs = patched_list  # type: ignore[method-assign]
     StepFunctionsParserBackend.describe_map_run = patched_describe  # type: ignore[method-assign]
+
+
+def result_writer_reads_the_state_input() -> None:
+    """Fix 14: the ResultWriter's Parameters are evaluated against the Map state's input."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.result_writer_decl import (
+        ResultWriter,
+    )
+
+    if getattr(ResultWriter._eval_body, "_state_input", False):
+        return
+
+    def _eval_body(self: Any, env: Any) -> None:
+        results = env.stack.pop()
+        env.stack.append(env.states.get_input())
+        self.parargs.eval(env=env)
+        parameters = env.stack.pop()
+        env.stack.pop()
+        env.stack.append(results)  # where the S3 handler expects them, under its parameters
+        env.stack.append(parameters)
+        self.resource_eval.eval_resource(env=env)
+
+    _eval_body._state_input = True  # type: ignore[attr-defined]
+    ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]

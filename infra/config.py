@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from contract.resource_spec import FUNCTION_LIMITS, PIPE_BATCH_SIZE, PIPE_WINDOW_SECONDS
+from contract.resource_spec import (
+    EXPRESS_EXECUTION_SECONDS,
+    FUNCTION_LIMITS,
+    LAMBDA_MAX_MEMORY_MB,
+    LAMBDA_MAX_TIMEOUT_SECONDS,
+    PIPE_BATCH_SIZE,
+    PIPE_WINDOW_SECONDS,
+    STATES_PAYLOAD_BYTES,
+    function_arn_placeholder,
+)
 from contract.settings import Settings, problem_with, setting_names
+from workflow.definition import definition_text
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _SCHEDULE = re.compile(r"^(cron|rate)\(.+\)$")
@@ -26,6 +37,60 @@ _EVENT_BUS = re.compile(
 # names each job batchinfer-<model_name>-v<14 digits>.
 _JOB_NAME_PART = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9])*$")
 _JOB_NAME_MAX_MODEL = 63 - len("batchinfer--v20250101000000")
+
+# AWS limits a deployment must fit, or runs fail at run time (their figures: contract/resource_spec.py).
+EXPRESS_CHILD_SECONDS = EXPRESS_EXECUTION_SECONDS  # the Classify map's child is an EXPRESS execution
+PAYLOAD_BYTES = STATES_PAYLOAD_BYTES  # Step Functions execution input and state input/output
+# One SQS record of an S3 "Object Created" event as the pipe delivers it: 1.3 KiB measured with a short
+# key, 2.3 KiB with the longest key S3 allows (1,024 bytes); 3 KiB leaves room for AWS's own attributes.
+PIPE_RECORD_BYTES = 3 * 1024
+# One image version in a child's input ({"bucket", "key", "version_id", "last_modified", "size"}: at
+# most ~1.2 KiB with a 1,024-byte key), and its entry in ClassifyBatch's response when it fails (its
+# s3:// id and a reason of at most 500 characters): 2 KiB per image, and 32 KiB for an error's cause.
+BATCH_ITEM_BYTES = 2 * 1024
+BATCH_OVERHEAD_BYTES = 32 * 1024
+MAX_PIPE_BATCH_SIZE = (PAYLOAD_BYTES - 1024) // PIPE_RECORD_BYTES
+MAX_BATCH_SIZE = (PAYLOAD_BYTES - BATCH_OVERHEAD_BYTES) // BATCH_ITEM_BYTES
+# Errors a function that runs to its timeout (or crashes) ends with: a retrier matching one of these
+# can spend a whole timeout per attempt. The Lambda.* service errors (throttling, service faults) come
+# back without the function running, so their retries cost only their backoff.
+_TIMED_ERRORS = {"States.ALL", "States.TaskFailed", "States.Timeout", "Sandbox.Timedout"}
+
+
+def _backoff_seconds(retrier: dict[str, Any]) -> float:
+    """The longest a retrier waits in all: IntervalSeconds x BackoffRate^n, capped by MaxDelaySeconds
+    (FULL jitter only shortens the waits)."""
+    interval, rate = float(retrier.get("IntervalSeconds", 1)), float(retrier.get("BackoffRate", 2.0))
+    cap = float(retrier.get("MaxDelaySeconds", float("inf")))
+    return sum(min(cap, interval * rate**n) for n in range(int(retrier.get("MaxAttempts", 3))))
+
+
+def task_worst_case_seconds(task: dict[str, Any], timeout_seconds: float) -> float:
+    """Every attempt at the function's timeout, plus every retrier's backoff."""
+    retriers = task.get("Retry", [])
+    timed_attempts = 1 + sum(int(r.get("MaxAttempts", 3)) for r in retriers
+                             if _TIMED_ERRORS & set(r.get("ErrorEquals", [])))
+    return timed_attempts * timeout_seconds + sum(_backoff_seconds(r) for r in retriers)
+
+
+def child_worst_case_seconds(timeouts: dict[str, int], definition: dict[str, Any] | None = None) -> float:
+    """The longest path through the Classify map's child (its Tasks, their Retry, and the Catch that
+    leads to RecordBatchFailure), with each function at its timeout: what must fit in EXPRESS's 5 minutes."""
+    definition = definition or json.loads(definition_text())
+    processor = definition["States"]["Classify"]["ItemProcessor"]
+    states: dict[str, Any] = processor["States"]
+    arns = {"${" + function_arn_placeholder(name) + "}": name for name in timeouts}
+
+    def longest(name: str) -> float:
+        state = states[name]
+        cost = 0.0
+        if state.get("Type") == "Task":
+            function = arns[state["Parameters"]["FunctionName"]]
+            cost = task_worst_case_seconds(state, timeouts[function])
+        following = [c["Next"] for c in state.get("Catch", [])] + ([state["Next"]] if "Next" in state else [])
+        return cost + max((longest(n) for n in following), default=0.0)
+
+    return longest(processor["StartAt"])
 
 
 class ConfigError(ValueError):
@@ -144,13 +209,13 @@ class DeployConfig:
             if problem:
                 raise ConfigError(f"bad context value: {key}={value!r} {problem}")
         limits = {
-            "classify_memory_mb": (128, 10240),
-            "classify_timeout_seconds": (1, 900),
+            "classify_memory_mb": (128, LAMBDA_MAX_MEMORY_MB),
+            "classify_timeout_seconds": (1, LAMBDA_MAX_TIMEOUT_SECONDS),
             "pipe_batch_size": (1, 10000),
             "pipe_window_seconds": (0, 300),
             "powertools_layer_version": (1, 10000),
-            "training_memory_mb": (128, 10240),
-            "evaluation_memory_mb": (128, 10240),
+            "training_memory_mb": (128, LAMBDA_MAX_MEMORY_MB),
+            "evaluation_memory_mb": (128, LAMBDA_MAX_MEMORY_MB),
         }
         for key, (low, high) in limits.items():
             value = getattr(self, key)
@@ -158,6 +223,7 @@ class DeployConfig:
                 raise ConfigError(f"bad context value: {key}={value} must be between {low} and {high}")
         if self.classify_reserved_concurrency is not None and self.classify_reserved_concurrency < 1:
             raise ConfigError("bad context value: classify_reserved_concurrency must be at least 1, or null")
+        self._validate_aws_limits()
         if self.pipe_batch_size > 10 and self.pipe_window_seconds < 1:
             raise ConfigError("bad context value: pipe_window_seconds must be at least 1 when pipe_batch_size > 10")
         if not re.match(r"^[A-Za-z0-9._-]+$", self.model_name):
@@ -165,6 +231,41 @@ class DeployConfig:
         if self.alarm_email is not None and "@" not in self.alarm_email:
             raise ConfigError(f"bad context value: alarm_email={self.alarm_email!r} is not an e-mail address")
         self._validate_retraining()
+
+    def _validate_aws_limits(self) -> None:
+        """Values inside their own ranges that AWS would still reject at run time, failing runs."""
+        worst = child_worst_case_seconds(
+            {"RecordBatchFailure": FUNCTION_LIMITS["RecordBatchFailure"].timeout_seconds,
+             "ClassifyBatch": self.classify_timeout_seconds}
+        )
+        if worst > EXPRESS_CHILD_SECONDS:
+            raise ConfigError(
+                f"bad context value: classify_timeout_seconds={self.classify_timeout_seconds} does not fit the "
+                f"Classify map's EXPRESS child: its worst case (every Retry attempt at "
+                f"{self.classify_timeout_seconds} s, the backoffs and RecordBatchFailure at "
+                f"{FUNCTION_LIMITS['RecordBatchFailure'].timeout_seconds} s) is {worst:.0f} s, "
+                f"and an EXPRESS execution ends at {EXPRESS_CHILD_SECONDS} s; lower classify_timeout_seconds "
+                f"(or batch_size={self.batch_size}, so that a batch takes less time)"
+            )
+        if self.pipe_batch_size > MAX_PIPE_BATCH_SIZE:
+            raise ConfigError(
+                f"bad context value: pipe_batch_size={self.pipe_batch_size} S3 event records of up to "
+                f"{PIPE_RECORD_BYTES} bytes each can exceed the {PAYLOAD_BYTES // 1024} KiB execution input; "
+                f"at most {MAX_PIPE_BATCH_SIZE}"
+            )
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"bad context value: batch_size={self.batch_size} images of up to {BATCH_ITEM_BYTES} bytes each "
+                f"can exceed the {PAYLOAD_BYTES // 1024} KiB input (and result) of a Classify child; "
+                f"at most {MAX_BATCH_SIZE}"
+            )
+        reserved = self.classify_reserved_concurrency
+        if reserved is not None and reserved < self.max_concurrency:
+            raise ConfigError(
+                f"bad context value: classify_reserved_concurrency={reserved} is below max_concurrency="
+                f"{self.max_concurrency}: the Map would start more batches than ClassifyBatch may run, and the "
+                "throttled ones fail after their retries"
+            )
 
     def _validate_retraining(self) -> None:
         if self.training_hook_function_arn is not None:

@@ -216,6 +216,13 @@ class InMemoryRunStateStore(RunStateStore):
         return [dict(row) for (pk, sk), row in sorted(self.rows.items())
                 if pk == f"run#{run_id}" and sk.startswith("batch#")]
 
+    def put_batch_results(self, run_id: str, results: Sequence[dict[str, Any]]) -> None:
+        for result in results:
+            self.put_batch_result(run_id, str(result["batch_id"]), result)
+
+    def batches_with_result(self, run_id: str, batch_ids: Sequence[str]) -> set[str]:
+        return {b for b in batch_ids if (f"run#{run_id}", f"batch#{b}") in self.rows}
+
 
 @dataclass
 class _StoredVersion:
@@ -325,6 +332,11 @@ class InMemoryImageSource(ImageSource):
 
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.read_object(bucket, key))
+
+    def stream_object(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        data = self.read_object(bucket, key)
+        for start in range(0, len(data), chunk_bytes):
+            yield data[start:start + chunk_bytes]
 
 
 class InMemoryRegistryStorage:

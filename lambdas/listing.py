@@ -7,9 +7,26 @@ from lambdas.ingest_stores import IngestLedger, UploadEventQueue
 from lambdas.ledger_listing import pending_versions
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
+from lambdas.records import BadRecord
 from lambdas.steps import ListNewVersionsRequest, ListNewVersionsResult
 from lambdas.stores import COUNTED, ImageSource, PredictionStore
 from lambdas.upload_events import resolve_event_objects
+
+
+def check_prefix(prefix: str | None, settings: Settings) -> str:
+    """The prefix to list: the images prefix, or one under it; anything else is refused by name.
+
+    The function's role may list only under the images prefix: in AWS another prefix is AccessDenied
+    halfway through a run, so it is refused up front, the same way on the embedded engine.
+    """
+    if prefix is None:
+        return settings.images_prefix
+    if not prefix.startswith(settings.images_prefix):
+        raise BadRecord(
+            f"prefix {prefix!r} is outside {settings.images_prefix!r}: runs score only uploads under "
+            f"s3://{settings.bucket}/{settings.images_prefix} (for example {settings.images_prefix}camera-1/)"
+        )
+    return prefix
 
 
 def list_new_versions(

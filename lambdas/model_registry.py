@@ -22,7 +22,8 @@ from contract.resource_spec import COMPILED_FILE, LABELS_FILE, METRICS_FILE, MOD
 from lambdas.records import utc_now
 
 __all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelFileMissing",
-           "ModelRegistry", "ModelVersion", "RegistryStorage", "S3RegistryStorage", "FolderRegistryStorage"]
+           "ModelRegistry", "ModelVersion", "RegistryStorage", "S3RegistryStorage", "FolderRegistryStorage",
+           "require_serving_model"]
 
 
 class ModelError(RuntimeError):
@@ -270,3 +271,20 @@ class ModelRegistry:
 
     def promote(self, version: str) -> None:
         self._write(POINTER_FILE, json.dumps({"version": version, "promoted_at": utc_now()}).encode())
+
+
+def require_serving_model(registry: ModelRegistry) -> str:
+    """The version that serves; else a ModelError that says what to do.
+
+    A score or replay run checks this before it lists anything: without a model every image would be
+    marked failed and later runs would leave it out. Failing at once marks nothing, so the uploads are
+    scored by the first run after a model is promoted, with no replay by hand.
+    """
+    try:
+        return registry.current_version()
+    except ModelError as error:
+        raise ModelError(
+            f"no model is serving, so nothing was listed or marked: {error}. Publish a model version to "
+            f"{registry.location}/<version>/ and promote it ({POINTER_FILE}), then start the run again; "
+            "the images waiting will be scored then"
+        ) from None

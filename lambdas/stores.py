@@ -433,6 +433,33 @@ class RunStateStore:
                           "updated_at": utc_now()}),
         )
 
+    def put_batch_results(self, run_id: str, results: Sequence[dict[str, Any]]) -> None:
+        """Many batch results at once (BatchWriteItem), as the reconciliation after the Map writes them."""
+        now = utc_now()
+        batch_write(self.client, self.table, [
+            {"pk": f"run#{run_id}", "sk": f"batch#{r['batch_id']}", **r, "updated_at": now} for r in results
+        ])
+
+    def batches_with_result(self, run_id: str, batch_ids: Sequence[str]) -> set[str]:
+        """Which of these batches of the run have a recorded result (BatchGetItem, 100 keys a call)."""
+        found: set[str] = set()
+        for chunk in chunked(list(dict.fromkeys(batch_ids)), 100):
+            request: dict[str, Any] = {self.table: {
+                "Keys": [to_item({"pk": f"run#{run_id}", "sk": f"batch#{b}"}) for b in chunk],
+                "ProjectionExpression": "sk", "ConsistentRead": True,
+            }}
+            for attempt in range(_MAX_ATTEMPTS):
+                response = self.client.batch_get_item(RequestItems=request)
+                rows = response["Responses"].get(self.table, [])
+                found.update(from_item(row)["sk"].removeprefix("batch#") for row in rows)
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(attempt)
+            else:
+                raise RuntimeError(f"{self.table}: keys still unprocessed after {_MAX_ATTEMPTS} attempts")
+        return found
+
     def batch_results(self, run_id: str) -> list[dict[str, Any]]:
         return list(
             query_all(
@@ -588,6 +615,10 @@ class ImageSource:
 
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def stream_object(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """An object's bytes in chunks, for objects too large to hold (a million-image manifest)."""
+        yield from self.client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(chunk_size=chunk_bytes)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from contract.resource_spec import MODELS_PREFIX, RUNS_PREFIX, SHARED_EVALUATION
+from botocore.exceptions import ClientError
+
+from contract.resource_spec import IMAGES_PREFIX, MODELS_PREFIX, SHARED_EVALUATION
 from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
-from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
+from lambdas.stores import FailureStore, ImageSource, PredictionStore
 from operate.run_details import added_by_run, retrain_outcome
 from operate.targets import Target, TargetError
 
@@ -30,6 +32,10 @@ def start_run(target: Target, mode: str, prefix: str | None = None, replay_of: s
               name: str | None = None) -> str:
     if mode not in MODES:
         raise TargetError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    if prefix is not None and not prefix.startswith(IMAGES_PREFIX):
+        # The listing step refuses it too (BadRecord); saying so here costs no execution.
+        raise TargetError(f"--prefix {prefix!r} is outside {IMAGES_PREFIX!r}: runs score only uploads under "
+                          f"{IMAGES_PREFIX} (for example --prefix {IMAGES_PREFIX}camera-1/)")
     run_input: dict[str, Any] = {"mode": mode}
     if prefix is not None:
         run_input["prefix"] = prefix
@@ -73,17 +79,54 @@ def prediction_store(target: Target) -> PredictionStore:
                                     Settings.count_shards)
 
 
+class RunProgress:
+    """(batches done, batches planned) of a run, at a cost that does not grow with the run.
+
+    Each poll is one DescribeMapRun (the Map Run's item counts), not a read of every batch's result.
+    The plan (the listing step's batch count, in the first events of the history) and the Map Run's ARN
+    are looked up once and kept.
+    """
+
+    # The listing step's output is among the first events of a run's history.
+    HISTORY_EVENTS = 25
+
+    def __init__(self, target: Target, run_id: str):
+        self.target = target
+        self.run_id = run_id
+        self.planned: int | None = None
+        self.map_run_arn: str | None = None
+
+    def __call__(self) -> tuple[int, int | None]:
+        sfn = self.target.client("stepfunctions")
+        execution_arn = self.target.execution_arn(self.run_id)
+        if self.planned is None:
+            self.planned = _planned_batches(sfn, execution_arn, self.HISTORY_EVENTS)
+        if self.map_run_arn is None:
+            try:
+                map_runs = sfn.list_map_runs(executionArn=execution_arn, maxResults=1).get("mapRuns", [])
+            except ClientError:  # moto answers 500 while the execution's worker is not up yet
+                map_runs = []
+            if not map_runs:
+                return 0, self.planned
+            self.map_run_arn = str(map_runs[0]["mapRunArn"])
+        counts = sfn.describe_map_run(mapRunArn=self.map_run_arn)["itemCounts"]
+        done = sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "timedOut", "aborted"))
+        return done, self.planned
+
+
+def _planned_batches(sfn: Any, execution_arn: str, events: int) -> int | None:
+    history = sfn.get_execution_history(executionArn=execution_arn, maxResults=events)["events"]
+    for event in history:
+        details = event.get("stateExitedEventDetails") or {}
+        if details.get("name") in ("ListNewVersions", "BuildReplayManifest"):
+            listing = json.loads(details.get("output") or "{}").get("listing") or {}
+            return int(listing["batches"]) if "batches" in listing else None
+    return None
+
+
 def progress(target: Target, run_id: str) -> tuple[int, int | None]:
-    """(items done, items planned) from the run's batch results and its manifest."""
-    state = RunStateStore(target.client("dynamodb"), target.state_table)
-    # A batch recorded as failed by RecordBatchFailure says how many it scored and failed, not "images".
-    done = sum(int(r.get("images", r.get("scored", 0) + r.get("failed", 0))) for r in state.batch_results(run_id))
-    try:
-        manifest = ImageSource(target.client("s3")).read_json(target.bucket, f"{RUNS_PREFIX}{run_id}/manifest.json")
-        planned: int | None = sum(len(b["items"]) for b in manifest)
-    except Exception:  # the manifest is not written yet
-        planned = None
-    return done, planned
+    """(batches done, batches planned) of a run: one poll of RunProgress."""
+    return RunProgress(target, run_id)()
 
 
 def run_output(description: dict[str, Any]) -> dict[str, Any]:

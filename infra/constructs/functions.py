@@ -168,6 +168,7 @@ class Functions(Construct):
         state = storage.table(RUN_STATE).table_arn
         ingest_ledger = storage.table(INGEST_LEDGER).table_arn
         ingest_queue = storage.ingest_queue.queue_arn
+        pointer = bucket.arn_for_objects(f"{MODELS_PREFIX}{config.model_name}/{POINTER_FILE}")
 
         # s3:ListBucket on the bucket (no object access) makes HeadObject of a deleted key or version
         # a 404, which the code handles, instead of a 403, which fails the step.
@@ -183,6 +184,7 @@ class Functions(Construct):
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
         allow(role, ["dynamodb:BatchWriteItem", "dynamodb:Query"], [ingest_ledger])
+        allow(role, ["s3:GetObject"], [pointer])  # a run with no serving model fails before listing
 
         # ReconcileVersions: ListObjectVersions under incoming/, the predictions' markers
         # (BatchGetItem), the ingest ledger (BatchWriteItem), the last sweep (GetItem, PutItem).
@@ -200,6 +202,7 @@ class Functions(Construct):
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
+        allow(role, ["s3:GetObject"], [pointer])
 
         # RecordBatchFailure: the ledger (BatchGetItem), FAILED markers and failure records
         # (BatchWriteItem), the batch result (PutItem).
@@ -207,6 +210,17 @@ class Functions(Construct):
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
         allow(role, ["dynamodb:BatchWriteItem"], [failures])
         allow(role, ["dynamodb:PutItem"], [state])
+
+        # ReconcileBatches: the manifest (GetObject, and the ResultWriter's manifest and FAILED files,
+        # all under runs/), which batches have a result (BatchGetItem), the predictions' markers
+        # (BatchGetItem), FAILED markers and failure records (BatchWriteItem), the reconciled batches'
+        # results (BatchWriteItem).
+        role = self.roles["ReconcileBatches"]
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])  # a missing file reads as missing, not denied
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [state])
+        allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
+        allow(role, ["dynamodb:BatchWriteItem"], [failures])
 
         # AggregateDailyCounts: batch results (Query), the counter shards (Query) and the rollups
         # (UpdateItem), the run's failures (Query).
@@ -230,13 +244,14 @@ class Functions(Construct):
         # PromoteIfBetter: the registry's pointer (PutObject of models/<name>/current.json, nothing
         # else) and the training checkpoint (a conditional PutItem).
         role = self.roles["PromoteIfBetter"]
-        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}{config.model_name}/{POINTER_FILE}")])
+        allow(role, ["s3:PutObject"], [pointer])
         allow(role, ["dynamodb:PutItem"], [state])
 
         for name, prefixes in (
             ("ListNewVersions", (IMAGES_PREFIX, RUNS_PREFIX)),
             ("BuildReplayManifest", (IMAGES_PREFIX, RUNS_PREFIX)),
             ("CollectTrainingData", (MODELS_PREFIX, RUNS_PREFIX)),
+            ("ReconcileBatches", (RUNS_PREFIX,)),
         ):
             for prefix in prefixes:
                 acknowledge(

@@ -227,6 +227,7 @@ class Retraining(Construct):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:AddTags",
+                    "sagemaker:ListTags",  # in the documented policy of the .sync integration
                 ],
                 resources=[jobs],
             )

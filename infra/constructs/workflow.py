@@ -85,17 +85,22 @@ class Workflow(Construct):
                 resources=[fn.function_arn for fn in functions.values()],
             )
         )
-        role.add_to_policy(  # the Distributed Map's ItemReader reads the manifest
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[storage.bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        role.add_to_policy(  # the ItemReader reads the manifest; the ResultWriter writes the results
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+                resources=[storage.bucket.arn_for_objects(f"{RUNS_PREFIX}*")],
+            )
         )
         role.add_to_policy(  # the Distributed Map runs its children as executions of this machine
             iam.PolicyStatement(
                 actions=["states:StartExecution"], resources=[self._own_arn("stateMachine", self.state_machine_name)]
             )
         )
+        # RedriveExecution: an operator (or the console) redrives a failed run, and with it the Map
+        # Run's failed children, which runs as this role.
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["states:DescribeExecution", "states:StopExecution"],
+                actions=["states:DescribeExecution", "states:StopExecution", "states:RedriveExecution"],
                 resources=[self._own_arn("execution", f"{self.state_machine_name}:*")],
             )
         )

@@ -3,6 +3,7 @@
 from typing import Any
 
 from lambdas.dependencies import stores
+from lambdas.model_registry import require_serving_model
 from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.replay import build_replay_manifest
 from lambdas.steps import BuildReplayManifestRequest
@@ -14,6 +15,7 @@ from lambdas.steps import BuildReplayManifestRequest
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = BuildReplayManifestRequest.from_event(event)
     s = stores()
+    require_serving_model(s.registry)
     result = build_replay_manifest(request, s.settings, s.source, s.predictions, s.failures)
     count(ImagesToReplay=result.images, BatchesListed=result.batches)
     return result.to_dict()

@@ -3,7 +3,8 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.listing import list_new_versions
+from lambdas.listing import check_prefix, list_new_versions
+from lambdas.model_registry import require_serving_model
 from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
 from lambdas.steps import ListNewVersionsRequest
 
@@ -14,6 +15,8 @@ from lambdas.steps import ListNewVersionsRequest
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ListNewVersionsRequest.from_event(event)
     s = stores()
+    check_prefix(request.prefix, s.settings)
+    require_serving_model(s.registry)
     result = list_new_versions(request, s.settings, s.source, s.predictions, s.ledger, s.uploads)
     count(ImagesListed=result.images, BatchesListed=result.batches, EventsRejected=len(request.rejected_events))
     return result.to_dict()

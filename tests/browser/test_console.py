@@ -59,8 +59,10 @@ def test_score_run_with_a_broken_image_then_replay_and_review(
         assert _state(page, name) == "not-run", name
     assert _state(page, "ClassifyBatch") == "succeeded"
     assert page.locator('#graph path.taken[data-edge="RouteByMode>ListNewVersions"]').count() == 1
-    assert page.locator('#graph path.taken[data-edge="Classify>AggregateDailyCounts"]').count() == 1
-    assert page.locator("#graph path.taken").count() == 4
+    for edge in ("Classify>ReconcileBatches", "ReconcileBatches>ClassifyOutcome",
+                 "ClassifyOutcome>AggregateDailyCounts"):
+        assert page.locator(f'#graph path.taken[data-edge="{edge}"]').count() == 1
+    assert page.locator("#graph path.taken").count() == 6
     assert re.search(r"Map · succeeded · [\d.]+ s",
                      page.locator('#graph g[data-state="Classify"] > text.detail').text_content())
 

@@ -50,3 +50,13 @@ def test_a_retried_batch_replaces_its_result(store: Any) -> None:
     store.put_batch_result("run-1", "b0", {"batch_id": "b0", "counted": 1, "seconds": {"total": 0.5}})
     store.put_batch_result("run-1", "b0", {"batch_id": "b0", "counted": 4, "seconds": {"total": 0.25}})
     assert [(r["counted"], r["seconds"]) for r in store.batch_results("run-1")] == [(4, {"total": 0.25})]
+
+
+def test_which_batches_have_a_result_and_many_results_at_once(store: Any) -> None:
+    store.put_batch_result("run-1", "b0", {"batch_id": "b0", "counted": 1})
+    store.put_batch_results("run-1", [{"batch_id": f"b{n}", "failed": 1, "reconciled": True} for n in range(2, 40)])
+    store.put_batch_result("run-2", "b1", {"batch_id": "b1", "counted": 1})
+    wanted = [f"b{n}" for n in range(120)]  # more than one BatchGetItem's 100 keys
+    assert store.batches_with_result("run-1", wanted) == {"b0", *(f"b{n}" for n in range(2, 40))}
+    assert store.batches_with_result("run-3", wanted) == set()
+    assert {r["batch_id"]: r.get("reconciled") for r in store.batch_results("run-1")}["b39"] is True

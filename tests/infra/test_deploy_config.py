@@ -89,6 +89,48 @@ def test_synth_without_the_training_image_fails_before_building_anything(cdk_con
         build_app(context={**cdk_context, "training_hook": "sagemaker"})
 
 
+def test_the_classify_child_worst_case_fits_the_express_five_minutes() -> None:
+    from infra.config import EXPRESS_CHILD_SECONDS, child_worst_case_seconds
+
+    # 3 attempts of ClassifyBatch at 60 s + its backoffs (1+2+4+8 and 2+4) + RecordBatchFailure
+    # at 30 s with its own backoffs (1+2+4+8): the definition's Retry policies, read from the file.
+    assert child_worst_case_seconds({"ClassifyBatch": 60, "RecordBatchFailure": 30}) == 246
+    assert child_worst_case_seconds({"ClassifyBatch": DeployConfig().classify_timeout_seconds,
+                                     "RecordBatchFailure": 30}) <= EXPRESS_CHILD_SECONDS
+    assert DeployConfig.from_values({"classify_timeout_seconds": 78}).classify_timeout_seconds == 78
+
+
+def test_a_classify_timeout_that_cannot_fit_express_is_refused_naming_the_values() -> None:
+    with pytest.raises(ConfigError) as error:
+        DeployConfig.from_values({"classify_timeout_seconds": 300})
+    message = str(error.value)
+    assert "classify_timeout_seconds=300" in message
+    assert "is 966 s" in message and "ends at 300 s" in message
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"pipe_batch_size": 86}, "pipe_batch_size=86 S3 event records of up to 3072 bytes each can exceed the "
+                                  "256 KiB execution input; at most 85"),
+        ({"batch_size": 113}, "batch_size=113 images of up to 2048 bytes each can exceed the 256 KiB input"),
+        ({"classify_reserved_concurrency": 2, "max_concurrency": 4},
+         "classify_reserved_concurrency=2 is below max_concurrency=4"),
+        ({"classify_memory_mb": 10241}, "classify_memory_mb=10241 must be between 128 and 10240"),
+    ],
+)
+def test_values_aws_would_reject_at_run_time_are_refused(values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        DeployConfig.from_values(values)
+    assert expected in str(error.value)
+
+
+def test_the_largest_values_that_fit_are_accepted() -> None:
+    config = DeployConfig.from_values({"pipe_batch_size": 85, "batch_size": 112, "classify_reserved_concurrency": 4})
+    assert (config.pipe_batch_size, config.batch_size) == (85, 112)
+    assert DeployConfig().training_memory_mb == 3008  # what accounts capped at 3,008 MB can deploy
+
+
 @pytest.mark.parametrize(("key", "value"), [("batch_size", 2000), ("holdout_percent", 0), ("time_zone", "Mars/X")])
 def test_a_setting_the_functions_share_fails_as_the_functions_would(key: str, value: Any) -> None:
     from contract.settings import problem_with

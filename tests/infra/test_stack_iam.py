@@ -65,6 +65,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
                 "sqs:DeleteMessage",
                 "s3:ListBucket",
                 "s3:GetObjectVersion",
+                "s3:GetObject",  # the registry's pointer: no serving model, no run
                 "s3:PutObject",
                 "dynamodb:BatchGetItem",
                 "dynamodb:BatchWriteItem",
@@ -98,6 +99,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
             {"dynamodb:Query", "s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:BatchGetItem"},
         ),
         ("RecordBatchFailure", {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"}),
+        ("ReconcileBatches", {"s3:ListBucket", "s3:GetObject", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}),
         ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:UpdateItem"}),
         (
             "CollectTrainingData",
@@ -158,9 +160,16 @@ def _path(resource: Any) -> str:
         ),
         # The pointer to the current version, and nothing else.
         ("PromoteIfBetter", {"s3:PutObject": {"bucket/models/digits/current.json"}}),
+        # Scoring reads the pointer only to refuse a run that no model can serve.
+        ("ListNewVersions", {"s3:GetObject": {"bucket/models/digits/current.json"},
+                             "s3:PutObject": {"bucket/runs/*"}}),
+        ("BuildReplayManifest", {"s3:GetObject": {"bucket/incoming/*", "bucket/models/digits/current.json"},
+                                 "s3:PutObject": {"bucket/runs/*"}}),
+        # The manifest and the ResultWriter's files; it writes only to DynamoDB.
+        ("ReconcileBatches", {"s3:GetObject": {"bucket/runs/*"}}),
     ],
 )
-def test_retraining_functions_reach_only_their_objects(
+def test_each_function_reaches_only_its_objects(
     synthesized: Any, function: str, objects: dict[str, set[str]]
 ) -> None:
     grants = _grants(_statements(synthesized)[_role_of(synthesized, function)])
@@ -190,13 +199,20 @@ def test_the_state_machine_invokes_exactly_the_functions_of_the_spec(synthesized
     assert functions == set(synthesized.resources("AWS::Lambda::Function"))
     assert _actions(statements) == {
         "lambda:InvokeFunction",
-        "s3:GetObject",
+        "s3:GetObject",  # the ItemReader's manifest
+        "s3:PutObject",  # the ResultWriter's results, with the two multipart calls below
+        "s3:ListMultipartUploadParts",
+        "s3:AbortMultipartUpload",
         "states:StartExecution",
         "states:DescribeExecution",
         "states:StopExecution",
+        "states:RedriveExecution",  # redriving a failed run redrives its Map Run's children
         "events:PutEvents",
         *STATE_MACHINE_LOGGING_AND_TRACING,
     }
+    grants = _grants(statements)
+    for action in ("s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"):
+        assert grants[action] == {"bucket/runs/*"}, action
 
 
 # CDK's grants for a state machine's log delivery and X-Ray tracing.
@@ -240,6 +256,7 @@ def test_with_the_sagemaker_hook_the_state_machine_runs_batchinfer_training_jobs
         "sagemaker:DescribeTrainingJob",
         "sagemaker:StopTrainingJob",
         "sagemaker:AddTags",
+        "sagemaker:ListTags",  # the documented policy of the .sync integration has it
     ):
         assert grants[action] == jobs
     rule = {

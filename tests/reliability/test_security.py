@@ -99,7 +99,7 @@ def test_everything_that_stores_data_is_encrypted_at_rest(synthesized: Synthesiz
 
 # -- least privilege: the calls each function makes, observed, equal its role's grants ---------------
 SCORING_FUNCTIONS = ("ListNewVersions", "ReconcileVersions", "BuildReplayManifest", "ClassifyBatch",
-                     "RecordBatchFailure", "AggregateDailyCounts")
+                     "RecordBatchFailure", "ReconcileBatches", "AggregateDailyCounts")
 _SQS_ACTIONS = {"ReceiveMessage": "sqs:ReceiveMessage", "DeleteMessageBatch": "sqs:DeleteMessage"}
 LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
                        "xray:PutTelemetryRecords"}
@@ -137,7 +137,10 @@ def _place(resource: Any) -> str | None:
     if isinstance(resource, dict) and "Fn::Join" in resource:
         parts = resource["Fn::Join"][1]
         if isinstance(parts[0], dict) and "Fn::GetAtt" in parts[0] and isinstance(parts[-1], str):
-            return str(parts[0]["Fn::GetAtt"][0]) + parts[-1].rstrip("*")
+            path = parts[-1]
+            if not path.endswith("*"):  # one object (the registry's pointer): its prefix, as calls are counted
+                path = "/" + path.lstrip("/").split("/", 1)[0] + "/"
+            return str(parts[0]["Fn::GetAtt"][0]) + path.rstrip("*")
     return None
 
 
@@ -240,10 +243,18 @@ def test_each_role_grants_exactly_the_calls_its_function_makes(
         assert first["status"] == "SUCCEEDED" and crashed
         engine.faults.rules.clear()
         assert engine.run({"mode": "replay", "run": output_of(first)["run_id"]})["status"] == "SUCCEEDED"
+        # The event-started run's one child fails outright (the batch and its RecordBatchFailure):
+        # ReconcileBatches records its item, and the run fails past the tolerated 10%.
+        from engine.faults import FaultPlan
+
+        engine.faults.rules.extend(
+            FaultPlan.parse("ClassifyBatch:error:batch-00000:3,RecordBatchFailure:error:batch-00000:1").rules)
         upload(engine, "incoming/from-an-event.png", held_out_digits[20].png)
         assert engine.pipe is not None
         for arn in engine.pipe.drain():
-            assert engine.wait(arn)["status"] == "SUCCEEDED"
+            description = engine.wait(arn)
+            assert (description["status"], description.get("error")) == ("FAILED", "ClassifyFailed")
+        engine.faults.rules.clear()
         upload(engine, "incoming/no-event.png", held_out_digits[21].png)
         engine.client("sqs").purge_queue(QueueUrl=config.ingest_queue_url)  # its event lost: the sweep finds it
         engine.client("sqs").purge_queue(QueueUrl=engine.queue_url)

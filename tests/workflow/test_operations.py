@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from engine import lambda_bridge
+from operate.operations import RunProgress
 from tests.conftest import cli, cli_json, counted_rows, prediction_rows, recount, stored_counts, upload
 
 pytestmark = pytest.mark.workflow
@@ -30,13 +31,31 @@ def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:
 
     detail = cli_json("show", run_id)
     states = [step["state"] for step in detail["timeline"]]
-    assert states == ["RouteByMode", "ListNewVersions", "AnythingToScore", "Classify", "AggregateDailyCounts"]
+    assert states == ["RouteByMode", "ListNewVersions", "AnythingToScore", "Classify", "ReconcileBatches",
+                      "ClassifyOutcome", "AggregateDailyCounts"]
     assert all(step["seconds"] is not None for step in detail["timeline"])
     assert detail["map_runs"][0]["items"]["total"] == 2 and detail["map_runs"][0]["items"]["succeeded"] == 2
     assert detail["failures"] == [] and detail["console_url"] is None
 
     table = cli("show", run_id)
     assert "AggregateDailyCounts" in table.stdout and "map run SUCCEEDED" in table.stdout
+
+    # Progress is the Map Run's item counts: after the first poll, one DescribeMapRun a poll.
+    calls: list[str] = []
+    target = served.target()
+    real_client = target.client
+
+    def counting_client(service: str, **kwargs: Any) -> Any:
+        client = real_client(service, **kwargs)
+        client.meta.events.register("before-call", lambda model, **_: calls.append(f"{service}:{model.name}"))
+        return client
+
+    object.__setattr__(target, "client", counting_client)  # Target is frozen; this one counts calls
+    progress = RunProgress(target, run_id)
+    assert progress() == (2, 2)
+    calls.clear()
+    assert progress() == (2, 2)
+    assert calls == ["stepfunctions:DescribeMapRun"]
 
     day = prediction_rows(served)[0]["date"]
     listed = cli_json("predictions", "--date", day)
