@@ -16,6 +16,16 @@ from tests.conftest import upload
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def engine(engine: Any) -> Any:
+    """The empty stack with a model pointer in place: ListNewVersions lists only once a model serves."""
+    from contract.resource_spec import POINTER_FILE
+
+    bucket, _, prefix = engine.config.model_registry.removeprefix("s3://").partition("/")
+    engine.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/{POINTER_FILE}", Body=b'{"version": "v1"}')
+    return engine
+
+
 def test_a_step_emits_its_counts_and_a_cold_start_metric(engine: Any, monkeypatch: pytest.MonkeyPatch,
                                                          capfd: pytest.CaptureFixture[str]) -> None:
     from aws_lambda_powertools.metrics.provider import cold_start
