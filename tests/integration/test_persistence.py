@@ -48,6 +48,7 @@ def test_round_trip_keeps_versions_tables_and_runs(tmp_path: Path) -> None:
             s3.put_object(Bucket=engine.config.bucket, Key="incoming/a.png", Body=b"v%d" % n)
         engine.client("dynamodb").put_item(TableName=engine.state_table, Item={
             "pk": {"S": "checkpoint"}, "sk": {"S": "incoming/"}, "last_modified": {"S": "2026-11-25T10:00:00Z"}})
+        s3.put_object(Bucket=engine.config.bucket, Key="models/digits/current.json", Body=b'{"version": "v1"}')
         assert engine.run({"mode": "replay", "run": "r0"}, name="replay-before")["status"] == "SUCCEEDED"
         failed = engine.run({"mode": "bogus"}, name="rejected-before")  # a failed run keeps its error and cause
         assert failed["status"] == "FAILED" and failed.get("error")
