@@ -31,9 +31,9 @@ from lambdas.steps import ListNewVersionsRequest
 from lambdas.stores import PredictionStore, VersionPage
 
 # S3: Amazon's performance guidelines give 100-200 ms first-byte latency for small requests; a
-# page of ListObjectVersions is taken at the low end, 100 ms, as are HeadObject and PutObject. Field
-# reports of versioned prefixes are far slower (1.9-7 s a page, mizuame.works/blog/en/2025-12-05),
-# so the old listing's figures here are, if anything, kind to it.
+# page of ListObjectVersions is taken at the low end, 100 ms, as are HeadObject and PutObject. A
+# page of a large versioned prefix can take far longer, so the old listing's figures here are, if
+# anything, kind to it.
 S3_REQUEST_SECONDS = 0.100
 # DynamoDB and SQS: single-digit milliseconds in AWS; 10 ms a request here.
 DB_REQUEST_SECONDS = 0.010
