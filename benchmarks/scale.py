@@ -102,9 +102,9 @@ def listing_as_it_was(settings: Settings, source: PagedHistory, predictions: Pre
 
 
 def _event(version: ImageVersion) -> str:
-    return json.dumps({"source": "aws.s3", "detail-type": "Object Created",
-                       "detail": {"bucket": {"name": version.bucket},
-                                  "object": {"key": version.key, "version-id": version.version_id, "size": 1}}})
+    from engine.s3_events import object_created
+
+    return json.dumps(object_created(version.bucket, version.key, version.version_id))
 
 
 def _wait(requests: int) -> None:

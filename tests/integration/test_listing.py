@@ -13,6 +13,7 @@ import pytest
 
 from contract.resource_spec import INGEST_LEDGER
 from contract.settings import load_settings
+from engine.s3_events import object_created, sqs_record
 from lambdas.ingest_stores import IngestLedger, ReconciliationState, UploadEventQueue
 from lambdas.listing import list_new_versions
 from lambdas.reconciliation import ReconcileRequest, reconcile_versions
@@ -20,7 +21,6 @@ from lambdas.records import BadRecord, ImageVersion, Prediction
 from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.stores import ImageSource, PredictionStore
 from tests.conftest import upload
-from tests.s3_events import object_created, sqs_record
 
 pytestmark = pytest.mark.integration
 

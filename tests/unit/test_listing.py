@@ -7,13 +7,13 @@ import json
 
 import pytest
 
+from engine.s3_events import object_created
 from lambdas.ingest_fakes import InMemoryIngestLedger, InMemoryReconciliationState, InMemoryUploadEventQueue
 from lambdas.listing import list_new_versions
 from lambdas.reconciliation import ReconcileRequest, reconcile_versions
 from lambdas.records import Failure, ImageVersion, Prediction
 from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.steps import ObjectRef
-from tests.s3_events import object_created
 from tests.unit.conftest import BUCKET, World, png
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The EventBridge event S3 sends for an upload, whole, as the Powertools parser expects it."""
+"""The EventBridge event S3 sends for an upload, whole, as AWS shapes it and the Powertools parser expects it."""
 
 from __future__ import annotations
 
