@@ -109,14 +109,15 @@ def test_ten_thousand_images_in_one_run_with_flat_memory(held_out_digits: list[A
         registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
         registry.promote("v1")
 
-        # A backlog scored by the nightly run: the S3 event path is off, or its queue would hold
-        # ten thousand messages (that path is exercised in tests/workflow and test_concurrency.py).
+        # A backlog with no upload events, scored by a reconciliation run (its sweep finds the versions):
+        # the event path is off, or its queues would hold ten thousand messages (that path is exercised
+        # in tests/workflow and test_concurrency.py).
         engine.client("s3").put_bucket_notification_configuration(
             Bucket=engine.config.bucket, NotificationConfiguration={})
 
         # Warm-up: the model loaded, the interpreter's and the bridge's first-use costs paid.
         upload_many(engine, bodies, "incoming/warm-up/", WARM_UP)
-        warm = engine.run({"mode": "score"}, timeout=600)
+        warm = engine.run({"mode": "reconcile"}, timeout=600)
         assert warm["status"] == "SUCCEEDED" and output_of(warm)["images_scored"] == WARM_UP
 
         upload_it = time.perf_counter()
@@ -126,7 +127,7 @@ def test_ten_thousand_images_in_one_run_with_flat_memory(held_out_digits: list[A
         untrimmed_baseline = rss_mb(trim=False)
         with RssSampler() as sampler:
             run_started = time.perf_counter()
-            description = engine.run({"mode": "score", "prefix": "incoming/load/"}, timeout=1800)
+            description = engine.run({"mode": "reconcile", "prefix": "incoming/load/"}, timeout=1800)
             run_seconds = time.perf_counter() - run_started
         untrimmed_end = rss_mb(trim=False)
         end_mb = rss_mb()
@@ -142,7 +143,7 @@ def test_ten_thousand_images_in_one_run_with_flat_memory(held_out_digits: list[A
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.take_snapshot()
-        traced = engine.run({"mode": "score", "prefix": "incoming/traced/"}, timeout=1800)
+        traced = engine.run({"mode": "reconcile", "prefix": "incoming/traced/"}, timeout=1800)
         gc.collect()
         own_growth_mb = own_code_growth_mb(before, tracemalloc.take_snapshot())
         tracemalloc.stop()

@@ -37,7 +37,7 @@ def test_more_than_4000_batches_succeed_with_exact_counts(
     with LocalEngine(LocalConfig(name="scale", batch_size=1, max_concurrency=CONCURRENCY)) as engine:
         publish_model(engine, demo_model, demo_model_forms)
         s3 = engine.client("s3")
-        # A backlog from before the stack: no upload events (the scheduled run lists it), and
+        # A backlog from before the stack: no upload events (the reconciliation sweep finds it), and
         # uploads without the S3 -> EventBridge -> SQS path go several times faster on moto.
         s3.put_bucket_notification_configuration(Bucket=engine.config.bucket, NotificationConfiguration={})
 
@@ -51,7 +51,7 @@ def test_more_than_4000_batches_succeed_with_exact_counts(
         print(f"\nuploaded {BATCHES} images in {time.perf_counter() - uploading:.0f} s")
 
         started = time.perf_counter()
-        description = engine.run({"mode": "score"}, timeout=1800)
+        description = engine.run({"mode": "reconcile"}, timeout=1800)
         seconds = time.perf_counter() - started
         assert description["status"] == "SUCCEEDED", (description.get("error"), description.get("cause"))
         summary = output_of(description)

@@ -105,8 +105,8 @@ def test_a_batch_whose_function_keeps_failing_is_recorded_and_the_run_goes_on(
     assert stored_counts(engine) == recount(engine)
 
 
-def test_an_event_batch_with_no_s3_event_scores_nothing_and_says_why(engine: Any) -> None:
-    description = engine.run(["not", {"body": "{}"}])
+def test_an_event_batch_with_no_s3_event_scores_nothing_and_says_why(scoring_engine: Any) -> None:
+    description = scoring_engine.run(["not", {"body": "{}"}])
     assert description["status"] == "SUCCEEDED"
     notes = output_of(description)["notes"]
     assert notes[0].startswith("record 0: not an S3 Object Created event")
