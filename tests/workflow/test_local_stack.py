@@ -101,15 +101,21 @@ def daily_counts(stack: Stack) -> list[dict[str, Any]]:
 
 def test_state_survives_sigterm_and_restart(cache: Path, stacks: list[Stack], held_out_digits: list[Any]) -> None:
     port = free_port()
-    # The pipe waits long enough to start nothing during the test: the runs here are started by hand.
-    first = Stack(cache, port, "--pipe-window", "600", "--pipe-batch-size", "1000")
+    # The uploads start one run through the pipe, as in AWS: it fires when its 13 records are in.
+    pipe = ("--pipe-window", "600", "--pipe-batch-size", "13")
+    first = Stack(cache, port, *pipe)
     stacks.append(first)
     first.wait_ready()
     s3 = first.s3()
     for digit in held_out_digits[:12]:
         s3.put_object(Bucket=BUCKET, Key=f"incoming/camera/{digit.index}.png", Body=digit.png)
     s3.put_object(Bucket=BUCKET, Key="incoming/camera/broken.png", Body=b"not an image")
-    scored = as_json("start", "--prefix", "incoming/camera/", "--wait")
+    deadline = time.monotonic() + 300
+    while not [r for r in as_json("runs") if r["status"] != "RUNNING"]:
+        assert time.monotonic() < deadline, first.output()
+        time.sleep(1)
+    [started] = as_json("runs")
+    scored = as_json("show", started["run_id"])
     assert scored["output"]["images_scored"] == 12 and scored["output"]["images_failed"] == 1
     run_id = scored["run_id"]
     before = {"runs": as_json("runs"), "show": as_json("show", run_id), "predictions": as_json("predictions"),
@@ -120,7 +126,7 @@ def test_state_survives_sigterm_and_restart(cache: Path, stacks: list[Stack], he
     assert "state saved in" in first.output()
     assert "not running" in run("runs").output  # its stack file went with it
 
-    second = Stack(cache, port, "--pipe-window", "600", "--pipe-batch-size", "1000")
+    second = Stack(cache, port, *pipe)
     stacks.append(second)
     second.wait_ready()
     assert "restored the state saved at" in second.output() and "1 run(s)" in second.output()
