@@ -120,6 +120,8 @@ class DeployConfig:
     # Batches classified at once by the Distributed Map, and images per batch.
     max_concurrency: int = Settings.max_concurrency
     batch_size: int = Settings.batch_size
+    # Image versions one score run takes from the ingest ledger (the rest wait for the next run).
+    max_images_per_run: int = Settings.max_images_per_run
     # IANA zone for the date of a prediction (from the capture time) and for the schedules.
     time_zone: str = Settings.time_zone
     # The model registry is s3://<bucket>/models/<model_name>.

@@ -27,6 +27,7 @@ def test_context_strings_become_typed_values() -> None:
     ("values", "named"),
     [
         ({"batch_size": "many"}, "batch_size"),
+        ({"max_images_per_run": 1_000_000}, "max_images_per_run"),
         ({"time_zone": "Mars/Olympus"}, "time_zone"),
         ({"score_schedule": "every night"}, "score_schedule"),
         ({"stage": "Prod_1"}, "stage"),
