@@ -34,6 +34,7 @@ WORKFLOW_SPEEDUP_TARGET = 2.0  # the whole workflow against the fp32 workflow pa
 SEED_SPEEDUP_TARGET = 5.0
 IMAGE_SIZE_TARGET = 0.25  # ClassifyBatch's installed packages against the TensorFlow image's
 COLD_START_TARGET = 0.5
+BENCH_WALL_TARGET_SECONDS = 900  # `make bench` as a whole, on a 2-core machine
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                 "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
 
@@ -500,7 +501,12 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
         results["cost"] = cost_figures(workload, results)
         results["targets"] = targets(workload, results) + scale.targets(results["scale"])
         results["meta"]["load_at_end"] = machine_load()
-        results["meta"]["seconds"] = round(time.perf_counter() - wall, 1)
+        seconds = results["meta"]["seconds"] = round(time.perf_counter() - wall, 1)
+        results["targets"].append({
+            "target": f"the whole benchmark within {BENCH_WALL_TARGET_SECONDS} s on {os.cpu_count()} cores",
+            "measured": f"{seconds:.0f} s (load {results['meta']['load_at_start']['loadavg']} -> "
+                        f"{results['meta']['load_at_end']['loadavg']})",
+            "holds": seconds <= BENCH_WALL_TARGET_SECONDS})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         cached = Path(tempfile.gettempdir()) / "batchinfer-models" / "batchinfer-bench-images" / "models" / "bench"

@@ -84,6 +84,7 @@ def test_benchmark_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert scale["projection"]["history"] == 100_000_000 and scale["projection"]["sweep_invocations"] > 0
     assert "listing at scale" in completed.stdout
 
-    assert len(results["targets"]) == 8
+    assert len(results["targets"]) == 9
+    assert "the whole benchmark within 900 s" in results["targets"][-1]["target"]
     assert all(isinstance(t["holds"], bool) for t in results["targets"])
     assert "targets:" in completed.stdout
