@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cli.output import Column, one_line, print_table, say
+from operate.output import Column, one_line, print_table, say
 
 app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS or on one machine.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from contract.resource_spec import IMAGES_PREFIX
 from demo import digits
@@ -17,6 +17,7 @@ from inference_image.publishing import publish_forms
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import MODEL_PREFIX, scan_all
 from operate import operations
+from operate.output import Column, print_table, say
 
 # Objects that are not usable images, uploaded beside the digits to show that they fail alone.
 BAD_OBJECTS = {
@@ -59,10 +60,11 @@ def publish_demo_model(engine: LocalEngine, console: Console | None = None) -> s
     registry.promote(version)
     if console:
         serving = forms.serving
-        console.print(
+        say(
+            console,
             f"model [bold]{registry.name}/{version}[/]: Keras CNN, held-out accuracy {metrics['accuracy']:.3f} "
             f"on {metrics['held_out']} digits ({time.perf_counter() - started:.1f} s to train or load); "
-            f"serves [bold]{serving['form']}[/] on LiteRT: {serving['reason']}"
+            f"serves [bold]{serving['form']}[/] on LiteRT: {serving['reason']}",
         )
     return version
 
@@ -115,25 +117,28 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
     if faults is not None:  # a fault plan to rehearse failures (engine/faults.py)
         config.faults = faults
     with LocalEngine(config) as engine:
-        console.print(f"embedded engine up: bucket [bold]{config.bucket}[/], state machine [bold]{config.name}[/]")
+        say(console, f"embedded engine up: bucket [bold]{config.bucket}[/], state machine [bold]{config.name}[/]")
         model_version = publish_demo_model(engine, console)
         truth = upload_digits(engine, images)
-        console.print(f"uploaded {images} digit images and {len(BAD_OBJECTS)} bad objects to "
+        say(console, f"uploaded {images} digit images and {len(BAD_OBJECTS)} bad objects to "
                       f"s3://{config.bucket}/{IMAGES_PREFIX}")
         target = engine.target()
         started = time.perf_counter()
         arn = engine.start_execution({"mode": "score"})
         run_id = arn.rsplit(":", 1)[-1]
-        console.print(f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
+        say(console, f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
         expected = images + len(BAD_OBJECTS)
         run_progress = operations.RunProgress(target, run_id)  # the Map Run's counts: O(1) a poll
-        with Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[batches]}"),
                       TimeElapsedColumn(), console=console, transient=False) as bar:
-            task = bar.add_task("classify", total=None)
+            # Until the listing has planned the batches there is nothing to count: say what runs instead.
+            task = bar.add_task("listing the new versions", total=None, batches="")
 
             def poll(_: dict[str, Any]) -> None:
                 done, planned = run_progress()
-                bar.update(task, completed=done, total=planned)
+                if planned is not None:
+                    bar.update(task, description="classifying", completed=done, total=max(planned, 1),
+                               batches=f"{done}/{planned} batches")
 
             description = operations.wait(target, run_id, on_poll=poll, timeout=3600, poll_seconds=0.2)
         seconds = time.perf_counter() - started
@@ -167,30 +172,23 @@ def _key(s3_uri: str) -> str:
 
 def print_result(result: DemoResult, console: Console) -> None:
     colour = "green" if result.status == "SUCCEEDED" else "red"
-    console.print(f"\nexecution [bold]{result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f} s")
+    say(console, f"\nexecution [bold]{result.run_id}[/]: [{colour}]{result.status}[/] in {result.seconds:.1f} s")
     if result.status != "SUCCEEDED":
-        console.print(f"[red]{result.error}: {result.cause}[/]")
-    console.print(f"images scored: {result.scored}   failed: {result.failed}   "
-                  f"throughput: {result.images_per_second:.1f} images/s (whole workflow, {result.concurrency} batches "
-                  "in flight)")
+        say(console, f"[red]{escape(str(result.error))}: {escape(str(result.cause))}[/]")
+    say(console, f"images scored: {result.scored}   failed: {result.failed}   "
+                 f"throughput: {result.images_per_second:.1f} images/s (whole workflow, {result.concurrency} batches "
+                 "in flight)")
     for day, counts in result.daily_counts.items():
-        table = Table(title=f"{day}, model {result.model_version}")
-        table.add_column("class")
-        table.add_column("images", justify="right")
-        for label in sorted(counts, key=lambda c: (len(c), c)):
-            table.add_row(label, str(counts[label]))
-        table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
-        console.print(table)
+        rows = [[label, str(counts[label])] for label in sorted(counts, key=lambda c: (len(c), c))]
+        rows.append(["[bold]total[/]", f"[bold]{sum(counts.values())}[/]"])
+        print_table(console, [Column("class"), Column("images", right=True)], rows,
+                    title=f"{day}, model {result.model_version}")
     if result.failures:
-        table = Table(title="failures, kept with the run for replay")
-        table.add_column("object")
-        table.add_column("stage")
-        table.add_column("reason")
-        for failure in result.failures:
-            table.add_row(_key(failure["object"]), failure["stage"], failure["reason"])
-        console.print(table)
-    console.print(f"accuracy against the true labels: [bold]{result.accuracy:.3f}[/]")
+        print_table(console, [Column("object", key=True), Column("stage"), Column("reason", wrap=True)],
+                    [[escape(_key(f["object"])), f["stage"], escape(f["reason"])] for f in result.failures],
+                    title="failures, kept with the run for replay")
+    say(console, f"accuracy against the true labels: [bold]{result.accuracy:.3f}[/]")
     if result.retraining:
-        console.print(f"\nretraining round ({{\"mode\": \"retrain\"}}, as the weekly schedule does) on "
+        say(console, f"\nretraining round ({{\"mode\": \"retrain\"}}, as the weekly schedule does) on "
                       f"{result.retraining['labelled']} digits labelled under labels/<class>/: "
                       f"[bold]{result.retraining['outcome']}[/]\n  {result.retraining.get('reason', '')}")

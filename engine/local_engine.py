@@ -184,6 +184,9 @@ class LocalEngine:
         )
         # moto's interpreter logs every state error at ERROR; the execution history holds them.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
+        # Every function runs in this one process, so concurrent invocations share a client that in
+        # AWS each sandbox has alone; urllib3 then says at WARNING that it closed a spare connection.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         if self.port:
             self._start_server()
         else:

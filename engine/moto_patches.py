@@ -58,6 +58,13 @@ and 100 BatchGetItem keys itself):
 14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
+
+15. SQS SendMessage, ReceiveMessage and DeleteMessage stay cheap as a queue grows. moto built all
+    of a queue's attributes (three counts over every message, each reading the clock per message)
+    for every message sent, and three times for every message received (its retention check), and
+    deleted a message in two passes over the queue: a queue of 3,000 upload events took minutes to
+    drain 10 at a time, and the listing step of a 3,000-image demo ran into its time budget. The
+    retention is read from the queue, the counts read the clock once, and a delete is one pass.
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ def install() -> None:
     result_writer_files()
     map_runs_of_a_starting_execution()
     result_writer_reads_the_state_input()
+    sqs_receive_and_delete_scale()
 
 
 _state = threading.local()
@@ -858,3 +866,55 @@ def result_writer_reads_the_state_input() -> None:
 
     _eval_body._state_input = True  # type: ignore[attr-defined]
     ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
+
+
+def sqs_receive_and_delete_scale() -> None:
+    """Fix 15: a message's retention check reads one attribute, the counts read the clock once, a delete
+    is one pass over the queue."""
+    from moto.core.utils import unix_time, unix_time_millis
+    from moto.sqs import models
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
+
+    backend, queue_class = models.SQSBackend, models.Queue
+    if getattr(backend.is_message_valid_based_on_retention_period, "_scaled", False):
+        return
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())
+
+    def messages(self: Any) -> list[Any]:
+        now = unix_time_millis()  # what Message.visible and Message.delayed each read anew
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed_count(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def not_visible_count(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        if receipt_handle in self.deleted_messages:
+            return  # deleted already: deleting again is not an error
+        kept, found = [], False
+        for message in self._messages:
+            if message.receipt_handle == receipt_handle or receipt_handle in message._old_receipt_handles:
+                found = True
+                self.pending_messages.discard(message)
+                self.deleted_messages.update(message.all_receipt_handles)
+            else:
+                kept.append(message)
+        if not found:
+            raise ReceiptHandleIsInvalid()
+        self._messages = kept
+
+    is_message_valid_based_on_retention_period._scaled = True  # type: ignore[attr-defined]
+    backend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period)
+    queue_class.messages = property(messages)  # type: ignore[assignment,method-assign]
+    queue_class.approximate_number_of_messages_delayed = property(delayed_count)  # type: ignore[assignment,method-assign]
+    queue_class.approximate_number_of_messages_not_visible = property(  # type: ignore[assignment,method-assign]
+        not_visible_count)
+    queue_class.delete_message = delete_message  # type: ignore[method-assign]
