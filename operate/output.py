@@ -48,7 +48,7 @@ def one_line(message: str) -> str:
 def print_table(console: Console, columns: Sequence[Column], rows: Sequence[Sequence[str]],
                 title: str | None = None) -> None:
     if console.is_terminal and _fits(console.width, columns, rows):
-        table = Table(title=title)
+        table = Table(title=title, min_width=len(plain(title)) if title else None)  # a title is never wrapped
         for index, column in enumerate(columns):
             justify: Literal["left", "right"] = "right" if column.right else "left"
             if column.wrap:
