@@ -101,7 +101,7 @@ def install() -> None:
     result_writer_files()
     map_runs_of_a_starting_execution()
     result_writer_reads_the_state_input()
-    sqs_receive_and_delete_scale()
+    sqs_costs_stay_flat_as_a_queue_grows()
 
 
 _state = threading.local()
@@ -868,7 +868,7 @@ def result_writer_reads_the_state_input() -> None:
     ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
 
 
-def sqs_receive_and_delete_scale() -> None:
+def sqs_costs_stay_flat_as_a_queue_grows() -> None:
     """Fix 15: a message's retention check reads one attribute, the counts read the clock once, a delete
     is one pass over the queue."""
     from moto.core.utils import unix_time, unix_time_millis
@@ -900,6 +900,7 @@ def sqs_receive_and_delete_scale() -> None:
             return  # deleted already: deleting again is not an error
         kept, found = [], False
         for message in self._messages:
+            # Message.had_receipt_handle, without building a list of handles for every message.
             if message.receipt_handle == receipt_handle or receipt_handle in message._old_receipt_handles:
                 found = True
                 self.pending_messages.discard(message)
