@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from inference_image.preprocess import BadImage, decode_image
 
@@ -64,6 +64,31 @@ def test_exif_orientation_is_applied() -> None:
     array = decode_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95), (60, 30))
     assert array.shape == (60, 30, 3)
     assert array[5, 15].mean() < 40 and array[55, 15].mean() > 215  # white half now at the bottom
+
+
+def camera_photo() -> Image.Image:
+    """A 1280x960 picture with gradients, a dark corner and a fine checkerboard that a decode at
+    1/8 of the size (160x120, below a 224x224 input) blurs: 8 grey levels off on average, not 3."""
+    y, x = np.mgrid[0:960, 0:1280]
+    pixels = np.stack([x * 255 // 1279, y * 255 // 959, ((x // 12 + y // 12) % 2) * 200 + 20], axis=-1)
+    pixels[:240, :320] = 0
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+@pytest.mark.parametrize(("orientation", "size"), [(1, (224, 224)), (6, (300, 200)), (8, (224, 160))])
+def test_camera_photos_decode_scaled_to_the_same_picture(orientation: int, size: tuple[int, int]) -> None:
+    # libjpeg decodes at 1/2, 1/4 or 1/8 of the photo's size, never below the model's input
+    # whichever way the photo is turned: the result matches a full-size decode, resized.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(camera_photo(), "JPEG", exif=exif.tobytes(), quality=90)
+    full = Image.open(io.BytesIO(data))
+    full.load()
+    upright = ImageOps.exif_transpose(full)
+    reference = np.asarray(upright.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+    array = decode_image(data, size)
+    assert array.shape == (*size, 3)
+    assert float(np.abs(array.astype(np.float32) - reference).mean()) < 4.0
 
 
 def test_animated_gif_uses_the_first_frame() -> None:
