@@ -663,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: every figure, no meaning")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from lambdas.observability import logger
+
+    logger.setLevel("WARNING")  # the functions run in this process: a line per batch would bury the table
     results = run(SMOKE if args.smoke else FULL, args.out)
     print(table(results))
     print(f"\nresults written to {args.out}")
