@@ -42,6 +42,21 @@ def _unit_runs_stay_light(request: pytest.FixtureRequest) -> Iterator[None]:
         assert not loaded, f"a unit test loaded {', '.join(loaded)}: unit tests run on the fakes"
 
 
+@pytest.fixture
+def patched_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto's mock of every service, with the engine's patches, and test credentials in us-east-1."""
+    from moto import mock_aws
+
+    from engine import moto_patches
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        moto_patches.install()
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_model() -> tuple[Path, dict[str, Any]]:
     """The digits CNN, trained once (cached across sessions by its recipe)."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,30 +41,22 @@ class MotoAws:
 
 
 @pytest.fixture
-def moto_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoAws]:
+def moto_aws(patched_moto: None) -> MotoAws:
     """A versioned bucket and the tables of the resource spec, on moto with the engine's patches."""
     import boto3
-    from moto import mock_aws
 
-    from engine import moto_patches
-
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", REGION)):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        moto_patches.install()
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        tables = {}
-        for spec in TABLES:
-            name = f"contract-{spec.logical_id.lower()}"
-            request: dict[str, Any] = {"TableName": name, "KeySchema": spec.key_schema(),
-                                       "AttributeDefinitions": spec.attribute_definitions(),
-                                       "BillingMode": "PAY_PER_REQUEST"}
-            if spec.indexes:
-                request["GlobalSecondaryIndexes"] = spec.global_secondary_indexes()
-            dynamodb.create_table(**request)
-            tables[spec.logical_id] = name
-        yield MotoAws(dynamodb, s3, tables)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    tables = {}
+    for spec in TABLES:
+        name = f"contract-{spec.logical_id.lower()}"
+        request: dict[str, Any] = {"TableName": name, "KeySchema": spec.key_schema(),
+                                   "AttributeDefinitions": spec.attribute_definitions(),
+                                   "BillingMode": "PAY_PER_REQUEST"}
+        if spec.indexes:
+            request["GlobalSecondaryIndexes"] = spec.global_secondary_indexes()
+        dynamodb.create_table(**request)
+        tables[spec.logical_id] = name
+    return MotoAws(dynamodb, s3, tables)

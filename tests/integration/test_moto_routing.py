@@ -4,26 +4,14 @@ still honoured."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from moto import mock_aws
-
-    from engine import moto_patches
-
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
+def aws(patched_moto: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MOTO_S3_CUSTOM_ENDPOINTS", raising=False)
-    with mock_aws():
-        moto_patches.install()
-        yield
 
 
 def test_requests_reuse_the_url_map_and_the_s3_module(aws: None) -> None:

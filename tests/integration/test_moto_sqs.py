@@ -4,7 +4,6 @@ ReceiveMessage and DeleteMessage keep SQS's semantics (each message once, retent
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,18 +13,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def sqs(patched_moto: None) -> Any:
     import boto3
-    from moto import mock_aws
 
-    from engine import moto_patches
-
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        moto_patches.install()
-        yield boto3.client("sqs", region_name="us-east-1")
+    return boto3.client("sqs", region_name="us-east-1")
 
 
 def fill(sqs: Any, queue_url: str, count: int) -> None:
