@@ -150,59 +150,87 @@ def upload(s3: Any, bucket: str, prefix: str, photos: list[bytes]) -> list[dict[
     return sorted(items, key=lambda item: item["key"])
 
 
-def classify_runs(
-    engine: Any, workload: Workload, photos: list[bytes], ceiling_figures: dict[str, float],
-    forward: Callable[[np.ndarray], Any], inputs: np.ndarray, prefix: str,
-) -> dict[str, Any]:
-    """ClassifyBatch through its Lambda handler, with a real batch event, at each batch size.
+class _Turns:
+    """Stands in for ClassifyBatch's classifier cache: serves whichever loaded form has the turn."""
 
-    The machine is shared, so the load can change between the ceiling and this run: the served
-    form's forward pass is measured again right before each batch size, and the ratio is taken to
-    that adjacent figure (both figures are kept)."""
+    def __init__(self, loaded: dict[str, Any]):
+        self.loaded = loaded
+        self.turn = next(iter(loaded))
+
+    def current(self) -> Any:
+        return self.loaded[self.turn]
+
+
+def classify_runs(
+    engine: Any, workload: Workload, photos: list[bytes], loaded: dict[str, Any],
+    forwards: dict[str, Callable[[np.ndarray], Any]], ceilings: dict[str, dict[str, float]], inputs: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    """ClassifyBatch through its Lambda handler, with real batch events, at each batch size, for each
+    loaded form (path -> Classifier).
+
+    The machine is shared and its speed drifts by tens of percent over minutes, so the forms take
+    turns batch by batch (served, fp32, fp32, served, ...), each on image versions of its own: both
+    are measured in the same seconds, on the same tables. Each form's forward pass is also measured
+    right before each batch size, and its ratio is taken to that adjacent figure."""
     from engine.lambda_bridge import LambdaContext
     from inference_image import handler
 
     s3, bucket = engine.client("s3"), engine.config.bucket
     function = engine.config.function_name("ClassifyBatch")
+    turns = _Turns(loaded)
 
-    def invoke(batch: list[dict[str, Any]], batch_id: str) -> dict[str, Any]:
+    def invoke(path: str, batch: list[dict[str, Any]], batch_id: str) -> tuple[dict[str, Any], float]:
+        turns.turn = path
         context = LambdaContext(function, cost.CLASSIFY_MEMORY_MB, "arn:aws:lambda:local", 900)
-        event = {"run_id": "bench-classify", "batch": {"batch_id": batch_id, "items": batch}}
-        return dict(handler.handler(event, context))
+        event = {"run_id": "bench-classify", "batch": {"batch_id": f"{path}-{batch_id}", "items": batch}}
+        started = time.perf_counter()
+        result = dict(handler.handler(event, context))
+        return result, time.perf_counter() - started
 
-    figures: dict[str, Any] = {}
-    for batch_size in workload.batch_sizes:
-        count = workload.classify_images[batch_size]
-        items = upload(s3, bucket, f"bench/{prefix}-{batch_size}/", photos[: count + batch_size])
-        warm, measured = items[:batch_size], items[batch_size:]
-        runtime = invoke(warm, f"warm-{batch_size}")["runtime"]  # warm: model loaded, interpreter sized
-        batch = inputs[:batch_size].astype(np.float32)
-        adjacent = throughput(forward, batch, workload.min_seconds)
-        results, started = [], time.perf_counter()
-        for n in range(0, len(measured), batch_size):
-            results.append(invoke(measured[n : n + batch_size], f"b{batch_size}-{n:04d}"))
-        seconds = time.perf_counter() - started
-        scored = sum(r["scored"] for r in results)
-        ips = rate(scored, seconds)
-        figures[str(batch_size)] = {
-            "runtime": runtime,
-            "images": scored,
-            "invocations": len(results),
-            "seconds": round(seconds, 3),
-            "images_per_second": ips,
-            "seconds_per_invocation": round(seconds / len(results), 4),
-            "ceiling_adjacent": adjacent,
-            "ratio_to_ceiling": round(ips / adjacent, 3),
-            "ratio_to_first_ceiling": round(ips / ceiling_figures[str(batch_size)], 3),
-            "mean_seconds": {
-                part: round(sum(r["seconds"][part] for r in results) / len(results), 4)
-                for part in ("read_decode", "inference", "total")
-            },
-        }
-        means = figures[str(batch_size)]["mean_seconds"]
-        means["writes_and_rest"] = round(means["total"] - means["read_decode"] - means["inference"], 4)
-        log(f"ClassifyBatch ({runtime}) at batch {batch_size}: {ips} img/s = "
-            f"{figures[str(batch_size)]['ratio_to_ceiling']} x ceiling")
+    figures: dict[str, dict[str, Any]] = {path: {} for path in loaded}
+    cached = handler.classifiers
+    handler.classifiers = lambda: turns  # type: ignore[assignment]  # the handler runs as deployed, on the form whose turn it is
+    try:
+        for batch_size in workload.batch_sizes:
+            count = workload.classify_images[batch_size]
+            per_path = count + batch_size
+            pool = (photos * -(-per_path * len(loaded) // len(photos)))[: per_path * len(loaded)]
+            items = upload(s3, bucket, f"bench/classify-{batch_size}/", pool)
+            mine = {path: items[n * per_path:(n + 1) * per_path] for n, path in enumerate(loaded)}
+            runtimes = {path: invoke(path, mine[path][:batch_size], f"warm-{batch_size}")[0]["runtime"]
+                        for path in loaded}  # warm: each interpreter sized for the batch
+            batch = inputs[:batch_size].astype(np.float32)
+            adjacent = {path: throughput(forwards[path], batch, workload.min_seconds) for path in loaded}
+            results: dict[str, list[dict[str, Any]]] = {path: [] for path in loaded}
+            seconds = dict.fromkeys(loaded, 0.0)
+            for turn, n in enumerate(range(batch_size, per_path, batch_size)):
+                for path in (list(loaded) if turn % 2 == 0 else list(loaded)[::-1]):
+                    result, took = invoke(path, mine[path][n:n + batch_size], f"b{batch_size}-{n:04d}")
+                    results[path].append(result)
+                    seconds[path] += took
+            for path in loaded:
+                runs, scored = results[path], sum(r["scored"] for r in results[path])
+                ips = rate(scored, seconds[path])
+                means = {part: round(sum(r["seconds"][part] for r in runs) / len(runs), 4)
+                         for part in ("read_decode", "inference", "total")}
+                means["writes_and_rest"] = round(means["total"] - means["read_decode"] - means["inference"], 4)
+                figures[path][str(batch_size)] = {
+                    "runtime": runtimes[path],
+                    "images": scored,
+                    "invocations": len(runs),
+                    "seconds": round(seconds[path], 3),
+                    "images_per_second": ips,
+                    "seconds_per_invocation": round(seconds[path] / len(runs), 4),
+                    "ceiling_adjacent": adjacent[path],
+                    "ratio_to_ceiling": round(ips / adjacent[path], 3),
+                    "ratio_to_first_ceiling": round(ips / ceilings[path][str(batch_size)], 3),
+                    "mean_seconds": means,
+                }
+            log(f"ClassifyBatch at batch {batch_size}, in turns: " + "; ".join(
+                f"{path} ({runtimes[path]}) {figures[path][str(batch_size)]['images_per_second']} img/s = "
+                f"{figures[path][str(batch_size)]['ratio_to_ceiling']} x ceiling" for path in loaded))
+    finally:
+        handler.classifiers = cached  # type: ignore[method-assign]
     return figures
 
 
@@ -420,6 +448,7 @@ def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures:
     """Stages 2 to 4, on the embedded engine: ClassifyBatch and the whole workflow, each on the
     served form and on fp32, and the seed's way."""
     from engine.local_engine import LocalConfig, LocalEngine
+    from inference_image.classifier import load_version
     from inference_image.publishing import publish_forms
     from lambdas.model_registry import ModelRegistry
 
@@ -438,17 +467,21 @@ def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures:
         return forwards["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
 
     paths = {"served": (prepared.forms, version), "fp32": (prepared.fp32_only, f"{version}-fp32")}
-    # Each run gets an engine of its own: moto's transactions still cost a little more as a table
-    # grows (AWS's do not), so none is measured behind another's rows.
-    results["classify_batch"] = {}
-    for path, (chosen, name) in paths.items():
-        with LocalEngine(config) as engine:
+    with LocalEngine(config) as engine:
+        for chosen, name in paths.values():
             publish(engine, chosen, name)
-            log(f"2. ClassifyBatch, {path} ({chosen.serving['form']})")
-            ceiling_of = figures["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
-            results["classify_batch"][path] = classify_runs(engine, workload, prepared.photos, ceiling_of,
-                                                            forward_of(chosen), prepared.inputs, f"classify-{path}")
+        registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
+        loaded = {path: load_version(registry, name) for path, (_, name) in paths.items()}
+        log("2. ClassifyBatch, the served form (" + prepared.forms.serving["form"] + ") and fp32 in turns")
+        results["classify_batch"] = classify_runs(
+            engine, workload, prepared.photos, loaded,
+            {path: forward_of(chosen) for path, (chosen, _) in paths.items()},
+            {path: figures["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
+             for path, (chosen, _) in paths.items()},
+            prepared.inputs)
 
+    # The workflows get an engine each: moto's transactions still cost a little more as a table
+    # grows (AWS's do not), so neither is measured behind the other's rows.
     results["workflow"] = {}
     for path, (chosen, name) in paths.items():
         with LocalEngine(config) as engine:
