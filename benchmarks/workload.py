@@ -39,7 +39,7 @@ class Workload:
 
 FULL = Workload(
     smoke=False, input_size=224, photo_size=(1280, 960), workflow_images=1024, batch_sizes=(1, 8, 32),
-    classify_images={1: 16, 8: 48, 32: 96}, seed_images=64, seed_threads=4, seed_concurrent_images=96,
+    classify_images={1: 16, 8: 48, 32: 192}, seed_images=64, seed_threads=4, seed_concurrent_images=96,
     min_seconds=4.0, repeats=2, calibration_images=32, check_images=64,
 )
 SMOKE = Workload(
