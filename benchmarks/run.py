@@ -189,7 +189,8 @@ def classify_runs(
 
     figures: dict[str, dict[str, Any]] = {path: {} for path in loaded}
     cached = handler.classifiers
-    handler.classifiers = lambda: turns  # type: ignore[assignment]  # the handler runs as deployed, on the form whose turn it is
+    # The handler runs as deployed; only the classifier its cache hands out is the one whose turn it is.
+    handler.classifiers = lambda: turns  # type: ignore[assignment]
     try:
         for batch_size in workload.batch_sizes:
             count = workload.classify_images[batch_size]
