@@ -195,7 +195,7 @@ def classify_runs(
         for batch_size in workload.batch_sizes:
             count = workload.classify_images[batch_size]
             per_path = count + batch_size
-            pool = (photos * -(-per_path * len(loaded) // len(photos)))[: per_path * len(loaded)]
+            pool = [photos[n % len(photos)] for n in range(per_path * len(loaded))]
             items = upload(s3, bucket, f"bench/classify-{batch_size}/", pool)
             mine = {path: items[n * per_path:(n + 1) * per_path] for n, path in enumerate(loaded)}
             runtimes = {path: invoke(path, mine[path][:batch_size], f"warm-{batch_size}")[0]["runtime"]
@@ -464,8 +464,12 @@ def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures:
         publish_forms(registry, name, prepared.model_file, LABELS, {}, chosen)
         registry.promote(name)
 
+    def runtime_of(chosen: Any) -> str:
+        """The ceiling's name for the runtime a set of forms serves on."""
+        return "litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"
+
     def forward_of(chosen: Any) -> Callable[[np.ndarray], Any]:
-        return forwards["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
+        return forwards[runtime_of(chosen)]
 
     paths = {"served": (prepared.forms, version), "fp32": (prepared.fp32_only, f"{version}-fp32")}
     with LocalEngine(config) as engine:
@@ -477,8 +481,7 @@ def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures:
         results["classify_batch"] = classify_runs(
             engine, workload, prepared.photos, loaded,
             {path: forward_of(chosen) for path, (chosen, _) in paths.items()},
-            {path: figures["litert_int8" if chosen.serving["form"] == "int8" else "litert_fp32"]
-             for path, (chosen, _) in paths.items()},
+            {path: figures[runtime_of(chosen)] for path, (chosen, _) in paths.items()},
             prepared.inputs)
 
     # The workflows get an engine each: moto's transactions still cost a little more as a table
