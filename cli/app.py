@@ -21,6 +21,8 @@ app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS
 local_app = typer.Typer(help="The local stack: the embedded engine kept running between commands.",
                         no_args_is_help=True)
 app.add_typer(local_app, name="local")
+models_app = typer.Typer(help="The model registry: versions, approval, promotion and its history.")
+app.add_typer(models_app, name="models")
 console = Console()
 errors = Console(stderr=True)
 
@@ -269,7 +271,7 @@ def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
     from operate.run_details import current_step
 
     columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
-    if mode != "retrain":
+    if mode not in ("retrain", "publish"):
         columns.append(BarColumn())
     with Progress(*columns, TimeElapsedColumn(), console=errors, transient=True) as bar:
         task = bar.add_task(f"run {run_id}: starting", total=None)
@@ -277,7 +279,7 @@ def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
 
         def poll(description: dict[str, Any]) -> None:
             step = current_step(target, run_id) or "starting"
-            if mode == "retrain":
+            if mode in ("retrain", "publish"):
                 bar.update(task, description=f"run {run_id}: {step}")
                 return
             done, planned = progress()
@@ -406,12 +408,14 @@ def predictions(
                                    for row in rows])
 
 
-@app.command()
+@models_app.callback(invoke_without_command=True)
 def models(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """The model registry: every version with its metrics, and which one serves."""
+    if ctx.invoked_subcommand is not None:
+        return
     from operate.operations import list_models
 
     rows = guarded(list_models, target_of(ctx))
@@ -435,6 +439,66 @@ def models(
     for row in rows:
         if row["serving_reason"]:
             say(console, f"{row['model']}/{row['version']} serves {row['serves']}: {row['serving_reason']}")
+
+
+@models_app.command("publish")
+def models_publish(
+    ctx: typer.Context,
+    artifact: str = typer.Argument(..., help="A .keras, .h5 or .tflite file, a SavedModel folder, a .tar.gz of "
+                                             "one (SageMaker's model.tar.gz too): a local path or an s3:// URI."),
+    version: str = typer.Option(None, "--version", help="The version's name (default: v<UTC time>)."),
+    labels: Path = typer.Option(None, "--labels", exists=True, dir_okay=False,
+                                help="Class names in output order: a JSON list or one a line (default: labels.json "
+                                     "or labels.txt beside or inside the artifact)."),
+    held_out: str = typer.Option(None, "--held-out",
+                                 help="Labelled images to evaluate on, <prefix>/<class>/...: an s3:// prefix under "
+                                      "labels/, or a local folder uploaded there (default: the bucket's labels/)."),
+    calibration: str = typer.Option(None, "--calibration",
+                                    help="Images to calibrate the int8 form on, laid out as --held-out "
+                                         "(default: the held-out images)."),
+    preprocess: str = typer.Option("none", "--preprocess",
+                                   help="The input scaling the model expects, folded into it: none (0-255), 0-1, "
+                                        "-1-1, caffe or torch (as keras.applications names them)."),
+    promote: bool = typer.Option(False, "--promote", help="Serve it once published."),
+    promote_if_better: bool = typer.Option(False, "--promote-if-better",
+                                           help="Serve it if it beats the serving version on the held-out images "
+                                                "(PromoteIfBetter's rule, with its McNemar test)."),
+    approval: str = typer.Option(None, "--approval", help="manual: register it as pending until approved."),
+    force: bool = typer.Option(False, "--force", help="Promote even when its held-out accuracy is near chance."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Publish a model of yours as a new version: the workflow's PublishModel step loads it, checks it,
+    converts it to fp32 and int8 TF-Lite, evaluates it on held-out images and applies the policy."""
+    from lambdas.model_registry import ModelError
+    from operate.publishing import start_publish
+
+    if approval not in (None, "manual"):
+        fail(f"--approval {approval!r}: the only approval is manual")
+    chosen = [name for name, on in (("--promote", promote), ("--promote-if-better", promote_if_better),
+                                    ("--approval manual", approval)) if on]
+    if len(chosen) > 1:
+        fail(f"choose one policy, not {' and '.join(chosen)}")
+    policy = "promote" if promote else "promote-if-better" if promote_if_better else "manual" if approval else "none"
+    target = target_of(ctx)
+    try:
+        run_id, version = guarded(start_publish, target, artifact, version, labels, held_out, calibration,
+                                  preprocess, policy, force)
+    except ModelError as error:
+        fail(str(error))
+    if not as_json:
+        say(console, f"staged {escape(artifact)} as version [bold]{version}[/]; run {run_id} publishes it")
+    description = _wait_with_progress(target, run_id, "publish")
+    from operate.operations import show_run
+
+    detail = guarded(show_run, target, run_id)
+    if as_json:
+        emit_json(detail)
+    else:
+        _print_publish(detail["publish"])
+    if description["status"] != "SUCCEEDED":
+        if not as_json:
+            fail(detail["publish"]["reason"])
+        raise typer.Exit(2)
 
 
 @app.command("console")
@@ -507,8 +571,10 @@ def _print_run(detail: dict[str, Any]) -> None:
                      f"succeeded, {items.get('failed')} failed")
     if detail.get("retrain"):
         _print_retrain(detail["retrain"])
+    if detail.get("publish"):
+        _print_publish(detail["publish"])
     output = detail.get("output") or {}
-    if output and detail["mode"] != "retrain":
+    if output and detail["mode"] not in ("retrain", "publish"):
         say(console, f"images scored: {output.get('images_scored')}   failed: {output.get('images_failed')}   "
                      f"already scored: {output.get('already_scored')}")
         added = detail.get("added") or {}
@@ -537,6 +603,18 @@ def _print_run(detail: dict[str, Any]) -> None:
                     rows, title=f"{len(detail['failures'])} failed item(s), by reason")
         if output.get("replay"):
             say(console, f"replay them with: [bold]{output['replay']}[/]")
+
+
+def _print_publish(publish: dict[str, Any]) -> None:
+    if publish["outcome"] == "failed":
+        return  # fail() prints the reason as the one error line
+    colour = {"promoted": "green", "pending": "yellow"}.get(publish["outcome"], "yellow")
+    say(console, f"publish: [{colour}]{publish['outcome']}[/] {publish['model']}/{publish['version']} "
+                 f"({publish['source_format']}, preprocess {publish['preprocess']}, serves {publish['serves']}); "
+                 f"{escape(one_line(str(publish['reason'])))}")
+    if publish.get("near_chance"):
+        say(console, f"  [red]held-out accuracy {publish['accuracy']} is near chance[/]: is --preprocess right?")
+    say(console, f"  softmax: {publish['softmax']}; serving now: {_blank(publish['current_version'])}")
 
 
 def _accuracy(value: Any) -> str:

@@ -120,6 +120,9 @@ IMAGES_PREFIX = "incoming/"
 RUNS_PREFIX = "runs/"
 MODELS_PREFIX = "models/"
 LABELS_PREFIX = "labels/"
+# `batchinfer models publish` uploads an artifact here, models/_staging/<version>/<file>, for the PublishModel
+# step, which removes it when it is done; a folder named with "_" is neither a model nor a version.
+STAGING_PREFIX = f"{MODELS_PREFIX}_staging/"
 
 # A model version's folder in the registry (models/<name>/<version>/) and the registry's pointer.
 MODEL_FILE = "model.keras"
@@ -147,10 +150,11 @@ FUNCTIONS = {
     "TrainingHook": "inference_image.retrain_handlers.train",
     "EvaluateCandidate": "inference_image.retrain_handlers.evaluate",
     "PromoteIfBetter": "lambdas.handlers.promote_if_better.handler",
+    "PublishModel": "inference_image.retrain_handlers.publish",
 }
 
 # These run TensorFlow: the container image from inference_image/, each with its own command.
-CONTAINER_FUNCTIONS = ("ClassifyBatch", "TrainingHook", "EvaluateCandidate")
+CONTAINER_FUNCTIONS = ("ClassifyBatch", "TrainingHook", "EvaluateCandidate", "PublishModel")
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,9 @@ FUNCTION_LIMITS: dict[str, FunctionLimits] = {
     "TrainingHook": FunctionLimits(memory_mb=3008, timeout_seconds=900),
     "EvaluateCandidate": FunctionLimits(memory_mb=3008, timeout_seconds=900),
     "PromoteIfBetter": FunctionLimits(memory_mb=512, timeout_seconds=300),
+    # Unpacks an artifact of up to 1 GiB (lambdas/model_artifacts.py) in /tmp, converts it to fp32 and int8
+    # TF-Lite and scores it on the held-out images: the retraining containers' memory and timeout.
+    "PublishModel": FunctionLimits(memory_mb=3008, timeout_seconds=900),
 }
 
 

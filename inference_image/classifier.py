@@ -52,6 +52,9 @@ class LiteRTForward:
         self._input, self._output = inputs[0], outputs[0]
         self.input_shape = tuple(int(d) for d in self._input["shape"])
         self.output_shape = tuple(int(d) for d in self._output["shape"])
+        # As the model was built: -1 for a dimension it leaves free (the batch; for some models the size).
+        signature = self._input.get("shape_signature", self._input["shape"])
+        self.input_signature = tuple(None if int(d) < 0 else int(d) for d in signature)
         self._batch = -1
         self._lock = threading.Lock()
 
@@ -61,9 +64,29 @@ class LiteRTForward:
                 self._interpreter.resize_tensor_input(self._input["index"], list(images.shape))
                 self._interpreter.allocate_tensors()
                 self._batch = images.shape[0]
-            self._interpreter.set_tensor(self._input["index"], np.ascontiguousarray(images, dtype=np.float32))
+            self._interpreter.set_tensor(self._input["index"], _quantized(images, self._input))
             self._interpreter.invoke()  # releases the GIL: image reads go on meanwhile
-            return np.array(self._interpreter.get_tensor(self._output["index"]))
+            return _dequantized(np.array(self._interpreter.get_tensor(self._output["index"])), self._output)
+
+    def tensor_details(self) -> list[dict[str, Any]]:
+        return list(self._interpreter.get_tensor_details())
+
+
+def _quantized(images: np.ndarray, tensor: dict[str, Any]) -> np.ndarray:
+    """Float images as the input tensor takes them: as they are, or quantized for an integer input."""
+    dtype = np.dtype(tensor["dtype"])
+    if dtype == np.float32:
+        return np.ascontiguousarray(images, dtype=np.float32)
+    scale, zero = tensor["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(images / (scale or 1.0) + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantized(values: np.ndarray, tensor: dict[str, Any]) -> np.ndarray:
+    if np.dtype(tensor["dtype"]) == np.float32:
+        return values
+    scale, zero = tensor["quantization"]
+    return ((values.astype(np.float32) - zero) * (scale or 1.0)).astype(np.float32)
 
 
 @dataclass

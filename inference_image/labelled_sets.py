@@ -33,8 +33,28 @@ def read_manifest(source: ImageSource, uri: str) -> list[dict[str, str]]:
 
 def load_labelled_set(source: ImageSource, uri: str, labels: list[str], size: tuple[int, int], channels: int,
                       max_bytes: int, max_pixels: int, threads: int = 8) -> LabelledSet:
-    items = read_manifest(source, uri)
+    return load_labelled_items(source, read_manifest(source, uri), labels, size, channels, max_bytes, max_pixels,
+                               threads)
 
+
+def labelled_under(source: ImageSource, uri: str, labels: list[str]) -> list[dict[str, str]]:
+    """{bucket, key, label} of the images under an s3:// prefix laid out <prefix>/<class>/..., for the
+    given classes (folders of other names are not of this model)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise BadRecord(f"a labelled set must be an s3:// prefix, got {uri!r}")
+    prefix = parsed.path.lstrip("/")
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    items = []
+    for key, _ in source.list_objects(parsed.netloc, prefix):
+        parts = key[len(prefix):].split("/")
+        if len(parts) >= 2 and parts[0] in labels and parts[-1]:
+            items.append({"bucket": parsed.netloc, "key": key, "label": parts[0]})
+    return items
+
+
+def load_labelled_items(source: ImageSource, items: list[dict[str, str]], labels: list[str], size: tuple[int, int],
+                        channels: int, max_bytes: int, max_pixels: int, threads: int = 8) -> LabelledSet:
     def load(item: dict[str, str]) -> np.ndarray | str:
         try:
             data = source.read_object(item["bucket"], item["key"], max_bytes)

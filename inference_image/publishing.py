@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,26 @@ def _convert(converter: Any) -> bytes:
         return bytes(converter.convert())
 
 
-def compile_model(model_file: Path) -> bytes:
-    """The TF-Lite (fp32) form of a Keras model file; the same weights and the same outputs."""
-    import keras
-    import tensorflow as tf
+# A converter factory gives a fresh tf.lite.TFLiteConverter for the model each time it is called.
+Converter = Callable[[], Any]
 
-    model = keras.models.load_model(model_file, compile=False)
-    return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
+
+def keras_converter(model_file: Path) -> Converter:
+    """The converter factory of a Keras model file (.keras or .h5)."""
+
+    def make() -> Any:
+        import keras
+        import tensorflow as tf
+
+        return tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(model_file, compile=False))
+
+    return make
+
+
+def compile_model(model: Path | Converter) -> bytes:
+    """The TF-Lite (fp32) form of a Keras model file or a converter factory; the same weights and outputs."""
+    converter = model() if callable(model) else keras_converter(model)()
+    return _convert(converter)
 
 
 def representative_sample(images: np.ndarray, count: int = CALIBRATION_IMAGES) -> np.ndarray:
@@ -57,18 +71,16 @@ def representative_sample(images: np.ndarray, count: int = CALIBRATION_IMAGES) -
     return images[np.linspace(0, len(images) - 1, count).astype(int)]
 
 
-def quantize_model(model_file: Path, calibration: np.ndarray) -> bytes:
+def quantize_model(model: Path | Converter, calibration: np.ndarray) -> bytes:
     """The full-integer int8 form: weights and activations int8, calibrated on `calibration`
     (uint8 or float images as the model takes them). Input and output stay float32, so it is
     called exactly as the fp32 form is (the model's own Rescaling stays inside it)."""
-    import keras
     import tensorflow as tf
 
     if len(calibration) == 0:
         raise ValueError("int8 calibration needs at least one of the version's training images")
-    model = keras.models.load_model(model_file, compile=False)
     sample = calibration.astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = model() if callable(model) else keras_converter(model)()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([sample[n: n + 1]] for n in range(len(sample)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -114,9 +126,9 @@ def choose_form(fp32: bytes, int8: bytes | None, held_out: np.ndarray, targets: 
             + (f" and loses {decision['accuracy_drop_points']} points" if targets is not None else "")}
 
 
-def prepare_forms(model_file: Path, calibration: np.ndarray | None, held_out: np.ndarray | None,
+def prepare_forms(model_file: Path | Converter, calibration: np.ndarray | None, held_out: np.ndarray | None,
                   targets: np.ndarray | None) -> Forms:
-    """Both TF-Lite forms of a Keras model and which one serves.
+    """Both TF-Lite forms of a Keras model file (or a converter factory) and which one serves.
 
     `calibration`: the version's own training images (a representative sample is taken);
     `held_out`/`targets`: images it was not trained on, with their labels when known."""

@@ -258,6 +258,11 @@ class InMemoryImageSource(ImageSource):
             self.objects[bucket].setdefault(key, []).append(version)
         return ImageVersion(bucket, key, version.version_id, version.last_modified.isoformat(), len(data))
 
+    def delete_all_versions(self, bucket: str, prefix: str) -> int:
+        keys = [key for key in self.objects.get(bucket, {}) if key.startswith(prefix)]
+        deleted = sum(len(self.objects[bucket].pop(key)) for key in keys)
+        return deleted
+
     def delete_version(self, bucket: str, key: str, version_id: str) -> None:
         versions = self.objects[bucket].get(key, [])
         self.objects[bucket][key] = [v for v in versions if v.version_id != version_id]

@@ -197,8 +197,8 @@ class ModelRegistry:
         # A version's files sit side by side (the TF-Lite form beside model.keras), in a folder named after
         # the stored model.keras, so that a different model published under the same name is fetched anew.
         identity = getattr(self.storage, "identity", None)
-        cached = self._cached_path(f"{version}@{identity(f'{version}/{MODEL_FILE}')}/{filename}" if identity
-                                   else relative)
+        cached = self._cached_path(f"{version}@{self._identity(identity, version, filename)}/{filename}"
+                                   if identity else relative)
         if not cached.exists():
             data = self._read(relative)
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +206,14 @@ class ModelRegistry:
             partial.write_bytes(data)
             partial.replace(cached)
         return cached
+
+    @staticmethod
+    def _identity(identity: Any, version: str, filename: str) -> str:
+        # A version published without a Keras model (from a SavedModel or a .tflite) is named by the file itself.
+        try:
+            return str(identity(f"{version}/{MODEL_FILE}"))
+        except ModelFileMissing:
+            return str(identity(f"{version}/{filename}"))
 
     def serving_file(self, metrics: dict[str, Any]) -> str | None:
         """The file a version serves from, as its metrics chose it (None for a version published
@@ -234,7 +242,8 @@ class ModelRegistry:
         return ModelVersion(version=version, model_path=local, labels=labels, metrics=metrics)
 
     def versions(self) -> list[str]:
-        return self.storage.folders()
+        # Folders named with "_" are the registry's own (its history), not versions.
+        return [name for name in self.storage.folders() if not name.startswith("_")]
 
     def metrics(self, version: str) -> dict[str, Any]:
         try:
@@ -251,14 +260,19 @@ class ModelRegistry:
         """Store one more file of a version (e.g. its compiled form)."""
         self._write(f"{version}/{filename}", data)
 
-    def publish(self, version: str, model_file: Path, labels: list[str], metrics: dict[str, Any],
+    def publish(self, version: str, model_file: Path | None, labels: list[str], metrics: dict[str, Any],
                 forms: dict[str, bytes] | None = None) -> None:
-        """Store a version (with its TF-Lite forms, by file name); it serves nothing until it is promoted."""
+        """Store a version (with its TF-Lite forms, by file name); it serves nothing until it is promoted.
+
+        Without `model_file` (a version published from a SavedModel or a .tflite file) it has no
+        model.keras: it serves from its TF-Lite forms, and retraining cannot fine-tune it."""
         self._write(f"{version}/{LABELS_FILE}", json.dumps(labels).encode())
         for name, data in (forms or {}).items():
             self._write(f"{version}/{name}", data)
         target = self.storage.local_path(f"{version}/{MODEL_FILE}")
-        if target is None:
+        if model_file is None:
+            pass
+        elif target is None:
             self._write(f"{version}/{MODEL_FILE}", model_file.read_bytes())
         else:
             target.parent.mkdir(parents=True, exist_ok=True)

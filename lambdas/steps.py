@@ -387,3 +387,66 @@ class PromoteIfBetterResult(StepResult):
     p_value: float | None
     held_out: int | None
     excluded: list[dict[str, str]]
+
+
+# -- publishing a model brought from outside -------------------------------------------------------------
+PUBLISH_POLICIES = ("none", "promote", "promote-if-better", "manual")
+
+
+@dataclass(frozen=True)
+class PublishModelRequest:
+    """The execution input of a publish run ({"mode": "publish", ...}), as `batchinfer models publish` starts it."""
+
+    run_id: str
+    artifact: str  # s3:// URI of the staged artifact, under the registry's _staging/<version>/
+    version: str
+    held_out: str  # s3:// prefix laid out <prefix>/<class>/...
+    calibration: str | None
+    labels: tuple[str, ...] | None  # else a labels file inside the artifact
+    preprocess: str
+    policy: str
+    force: bool
+    by: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> PublishModelRequest:
+        event = _object_with("PublishModel", event, ("run_id",), ("input",))
+        run_input = event["input"]
+        if not isinstance(run_input, dict):
+            raise BadRecord("the execution input must be a JSON object")
+        missing = [name for name in ("artifact", "version", "held_out") if not isinstance(run_input.get(name), str)
+                   or not run_input[name]]
+        if missing:
+            raise BadRecord(f"publish needs {_quoted(tuple(missing))} in the execution input")
+        labels = run_input.get("labels")
+        if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+            raise BadRecord("'labels' must be a list of class names")
+        policy = str(run_input.get("policy") or "none")
+        if policy not in PUBLISH_POLICIES:
+            raise BadRecord(f"'policy' must be one of {', '.join(PUBLISH_POLICIES)}, got {policy!r}")
+        return cls(run_id=str(event["run_id"]), artifact=run_input["artifact"], version=run_input["version"],
+                   held_out=run_input["held_out"], calibration=run_input.get("calibration") or None,
+                   labels=tuple(labels) if labels is not None else None,
+                   preprocess=str(run_input.get("preprocess") or "none"), policy=policy,
+                   force=bool(run_input.get("force")), by=str(run_input.get("by") or "unknown"))
+
+
+@dataclass
+class PublishModelResult(StepResult):
+    outcome: str  # "promoted", "pending" (approval), "published" (registered, not serving) or "kept" (not better)
+    reason: str
+    model_name: str
+    version: str
+    source_format: str
+    serves: str  # the form it serves in: int8 or fp32
+    preprocess: str
+    softmax: str
+    accuracy: float
+    held_out: int
+    near_chance: bool
+    current_version: str | None  # serving when the run ended
+    previous_version: str | None
+    current_accuracy: float | None
+    significance: str | None
+    by: str
+    excluded: list[dict[str, str]]

@@ -620,6 +620,16 @@ class ImageSource:
         """An object's bytes in chunks, for objects too large to hold (a million-image manifest)."""
         yield from self.client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(chunk_size=chunk_bytes)
 
+    def delete_all_versions(self, bucket: str, prefix: str) -> int:
+        """Every version and delete marker under prefix, gone for good (a staging area's leftovers)."""
+        doomed = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            doomed += [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                       for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        for start in range(0, len(doomed), 1000):
+            self.client.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start: start + 1000], "Quiet": True})
+        return len(doomed)
+
 
 @dataclass(frozen=True)
 class VersionPage:

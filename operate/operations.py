@@ -16,7 +16,7 @@ from contract.resource_spec import IMAGES_PREFIX, MODELS_PREFIX, SHARED_EVALUATI
 from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore
-from operate.run_details import added_by_run, retrain_outcome
+from operate.run_details import added_by_run, publish_outcome, retrain_outcome
 from operate.targets import Target, TargetError
 
 MODES = ("score", "replay", "retrain", "reconcile")
@@ -162,6 +162,8 @@ def list_runs(target: Target, limit: int = 20) -> list[dict[str, Any]]:
         mode = _mode(description)
         retrain = retrain_outcome(execution["status"], output, description.get("error"),
                                   description.get("cause")) if mode == "retrain" else None
+        if mode == "publish":
+            retrain = publish_outcome(execution["status"], output, description.get("error"), description.get("cause"))
         runs.append({
             "run_id": execution["name"],
             "mode": mode,
@@ -170,7 +172,7 @@ def list_runs(target: Target, limit: int = 20) -> list[dict[str, Any]]:
             "seconds": _seconds(execution["startDate"], execution.get("stopDate")),
             "scored": output.get("images_scored"),
             "failed": output.get("images_failed"),
-            # A retraining run scores nothing: its result is its outcome (promoted, kept, skipped, failed).
+            # A retraining or publish run scores nothing: its result is its outcome (promoted, kept, failed, ...).
             "outcome": retrain["outcome"] if retrain else None,
         })
     return runs
@@ -218,6 +220,9 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
     if mode == "retrain":
         extra["retrain"] = retrain_outcome(description["status"], output, description.get("error"),
                                             description.get("cause"))
+    elif mode == "publish":
+        extra["publish"] = publish_outcome(description["status"], output, description.get("error"),
+                                           description.get("cause"))
     elif output.get("daily_counts"):
         # daily_counts are each day's totals when the run ended; this is what the run itself counted.
         extra["added"] = added_by_run(prediction_store(target), description["name"], sorted(output["daily_counts"]))
@@ -301,7 +306,7 @@ def list_models(target: Target) -> list[dict[str, Any]]:
     """Every model in the registry (s3://<bucket>/models/<name>/): versions, metrics, the current one."""
     s3 = target.client("s3")
     models = []
-    for name in ImageSource(s3).list_folders(target.bucket, MODELS_PREFIX):
+    for name in [n for n in ImageSource(s3).list_folders(target.bucket, MODELS_PREFIX) if not n.startswith("_")]:
         registry = ModelRegistry(f"s3://{target.bucket}/{MODELS_PREFIX}{name}", s3_client=s3)
         try:
             current: str | None = registry.current_version()
@@ -319,6 +324,7 @@ def list_models(target: Target) -> list[dict[str, Any]]:
                            "serving_reason": serving.get("reason"),
                            "accuracy": accuracy, "held_out": held_out, "held_out_set": held_out_set,
                            "trained_on": metrics.get("trained_on"), "base_version": metrics.get("base_version"),
+                           "preprocess": metrics.get("preprocess"), "source_format": metrics.get("source_format"),
                            "metrics": metrics})
     return models
 

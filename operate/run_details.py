@@ -1,7 +1,9 @@
-"""What a run did, beyond its status: a retraining run's outcome, the counts a scoring run added, its current step."""
+"""What a run did, beyond its status: a retraining or publish run's outcome, the counts a scoring run added, its
+current step."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -43,6 +45,30 @@ def retrain_outcome(status: str, output: dict[str, Any], error: str | None = Non
         "significance": outcome.get("significance"),
         "excluded": len(outcome.get("excluded") or []),
     }
+
+
+def failure_message(error: str | None, cause: str | None) -> str:
+    """A failed run's error in one line: the step's own message, not the JSON Lambda wraps it in."""
+    try:
+        parsed = json.loads(cause or "")
+        message = parsed.get("errorMessage") if isinstance(parsed, dict) else None
+    except ValueError:
+        message = None
+    return str(message or cause or error or "failed")
+
+
+def publish_outcome(status: str, output: dict[str, Any], error: str | None = None,
+                    cause: str | None = None) -> dict[str, Any]:
+    """A publish run in one flat record: what became of the version, and why."""
+    outcome = output.get("outcome") or {}
+    if status != "SUCCEEDED":
+        kind = "failed" if status != "RUNNING" else "running"
+        return {"outcome": kind, "reason": failure_message(error, cause) if kind == "failed" else None,
+                "version": None, "model": None}
+    return {"outcome": outcome.get("outcome"), "reason": outcome.get("reason"), "version": outcome.get("version"),
+            "model": outcome.get("model_name"), **{k: outcome.get(k) for k in (
+                "source_format", "serves", "preprocess", "softmax", "accuracy", "held_out", "near_chance",
+                "current_version", "previous_version", "current_accuracy", "by")}}
 
 
 def added_by_run(store: PredictionStore, run_id: str, dates: list[str]) -> dict[str, dict[str, int]]:

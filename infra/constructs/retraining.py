@@ -1,5 +1,6 @@
 """Retraining: the TrainingHook and EvaluateCandidate container functions, the SageMaker training
-hook's execution role, and what the state machine needs to run the retraining branch."""
+hook's execution role, and what the state machine needs to run the retraining branch; and PublishModel,
+the other function of the training image, which makes a version of a model brought from outside."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from infra.constructs.storage import Storage
 
 TRAINING_HOOK = "TrainingHook"
 EVALUATE_CANDIDATE = "EvaluateCandidate"
+PUBLISH_MODEL = "PublishModel"
 # The definition names each training job batchinfer-<model_name>-<candidate version>.
 TRAINING_JOB_PREFIX = "batchinfer-"
 # The rule Step Functions manages to learn when a training job it waits for (.sync) ends.
@@ -70,7 +72,7 @@ class Retraining(Construct):
         # model.keras, labels.json and metrics.json (models/) with PutObject. EvaluateCandidate also
         # reads a SageMaker job's model.tar.gz, under runs/training/. ListBucket makes a
         # missing file a 404 (metrics.json is optional) rather than an AccessDenied.
-        for role in self.roles.values():
+        for role in (r for name, r in self.roles.items() if name != PUBLISH_MODEL):
             allow(
                 role,
                 ["s3:GetObject"],
@@ -86,6 +88,11 @@ class Retraining(Construct):
                 },
             )
 
+        self.functions[PUBLISH_MODEL] = self._container_function(
+            PUBLISH_MODEL, config.evaluation_memory_mb, "makes a version of a model brought from outside"
+        )
+        self._grant_publish(self.roles[PUBLISH_MODEL])
+
         # Outside the registry: a job's output becomes a version only once it is evaluated.
         self.training_output_prefix = f"{RUNS_PREFIX}training/"
         self.training_image_uri = config.training_image_uri or (
@@ -94,6 +101,18 @@ class Retraining(Construct):
             f"{stack.account}.dkr.ecr.{stack.region}.{stack.url_suffix}/{config.prefix}-training:latest"
         )
         self.sagemaker_role = self._sagemaker_role(stack)
+
+    def _grant_publish(self, role: iam.Role) -> None:
+        """PublishModel reads the staged artifact and the registry (models/) and the held-out and calibration
+        images (labels/), writes the version (models/), and removes every version of the staged upload
+        (ListBucketVersions, DeleteObjectVersion) so that nothing of it stays under the registry."""
+        bucket = self.storage.bucket
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{prefix}*") for prefix in (LABELS_PREFIX,
+                                                                                           MODELS_PREFIX)])
+        allow(role, ["s3:PutObject", "s3:DeleteObjectVersion"], [bucket.arn_for_objects(f"{MODELS_PREFIX}*")])
+        allow(role, ["s3:ListBucket", "s3:ListBucketVersions"], [bucket.bucket_arn])
+        acknowledge(role, {object_prefix_finding(bucket, prefix): object_prefix_reason(prefix)
+                           for prefix in (LABELS_PREFIX, MODELS_PREFIX)})
 
     def _container_function(self, name: str, memory_mb: int, description: str) -> lambda_.IFunction:
         log_group = function_log_group(self, name)
