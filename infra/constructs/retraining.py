@@ -15,6 +15,7 @@ from contract.resource_spec import (
     LABELS_PREFIX,
     MODELS_PREFIX,
     RUNS_PREFIX,
+    STAGING_PREFIX,
 )
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
@@ -109,10 +110,15 @@ class Retraining(Construct):
         bucket = self.storage.bucket
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{prefix}*") for prefix in (LABELS_PREFIX,
                                                                                            MODELS_PREFIX)])
-        allow(role, ["s3:PutObject", "s3:DeleteObjectVersion"], [bucket.arn_for_objects(f"{MODELS_PREFIX}*")])
+        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}*")])
+        allow(role, ["s3:DeleteObjectVersion"], [bucket.arn_for_objects(f"{STAGING_PREFIX}*")])
         allow(role, ["s3:ListBucket", "s3:ListBucketVersions"], [bucket.bucket_arn])
-        acknowledge(role, {object_prefix_finding(bucket, prefix): object_prefix_reason(prefix)
-                           for prefix in (LABELS_PREFIX, MODELS_PREFIX)})
+        findings = {object_prefix_finding(bucket, prefix): object_prefix_reason(prefix)
+                    for prefix in (LABELS_PREFIX, MODELS_PREFIX)}
+        findings[object_prefix_finding(bucket, STAGING_PREFIX)] = (
+            "An artifact is staged under models/_staging/<version>/, the version chosen at publish time; the "
+            "step removes it when it is done.")
+        acknowledge(role, findings)
 
     def _container_function(self, name: str, memory_mb: int, description: str) -> lambda_.IFunction:
         log_group = function_log_group(self, name)

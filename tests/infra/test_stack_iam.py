@@ -108,6 +108,10 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
         ("TrainingHook", {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}),
         ("EvaluateCandidate", {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}),
         ("PromoteIfBetter", {"s3:PutObject", "dynamodb:PutItem"}),
+        (
+            "PublishModel",
+            {"s3:GetObject", "s3:PutObject", "s3:DeleteObjectVersion", "s3:ListBucket", "s3:ListBucketVersions"},
+        ),
     ],
 )
 def test_each_function_may_make_exactly_the_calls_its_code_makes(
@@ -155,6 +159,13 @@ def _path(resource: Any) -> str:
             "EvaluateCandidate",
             {
                 "s3:GetObject": {"bucket/labels/*", "bucket/models/*", "bucket/runs/*"},
+                "s3:PutObject": {"bucket/models/*"},
+            },
+        ),
+        (
+            "PublishModel",
+            {
+                "s3:GetObject": {"bucket/labels/*", "bucket/models/*"},
                 "s3:PutObject": {"bucket/models/*"},
             },
         ),

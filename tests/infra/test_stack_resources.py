@@ -96,7 +96,8 @@ def test_classify_batch_is_a_container_image_function(synthesized: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "memory", "timeout"), [("TrainingHook", 3008, 900), ("EvaluateCandidate", 3008, 900)]
+    ("name", "memory", "timeout"),
+    [("TrainingHook", 3008, 900), ("EvaluateCandidate", 3008, 900), ("PublishModel", 3008, 900)],
 )
 def test_the_retraining_steps_that_run_tensorflow_are_container_functions(
     synthesized: Any, name: str, memory: int, timeout: int
@@ -117,7 +118,7 @@ def test_classify_batch_has_its_own_image_and_the_retraining_steps_share_the_ten
     synthesized: Any,
 ) -> None:
     images = {name: json.dumps(_function(synthesized, name)["Code"]["ImageUri"]) for name in CONTAINER_FUNCTIONS}
-    assert images["TrainingHook"] == images["EvaluateCandidate"] != images["ClassifyBatch"]
+    assert images["TrainingHook"] == images["EvaluateCandidate"] == images["PublishModel"] != images["ClassifyBatch"]
     assets = json.loads((synthesized.template_file.parent / "Batchinfer.assets.json").read_text())
     dockerfiles = sorted(image["source"]["dockerFile"] for image in assets["dockerImages"].values())
     assert dockerfiles == ["inference_image/Dockerfile", "inference_image/Dockerfile.training"]
