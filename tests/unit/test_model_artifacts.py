@@ -56,7 +56,8 @@ def test_labels_are_found_beside_the_model_or_above_it() -> None:
 
 @pytest.mark.parametrize(
     ("text", "labels"),
-    [(b'["AAW", "ECLW", "FAW"]', ["AAW", "ECLW", "FAW"]), (b"\xef\xbb\xbfAAW\r\nECLW\n\nFAW\n", ["AAW", "ECLW", "FAW"])],
+    [(b'["AAW", "ECLW", "FAW"]', ["AAW", "ECLW", "FAW"]),
+     (b"\xef\xbb\xbfAAW\r\nECLW\n\nFAW\n", ["AAW", "ECLW", "FAW"])],
 )
 def test_labels_are_a_json_list_or_one_name_a_line(text: bytes, labels: list[str]) -> None:
     assert parse_labels(text, "labels") == labels
