@@ -193,7 +193,7 @@ def registry_keys(stack: Stack) -> list[str]:
                   for v in page.get("Versions", []) + page.get("DeleteMarkers", []))
 
 
-def score(stack: Stack, folder: str, items: list[Photo]) -> dict[str, str]:
+def score(stack: Stack, folder: str, items: list[Photo]) -> dict[str, dict[str, Any]]:
     """Upload the photos under incoming/<folder>/, run a score run, and return each one's predicted class."""
     s3 = stack.engine.client("s3")
     for photo in items:
