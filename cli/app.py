@@ -76,11 +76,12 @@ def guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run an operation; turn the errors a person can act on into one line and exit code 2."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+    from lambdas.model_registry import ModelError
     from operate.targets import TargetError
 
     try:
         return call(*args, **kwargs)
-    except TargetError as error:
+    except (TargetError, ModelError) as error:
         fail(str(error))
     except NoCredentialsError:
         fail("no AWS credentials: set a profile with --profile or AWS_PROFILE, or run `aws configure`")
@@ -413,7 +414,7 @@ def models(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """The model registry: every version with its metrics, and which one serves."""
+    """The model registry: every version with its metrics, its approval, and which one serves."""
     if ctx.invoked_subcommand is not None:
         return
     from operate.operations import list_models
@@ -422,11 +423,13 @@ def models(
     if as_json:
         emit_json(rows)
         return
-    columns = [Column("model"), Column("version", key=True), Column("current"), Column("serves"),
-               Column("int8 agreement, drop"), Column("accuracy", right=True), Column("held out", right=True),
-               Column("held-out set", key=True), Column("trained on", right=True), Column("from")]
+    columns = [Column("model"), Column("version", key=True), Column("current"), Column("approval"),
+               Column("serves"), Column("preprocess"), Column("int8 agreement, drop"), Column("accuracy", right=True),
+               Column("held out", right=True), Column("held-out set", key=True), Column("trained on", right=True),
+               Column("from")]
     print_table(console, columns, [
-        [row["model"], row["version"], "[green]serving[/]" if row["current"] else "", _blank(row["serves"]),
+        [row["model"], row["version"], "[green]serving[/]" if row["current"] else "",
+         _approval(row.get("approval")), _blank(row["serves"]), _blank(row.get("preprocess")),
          "" if row["int8_agreement"] is None
          else f"{row['int8_agreement']}, {_blank(row['int8_accuracy_drop_points'])} pt",
          _blank(row["accuracy"]), _blank(row["held_out"]), escape(_blank(row.get("held_out_set"))),
@@ -439,6 +442,85 @@ def models(
     for row in rows:
         if row["serving_reason"]:
             say(console, f"{row['model']}/{row['version']} serves {row['serves']}: {row['serving_reason']}")
+
+
+def _approval(status: str | None) -> str:
+    colour = {"approved": "green", "pending": "yellow", "rejected": "red"}.get(status or "")
+    return f"[{colour}]{status}[/]" if colour else ""
+
+
+MODEL_OPTION_HELP = "The model (default: the stack's, or the only one in the registry)."
+
+
+@models_app.command("approve")
+def models_approve(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The pending version to approve."),
+    model: str = typer.Option(None, "--model", help=MODEL_OPTION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Approve a version published for manual approval: it may then be promoted (`models promote`)."""
+    from operate.models import approve_version
+
+    _report_change(guarded(approve_version, target_of(ctx), version, model), as_json)
+
+
+@models_app.command("reject")
+def models_reject(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The version to reject."),
+    reason: str = typer.Option(..., "--reason", help="Why: kept in the registry's history."),
+    model: str = typer.Option(None, "--model", help=MODEL_OPTION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Reject a version for good: it can never serve. The serving version cannot be rejected."""
+    from operate.models import reject_version
+
+    _report_change(guarded(reject_version, target_of(ctx), version, reason, model), as_json)
+
+
+@models_app.command("promote")
+def models_promote(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The version to serve from the next run on."),
+    reason: str = typer.Option(None, "--reason", help="Why: kept in the registry's history."),
+    model: str = typer.Option(None, "--model", help=MODEL_OPTION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Serve VERSION: promote it, or roll back to an earlier version. A pending or rejected version is
+    refused."""
+    from operate.models import promote_version
+
+    _report_change(guarded(promote_version, target_of(ctx), version, reason, model), as_json)
+
+
+@models_app.command("history")
+def models_history(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", help=MODEL_OPTION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Every registry change, oldest first: published, pending, approved, rejected, promoted, rolled back;
+    when, and by whom."""
+    from operate.models import model_history
+
+    rows = guarded(model_history, target_of(ctx), model)
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(console, [Column("at", key=True), Column("model"), Column("event"), Column("version", key=True),
+                          Column("by", key=True), Column("reason", wrap=True)],
+                [[row["at"], row["model"], row["event"], escape(row["version"]), escape(str(row["by"])),
+                  escape(_blank(row.get("reason")))] for row in rows])
+
+
+def _report_change(change: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(change)
+        return
+    reason = f": {escape(change['reason'])}" if change.get("reason") else ""
+    say(console, f"{change['model']}/{escape(change['version'])} {change['event']} by "
+                 f"{escape(str(change['by']))} at {change['at']}{reason}")
 
 
 @models_app.command("publish")

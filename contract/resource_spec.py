@@ -136,6 +136,11 @@ METRICS_FILE = "metrics.json"
 # as {"set": <held-out manifest URI>, "images": n, "accuracy": a}.
 SHARED_EVALUATION = "held_out_evaluation"
 POINTER_FILE = "current.json"
+# A version published for manual approval holds approval.json ({"status": pending|approved|rejected, "by",
+# "at", "reason"?}); a version without one needs no approval. Every registry change is one object under
+# HISTORY_FOLDER, so that two writers never rewrite the same file.
+APPROVAL_FILE = "approval.json"
+HISTORY_FOLDER = "_history"
 
 # Names of the Lambda functions, as the local engine registers them and CDK suffixes them.
 FUNCTIONS = {

@@ -352,7 +352,7 @@ class LocalEngine:
         return Target(kind="local", region=self.config.region, state_machine_arn=self.state_machine_arn,
                       bucket=self.config.bucket,
                       tables={t.logical_id: self.config.table_name(t.logical_id) for t in TABLES},
-                      endpoint_url=self.endpoint_url)
+                      endpoint_url=self.endpoint_url, model_registry=self.config.model_registry)
 
     # -- convenience for the demo, the CLI and tests --------------------------------------------
     def table(self, spec: Any) -> str:

@@ -156,8 +156,8 @@ def _publish(request: PublishModelRequest, settings: Settings, source: ImageSour
     metrics.update({"accuracy": accuracy, "held_out": int(len(held.targets)), "near_chance": chance,
                     "serving": serving})
     registry.publish(request.version, keras_file, labels, metrics, forms=files)
-    _record(registry, "published", request.version, request.by, {"artifact": metrics["published_from"],
-                                                                 "run_id": request.run_id})
+    registry.record("published", request.version, request.by,
+                    detail={"artifact": metrics["published_from"], "run_id": request.run_id})
     return _apply_policy(request, registry, settings, held, lambda size, channels: images(request.held_out, size,
                                                                                           channels),
                          right, accuracy, chance, metrics)
@@ -173,12 +173,6 @@ def _require_images(held: LabelledSet, uri: str, labels: list[str]) -> None:
     if len(held.targets) == 0:
         raise BadRecord(f"no usable held-out image under {uri} for the model's classes ({uri.rstrip('/')}/"
                         f"{labels[0]}/..., one folder per class): give --held-out")
-
-
-def _record(registry: ModelRegistry, event: str, version: str, by: str, detail: dict[str, Any]) -> None:
-    record = getattr(registry, "record", None)  # the registry's history, where it keeps one
-    if record is not None:
-        record(event, version, by, detail=detail)
 
 
 def _apply_policy(request: PublishModelRequest, registry: ModelRegistry, settings: Settings, held: LabelledSet,
@@ -203,7 +197,7 @@ def _apply_policy(request: PublishModelRequest, registry: ModelRegistry, setting
                          "it anyway")
         return result
     if request.policy == "manual":
-        registry.request_approval(request.version, request.by)  # type: ignore[attr-defined]
+        registry.request_approval(request.version, request.by)
         result.outcome, result.reason = "pending", f"waiting for approval; {summary}"
         return result
     if request.policy == "promote-if-better" and current is not None:
@@ -214,7 +208,8 @@ def _apply_policy(request: PublishModelRequest, registry: ModelRegistry, setting
             result.outcome, result.reason = "kept", f"not promoted: {summary}; {reason}"
             return result
     if request.policy in ("promote", "promote-if-better"):
-        _promote(registry, request.version, request.by)
+        registry.promote(request.version, by=request.by,
+                         reason=f"published with --{request.policy} (run {request.run_id})")
         result.outcome, result.current_version = "promoted", request.version
         result.reason = f"promoted: {summary}" + (f"; {result.significance}" if result.significance else "")
         return result
@@ -222,13 +217,6 @@ def _apply_policy(request: PublishModelRequest, registry: ModelRegistry, setting
     if chance:
         result.reason += f", near chance (1/{labels} = {1 / labels:.4f}): check --preprocess"
     return result
-
-
-def _promote(registry: ModelRegistry, version: str, by: str) -> None:
-    try:
-        registry.promote(version, by=by)  # type: ignore[call-arg]
-    except TypeError:  # a registry that records no history
-        registry.promote(version)
 
 
 def _better_than_current(registry: ModelRegistry, current: str, images: LoadImages, labels: list[str],

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from contract.resource_spec import COMPILED_FILE, INT8_FILE, MODEL_FILE
-from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion
+from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion, require_approved
 
 # What serves a forward pass, by the file it comes from; every prediction records it.
 RUNTIMES = {COMPILED_FILE: "litert-fp32", INT8_FILE: "litert-int8", MODEL_FILE: "keras"}
@@ -211,5 +211,8 @@ class ClassifierCache:
                 self._current = self.registry.current_version()
                 self._checked_at = now
             if self._current not in self._loaded:
+                # Once per version loaded, not per batch: a pointer set by hand to a version pending or
+                # rejected does not serve.
+                require_approved(self.registry, self._current)
                 self._loaded = {self._current: load_version(self.registry, self._current)}
             return self._loaded[self._current]

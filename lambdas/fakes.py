@@ -362,5 +362,9 @@ class InMemoryRegistryStorage:
     def folders(self) -> list[str]:
         return sorted({relative.split("/", 1)[0] for relative in self.files if "/" in relative})
 
+    def file_names(self, folder: str) -> list[str]:
+        inside = f"{folder}/"
+        return sorted(r[len(inside):] for r in self.files if r.startswith(inside) and "/" not in r[len(inside):])
+
     def local_path(self, relative: str) -> Path | None:
         return None

@@ -5,25 +5,47 @@ The root is an S3 URI (s3://bucket/models/<name>) or a local folder. A version h
 published with inference_image.publishing.publish_model, its TF-Lite forms: `model.tflite` (fp32)
 and `model.int8.tflite` (full-integer int8). metrics.json says under "serving" which form serves
 and why; a cold start fetches that one file and not the others.
+
+A version published for manual approval holds `approval.json`; only an approved one, or one without
+that file (published with a promotion policy), may serve. Every change of the registry (published,
+pending, approved, rejected, promoted, rolled back) is one object under `_history/`, with its time and
+who made it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from contract.resource_spec import COMPILED_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILE, POINTER_FILE, SERVING_FILES
+from contract.resource_spec import (
+    APPROVAL_FILE,
+    COMPILED_FILE,
+    HISTORY_FOLDER,
+    LABELS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    POINTER_FILE,
+    SERVING_FILES,
+)
 from lambdas.records import utc_now
 
-__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "ModelError", "ModelFileMissing",
-           "ModelRegistry", "ModelVersion", "RegistryStorage", "S3RegistryStorage", "FolderRegistryStorage",
-           "require_serving_model"]
+__all__ = ["LABELS_FILE", "METRICS_FILE", "MODEL_FILE", "POINTER_FILE", "APPROVAL_FILE", "EVENTS", "ModelError",
+           "ModelFileMissing", "ModelRegistry", "RETRAINING", "ModelVersion", "RegistryStorage", "S3RegistryStorage",
+           "FolderRegistryStorage", "require_approved", "require_serving_model"]
+
+# The changes the registry's history records.
+EVENTS = ("published", "pending", "approved", "rejected", "promoted", "rolled back")
+APPROVAL_STATUSES = ("pending", "approved", "rejected")
+# Who the history names for the retraining branch's changes (its candidate published, then promoted).
+RETRAINING = "retraining"
 
 
 class ModelError(RuntimeError):
@@ -57,6 +79,10 @@ class RegistryStorage(Protocol):
         """The names of the folders right under the root (the versions)."""
         ...
 
+    def file_names(self, folder: str) -> list[str]:
+        """The names of the files right in one folder under the root, sorted; [] if there is none."""
+        ...
+
     def local_path(self, relative: str) -> Path | None:
         """The file on this machine when the storage is a local folder, else None (it is downloaded)."""
         ...
@@ -88,6 +114,13 @@ class S3RegistryStorage:
             for common in page.get("CommonPrefixes", []):
                 found.add(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
         return sorted(found)
+
+    def file_names(self, folder: str) -> list[str]:
+        names: list[str] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/{folder}/", Delimiter="/"):
+            names.extend(item["Key"].rsplit("/", 1)[-1] for item in page.get("Contents", []))
+        return sorted(names)
 
     def local_path(self, relative: str) -> Path | None:
         return None
@@ -128,6 +161,10 @@ class FolderRegistryStorage:
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def file_names(self, folder: str) -> list[str]:
+        path = self.root / folder
+        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
 
     def local_path(self, relative: str) -> Path | None:
         return self.root / relative
@@ -242,7 +279,7 @@ class ModelRegistry:
         return ModelVersion(version=version, model_path=local, labels=labels, metrics=metrics)
 
     def versions(self) -> list[str]:
-        # Folders named with "_" are the registry's own (its history), not versions.
+        # Folders named "_..." are the registry's own (its history), not versions.
         return [name for name in self.storage.folders() if not name.startswith("_")]
 
     def metrics(self, version: str) -> dict[str, Any]:
@@ -283,8 +320,133 @@ class ModelRegistry:
     def write_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         self._write(f"{version}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
 
-    def promote(self, version: str) -> None:
-        self._write(POINTER_FILE, json.dumps({"version": version, "promoted_at": utc_now()}).encode())
+    # -- approval, promotion and their history -------------------------------------------------------
+    def record(self, event: str, version: str, by: str, reason: str | None = None,
+               detail: dict[str, Any] | None = None) -> None:
+        """Add one change to the history: one new object, named so that names sort by time."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown registry event {event!r}: one of {', '.join(EVENTS)}")
+        now = datetime.now(timezone.utc)
+        entry: dict[str, Any] = {"event": event, "version": version, "at": now.isoformat(timespec="microseconds"),
+                                 "by": by}
+        if reason is not None:
+            entry["reason"] = reason
+        if detail:
+            entry["detail"] = detail
+        name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{event.replace(' ', '-')}-{_safe(version)}.json"
+        self._write(f"{HISTORY_FOLDER}/{name}", json.dumps(entry).encode())
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every recorded change, oldest first; an entry that cannot be read is left out."""
+        entries = []
+        for name in self.storage.file_names(HISTORY_FOLDER):
+            try:
+                entry = self._read_json(f"{HISTORY_FOLDER}/{name}")
+            except ModelError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("event"), str):
+                entries.append((str(entry.get("at", "")), name, entry))
+        return [entry for _, _, entry in sorted(entries, key=lambda e: (e[0], e[1]))]
+
+    def approval(self, version: str) -> dict[str, Any] | None:
+        """The version's approval ({"status", "by", "at", "reason"?}), or None when it needs none."""
+        try:
+            value = self._read_json(f"{version}/{APPROVAL_FILE}")
+        except ModelFileMissing:
+            return None
+        if not isinstance(value, dict) or value.get("status") not in APPROVAL_STATUSES:
+            # Unreadable is not approved: a version must not serve on a file nobody can read.
+            return {"status": "pending", "by": None, "at": None,
+                    "reason": f"{APPROVAL_FILE} is not an approval status"}
+        return value
+
+    def can_serve(self, version: str) -> bool:
+        """Whether a version may serve: approved, or one that needs no approval."""
+        approval = self.approval(version)
+        return approval is None or approval.get("status") == "approved"
+
+    def _require_version(self, version: str) -> None:
+        try:
+            self._read(f"{version}/{LABELS_FILE}")
+        except ModelFileMissing:
+            known = ", ".join(self.versions()) or "none"
+            raise ModelError(f"{self.name} has no version {version!r} (versions: {known})") from None
+
+    def _set_approval(self, version: str, status: str, by: str, reason: str | None) -> None:
+        value: dict[str, Any] = {"status": status, "by": by, "at": utc_now()}
+        if reason is not None:
+            value["reason"] = reason
+        self._write(f"{version}/{APPROVAL_FILE}", json.dumps(value).encode())
+        self.record(status, version, by, reason=reason)
+
+    def request_approval(self, version: str, by: str) -> None:
+        """Mark a published version pending: it cannot serve until it is approved."""
+        self._require_version(version)
+        self._set_approval(version, "pending", by, None)
+
+    def approve(self, version: str, by: str) -> None:
+        self._require_version(version)
+        approval = self.approval(version)
+        status = approval.get("status") if approval else None
+        if status == "rejected":
+            raise ModelError(f"{self.name}/{version} was rejected ({approval.get('reason') if approval else ''}): "
+                             "a rejected version is not approved again; publish it anew")
+        if status == "approved":
+            raise ModelError(f"{self.name}/{version} is already approved (by {approval.get('by') if approval else ''})")
+        if status is None:
+            raise ModelError(f"{self.name}/{version} needs no approval: it was published with a promotion policy")
+        self._set_approval(version, "approved", by, None)
+
+    def reject(self, version: str, by: str, reason: str) -> None:
+        """Refuse a version for good: it can no longer be promoted. The serving version is not rejected
+        here: promote another one first."""
+        self._require_version(version)
+        if not reason.strip():
+            raise ModelError("a rejection needs a reason")
+        approval = self.approval(version)
+        if approval is not None and approval.get("status") == "rejected":
+            raise ModelError(f"{self.name}/{version} is already rejected ({approval.get('reason')})")
+        if self._current_or_none() == version:
+            raise ModelError(f"{self.name}/{version} is serving: promote another version first, then reject it")
+        self._set_approval(version, "rejected", by, reason.strip())
+
+    def _current_or_none(self) -> str | None:
+        try:
+            return self.current_version()
+        except ModelError:
+            return None
+
+    def promote(self, version: str, by: str = "system", reason: str | None = None) -> None:
+        """Make a version the one that serves and record it: "rolled back" when the version was published
+        before the one serving now, else "promoted". A pending or rejected version is refused."""
+        self._require_version(version)
+        approval = self.approval(version)
+        if approval is not None and approval.get("status") != "approved":
+            status = approval.get("status")
+            hint = (f"approve it first with `batchinfer models approve {version}`" if status == "pending"
+                    else f"it was rejected: {approval.get('reason')}")
+            raise ModelError(f"{self.name}/{version} cannot serve: its approval is {status}; {hint}")
+        current = self._current_or_none()
+        event = "rolled back" if current is not None and self.published_before(version, current) else "promoted"
+        self._write(POINTER_FILE, json.dumps({"version": version, "promoted_at": utc_now(), "by": by}).encode())
+        self.record(event, version, by, reason=reason, detail={"previous": current} if current else None)
+
+    def published_before(self, version: str, other: str, history: list[dict[str, Any]] | None = None) -> bool:
+        """Whether `version` came before `other`: by their "published" records (in `history`, read if not
+        given), else by their names in natural order (v2 before v10; timestamps sort as written)."""
+        entries = self.history() if history is None else history
+        published = {e["version"]: e["at"] for e in entries if e.get("event") == "published"}
+        if version in published and other in published:
+            return bool(published[version] < published[other])
+        return _natural(version) < _natural(other)
+
+
+def _natural(name: str) -> list[Any]:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def _safe(version: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", version)
 
 
 def require_serving_model(registry: ModelRegistry) -> str:
@@ -295,10 +457,24 @@ def require_serving_model(registry: ModelRegistry) -> str:
     scored by the first run after a model is promoted, with no replay by hand.
     """
     try:
-        return registry.current_version()
+        version = registry.current_version()
     except ModelError as error:
         raise ModelError(
             f"no model is serving, so nothing was listed or marked: {error}. Publish a model version to "
             f"{registry.location}/<version>/ and promote it ({POINTER_FILE}), then start the run again; "
             "the images waiting will be scored then"
         ) from None
+    require_approved(registry, version)
+    return version
+
+
+def require_approved(registry: ModelRegistry, version: str) -> None:
+    """Refuse to serve a version whose approval is pending or rejected, even if the pointer names it
+    (set by hand): one read of its approval.json, when a run starts or a classifier loads it."""
+    approval = registry.approval(version)
+    if approval is not None and approval.get("status") != "approved":
+        raise ModelError(
+            f"{registry.name}/{version} is named in {POINTER_FILE} but its approval is {approval.get('status')}, "
+            f"so it does not serve and nothing was listed or marked: approve it with `batchinfer models approve "
+            f"{version}` or promote an approved version with `batchinfer models promote VERSION`"
+        )

@@ -313,12 +313,19 @@ def list_models(target: Target) -> list[dict[str, Any]]:
         except ModelError:
             current = None
         versions = {version: registry.metrics(version) for version in registry.versions()}
+        history = registry.history()
         shared = comparable_accuracies(versions)
         for version, metrics in versions.items():
             accuracy, held_out, held_out_set = shared.get(version, (metrics.get("accuracy"), metrics.get("held_out"),
                                                                     "its own"))
             serving: dict[str, Any] = metrics["serving"] if isinstance(metrics.get("serving"), dict) else {}
+            approval = registry.approval(version)
             models.append({"model": name, "version": version, "current": version == current,
+                           "approval": approval.get("status") if approval else None,
+                           "approval_reason": approval.get("reason") if approval else None,
+                           # Promoting it now would be a rollback (the console labels its button so).
+                           "before_current": current is not None and version != current
+                           and registry.published_before(version, current, history),
                            "serves": serving.get("form"), "int8_agreement": serving.get("int8_agreement"),
                            "int8_accuracy_drop_points": serving.get("accuracy_drop_points"),
                            "serving_reason": serving.get("reason"),

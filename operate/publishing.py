@@ -29,6 +29,7 @@ from lambdas.model_artifacts import (
 )
 from lambdas.model_registry import ModelError
 from lambdas.steps import PUBLISH_POLICIES
+from operate.identity import caller_identity
 from operate.operations import new_run_name
 from operate.targets import Target
 
@@ -43,13 +44,6 @@ class Checked:
     file: Path
     kind: str
     labels: list[str] | None
-
-
-def publisher(target: Target) -> str:
-    """Who publishes, for the registry's history: "local" on the local stack, else the caller's ARN."""
-    if target.kind == "local":
-        return "local"
-    return str(target.client("sts").get_caller_identity()["Arn"])
 
 
 def _labels_beside(folder: Path) -> list[str] | None:
@@ -222,7 +216,7 @@ def start_publish(target: Target, artifact: str, version: str | None = None, lab
     run_input: dict[str, Any] = {"mode": "publish", "artifact": f"s3://{target.bucket}/{key}", "version": version,
                                  "labels": checked.labels, "held_out": held, "calibration": calibrate,
                                  "preprocess": preprocess, "policy": policy, "force": force,
-                                 "by": publisher(target)}
+                                 "by": caller_identity(target)}
     response = target.client("stepfunctions").start_execution(
         stateMachineArn=target.state_machine_arn, name=new_run_name("publish"), input=json.dumps(run_input))
     return str(response["executionArn"]).rsplit(":", 1)[-1], version

@@ -30,6 +30,9 @@ class Target:
     tables: dict[str, str]  # logical id -> table name
     endpoint_url: str | None = None
     profile: str | None = None
+    # The registry the stack serves from (s3://<bucket>/models/<name>), when the stack says; else the
+    # only model under models/ is taken (operate.models.open_registry).
+    model_registry: str | None = None
     # One client per service, made at first use: watching a run polls it several times a second.
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 

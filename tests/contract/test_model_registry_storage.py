@@ -82,3 +82,80 @@ def test_a_pointer_that_is_not_json_is_a_clear_error(registry: ModelRegistry) ->
     registry.storage.write("current.json", b"{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         registry.current_version()
+
+
+def test_history_folder_is_not_a_version_and_lists_changes_oldest_first(registry: ModelRegistry,
+                                                                        model_file: Path) -> None:
+    registry.publish("v1", model_file, ["cat"], {})
+    registry.record("published", "v1", by="alice", detail={"source": "model.keras"})
+    registry.promote("v1", by="alice")
+    assert registry.versions() == ["v1"]
+    assert [(e["event"], e["version"], e["by"]) for e in registry.history()] == [
+        ("published", "v1", "alice"), ("promoted", "v1", "alice")]
+    first = registry.history()[0]
+    assert first["detail"] == {"source": "model.keras"} and first["at"].endswith("+00:00")
+    with pytest.raises(ValueError, match="unknown registry event"):
+        registry.record("deleted", "v1", by="alice")
+
+
+def test_a_pending_version_serves_only_once_approved(registry: ModelRegistry, model_file: Path) -> None:
+    registry.publish("v1", model_file, ["cat"], {})
+    assert registry.approval("v1") is None and registry.can_serve("v1")
+    registry.request_approval("v1", by="ci")
+    assert (registry.approval("v1") or {})["status"] == "pending" and not registry.can_serve("v1")
+    with pytest.raises(ModelError, match="approval is pending; approve it first"):
+        registry.promote("v1")
+    registry.approve("v1", by="bob")
+    assert (registry.approval("v1") or {})["by"] == "bob" and registry.can_serve("v1")
+    with pytest.raises(ModelError, match="already approved"):
+        registry.approve("v1", by="bob")
+    registry.promote("v1", by="bob")
+    assert registry.current_version() == "v1"
+    assert [e["event"] for e in registry.history()] == ["pending", "approved", "promoted"]
+
+
+def test_a_rejected_version_never_serves(registry: ModelRegistry, model_file: Path) -> None:
+    for version in ("v1", "v2"):
+        registry.publish(version, model_file, ["cat"], {})
+    registry.promote("v1")
+    registry.request_approval("v2", by="ci")
+    with pytest.raises(ModelError, match="needs a reason"):
+        registry.reject("v2", by="bob", reason=" ")
+    registry.reject("v2", by="bob", reason="confuses cats")
+    assert (registry.approval("v2") or {})["reason"] == "confuses cats" and not registry.can_serve("v2")
+    with pytest.raises(ModelError, match="was rejected"):
+        registry.approve("v2", by="bob")
+    with pytest.raises(ModelError, match="approval is rejected; it was rejected: confuses cats"):
+        registry.promote("v2")
+    with pytest.raises(ModelError, match="is serving: promote another version first"):
+        registry.reject("v1", by="bob", reason="old")
+    with pytest.raises(ModelError, match="has no version 'v9'"):
+        registry.approve("v9", by="bob")
+    assert registry.history()[-1] == {**registry.history()[-1], "event": "rejected", "reason": "confuses cats"}
+
+
+def test_promoting_an_earlier_version_is_recorded_as_a_rollback(registry: ModelRegistry, model_file: Path) -> None:
+    for version in ("v2", "v10"):  # published in this order; names alone would sort v10 first
+        registry.publish(version, model_file, ["cat"], {})
+        registry.record("published", version, by="ci")
+    registry.promote("v2")
+    registry.promote("v10", by="ci")
+    registry.promote("v2", by="bob", reason="v10 misreads dogs")
+    events = [(e["event"], e["version"]) for e in registry.history() if e["event"] != "published"]
+    assert events == [("promoted", "v2"), ("promoted", "v10"), ("rolled back", "v2")]
+    last = registry.history()[-1]
+    assert last["reason"] == "v10 misreads dogs" and last["detail"] == {"previous": "v10"}
+    assert registry.current_version() == "v2"
+
+
+def test_a_pointer_set_by_hand_to_a_pending_version_does_not_serve(registry: ModelRegistry,
+                                                                   model_file: Path) -> None:
+    from lambdas.model_registry import require_serving_model
+
+    registry.publish("v1", model_file, ["cat"], {})
+    registry.request_approval("v1", by="ci")
+    registry.storage.write("current.json", b'{"version": "v1"}')
+    with pytest.raises(ModelError, match="approval is pending, so it does not serve and nothing was listed"):
+        require_serving_model(registry)
+    registry.approve("v1", by="bob")
+    assert require_serving_model(registry) == "v1"
