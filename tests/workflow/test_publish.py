@@ -219,10 +219,23 @@ def test_each_format_is_published_by_the_workflow_serves_and_agrees_with_tensorf
     version = f"v-{kind.replace('.', '-')}"
     extra = ["--labels", str(stack.models.folder / "labels.json")] if kind == "sagemaker" else []
     held = ["--held-out", str(stack.held_out)] if kind == "keras" else []  # a local folder, uploaded to labels/
-    detail = publish(stack, stack.artifacts[kind], "--version", version, "--promote", *extra, *held)
+    policy = ["--approval", "manual"] if kind == "h5" else ["--promote"]
+    artifact: Path | str = stack.artifacts[kind]
+    if kind == "tflite":  # from S3, its labels beside it
+        s3, bucket = stack.engine.client("s3"), stack.engine.config.bucket
+        s3.upload_file(str(artifact), bucket, "uploads/model.tflite")
+        s3.upload_file(str(stack.models.folder / "labels.json"), bucket, "uploads/labels.json")
+        artifact = f"s3://{bucket}/uploads/model.tflite"
+    detail = publish(stack, artifact, "--version", version, *policy, *extra, *held)
     outcome = detail["publish"]
     assert detail["status"] == "SUCCEEDED" and detail["mode"] == "publish"
-    assert (outcome["outcome"], outcome["version"], outcome["model"]) == ("promoted", version, "moths")
+    if kind == "h5":  # pending until approved, then promoted by hand
+        assert (outcome["outcome"], outcome["current_version"]) == ("pending", outcome["previous_version"])
+        assert run("models", "approve", version).exit_code == 0
+        assert run("models", "promote", version).exit_code == 0
+    else:
+        assert outcome["outcome"] == "promoted"
+    assert (outcome["version"], outcome["model"]) == (version, "moths")
     assert outcome["held_out"] == 24 and outcome["accuracy"] > 0.9 and not outcome["near_chance"]
     assert outcome["by"] == "local"
     expected_form = {"int8.tflite": "int8", "tflite": "fp32"}.get(kind)
@@ -242,21 +255,28 @@ def test_each_format_is_published_by_the_workflow_serves_and_agrees_with_tensorf
     runtime = {r["runtime"] for r in rows.values()}
     assert agreement >= (0.99 if runtime == {"litert-int8"} else 1.0), (served, reference, runtime)
     (row,) = [r for r in json.loads(run("runs", "--json").stdout) if r["run_id"] == detail["run_id"]]
-    assert (row["mode"], row["outcome"]) == ("publish", "promoted")
+    assert (row["mode"], row["outcome"]) == ("publish", "pending" if kind == "h5" else "promoted")
+    history = [(e["event"], e["by"]) for e in json.loads(run("models", "history", "--json").stdout)
+               if e["version"] == version]
+    assert history[0] == ("published", "local") and history[-1][0] == "promoted"
 
 
 def test_preprocessing_is_folded_in_and_a_forgotten_flag_is_near_chance_and_not_promoted(stack: Stack) -> None:
-    serving_before = stack.engine.target()
     without = publish(stack, stack.artifacts["minus_one"], "--version", "v-minus-one-raw", "--promote")["publish"]
     assert without["outcome"] == "published" and without["near_chance"]
     assert "near chance" in without["reason"] and "--preprocess" in without["reason"]
     assert without["current_version"] != "v-minus-one-raw"
     assert without["softmax"].startswith("folded in")
-    del serving_before
+    forced = publish(stack, stack.artifacts["minus_one"], "--version", "v-minus-one-forced", "--promote",
+                     "--force")["publish"]
+    assert forced["outcome"] == "promoted" and forced["near_chance"]
 
+    # Folded in, it beats the near-chance version on the same held-out images by more than chance.
     folded = publish(stack, stack.artifacts["minus_one"], "--version", "v-minus-one", "--preprocess", "-1-1",
-                     "--promote")["publish"]
+                     "--promote-if-better")["publish"]
     assert folded["outcome"] == "promoted" and folded["preprocess"] == "-1-1" and not folded["near_chance"]
+    assert folded["previous_version"] == "v-minus-one-forced" and folded["current_accuracy"] < 0.5
+    assert "McNemar" in folded["reason"]
     listed = {r["version"]: r for r in json.loads(run("models", "--json").stdout)}
     assert listed["v-minus-one"]["preprocess"] == "-1-1"
     assert listed["v-minus-one"]["metrics"]["softmax"].startswith("folded in")
