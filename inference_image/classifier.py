@@ -15,6 +15,9 @@ import numpy as np
 from contract.resource_spec import COMPILED_FILE, INT8_FILE, MODEL_FILE
 from lambdas.model_registry import ModelError, ModelRegistry, ModelVersion, require_approved
 
+# How far from 1 a row of outputs may sum and still be probabilities: an int8 output's quantization step is
+# 1/256, so N classes may be off by up to N/512 (0.02 for ten).
+PROBABILITY_SUM_TOLERANCE = 0.05
 # What serves a forward pass, by the file it comes from; every prediction records it.
 RUNTIMES = {COMPILED_FILE: "litert-fp32", INT8_FILE: "litert-int8", MODEL_FILE: "keras"}
 
@@ -180,11 +183,14 @@ class Classifier:
         if len(images) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         probabilities = np.asarray(self._forward(images.astype(np.float32)))
-        # A model that ends in logits still yields probabilities that sum to one.
-        if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3) or probabilities.min() < 0:
+        # A model that ends in logits still yields probabilities that sum to one. An int8 form's probabilities
+        # are quantized (steps of 1/256: a row may sum to 0.996): they are rescaled, not put through a softmax
+        # again, which would flatten a sure 1.0 to 0.58 for three classes.
+        sums = probabilities.sum(axis=1, keepdims=True)
+        if probabilities.min() < 0 or not np.allclose(sums, 1.0, atol=PROBABILITY_SUM_TOLERANCE):
             exp = np.exp(probabilities - probabilities.max(axis=1, keepdims=True))
-            probabilities = exp / exp.sum(axis=1, keepdims=True)
-        return probabilities
+            return exp / exp.sum(axis=1, keepdims=True)
+        return probabilities / sums
 
 
 def load_version(registry: ModelRegistry, version: str) -> Classifier:

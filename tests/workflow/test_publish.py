@@ -173,6 +173,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         patch.setenv("BATCHINFER_CACHE", str(scratch / "cache"))
         with LocalEngine(LocalConfig(name="pub", model_name="moths", batch_size=8), port=free_port()) as engine:
             write_local_stack(engine.target(), os.getpid())
+            for path in held_out.rglob("*.*"):  # the default held-out set: labels/<class>/...
+                engine.client("s3").upload_file(str(path), engine.config.bucket,
+                                                f"labels/{path.relative_to(held_out).as_posix()}")
             yield Stack(engine, artifacts, models, held_out, scratch)
 
 
@@ -254,6 +257,10 @@ def test_each_format_is_published_by_the_workflow_serves_and_agrees_with_tensorf
     agreement = float(np.mean([a == b for a, b in zip(served, reference, strict=True)]))
     runtime = {r["runtime"] for r in rows.values()}
     assert agreement >= (0.99 if runtime == {"litert-int8"} else 1.0), (served, reference, runtime)
+    # The confidence is the model's own probability (an int8 form's within its quantization).
+    confidence = stack.models.keras.predict(decoded(items).astype("float32"), verbose=0).max(axis=1)
+    served_confidence = np.array([float(rows[p.name]["confidence"]) for p in items])
+    assert np.abs(served_confidence - confidence).max() < (0.05 if runtime == {"litert-int8"} else 1e-3)
     (row,) = [r for r in json.loads(run("runs", "--json").stdout) if r["run_id"] == detail["run_id"]]
     assert (row["mode"], row["outcome"]) == ("publish", "pending" if kind == "h5" else "promoted")
     history = [(e["event"], e["by"]) for e in json.loads(run("models", "history", "--json").stdout)
