@@ -265,4 +265,6 @@ def aws_target(stack: str, region: str | None = None, profile: str | None = None
         tables={t.logical_id: output(t.logical_id) for t in TABLES},
         endpoint_url=endpoint_url,
         profile=profile,
+        # Stacks deployed before this output existed: the only model under models/ is taken.
+        model_registry=next((v for k, v in outputs.items() if k.startswith("ModelRegistry")), None),
     )
