@@ -21,7 +21,8 @@ app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS
 local_app = typer.Typer(help="The local stack: the embedded engine kept running between commands.",
                         no_args_is_help=True)
 app.add_typer(local_app, name="local")
-models_app = typer.Typer(help="The model registry: versions, approval, promotion and its history.")
+models_app = typer.Typer(help="The model registry. Alone: every version with its metrics, its approval and the one "
+                              "serving. Its commands approve, reject, promote (or roll back) and show the history.")
 app.add_typer(models_app, name="models")
 console = Console()
 errors = Console(stderr=True)
