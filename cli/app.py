@@ -163,7 +163,7 @@ def local_serve(
     model: bool = typer.Option(True, help="Publish the demo digits model, if no version serves yet (only "
                                           "under the model name digits)."),
     model_name: str = typer.Option("digits", "--model-name",
-                                   help="The stack's model: its registry is s3://BUCKET/models/NAME."),
+                                   help="The stack's model: its registry is models/NAME in the bucket."),
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
