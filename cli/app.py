@@ -21,7 +21,8 @@ app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS
 local_app = typer.Typer(help="The local stack: the embedded engine kept running between commands.",
                         no_args_is_help=True)
 app.add_typer(local_app, name="local")
-models_app = typer.Typer(help="The model registry: versions, approval, promotion and its history.")
+models_app = typer.Typer(help="The model registry. Alone: every version with its metrics, its approval and the one "
+                              "serving. Its commands approve, reject, promote (or roll back) and show the history.")
 app.add_typer(models_app, name="models")
 console = Console()
 errors = Console(stderr=True)
@@ -34,6 +35,9 @@ class Options:
     profile: str | None = None
     endpoint_url: str | None = None
     port: int | None = None
+
+
+DEMO_MODEL_NAME = "digits"
 
 
 def fail(message: str) -> None:
@@ -156,7 +160,10 @@ def local_serve(
                                    help="Folder that keeps this stack's data (default: the cache's "
                                         "local-state/PORT)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the saved state and start empty."),
-    model: bool = typer.Option(True, help="Publish the demo digits model, if no version serves yet."),
+    model: bool = typer.Option(True, help="Publish the demo digits model, if no version serves yet (only "
+                                          "under the model name digits)."),
+    model_name: str = typer.Option("digits", "--model-name",
+                                   help="The stack's model: its registry is models/NAME in the bucket."),
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
@@ -171,6 +178,7 @@ def local_serve(
     from engine import moto_patches
     from engine.local_engine import LocalConfig, LocalEngine
     from engine.persistence import SNAPSHOT_SECONDS, Scope, StateError, StateKeeper, restore
+    from operate.models import MODEL_NAME
     from operate.targets import (
         DEFAULT_PORT,
         default_state_dir,
@@ -182,6 +190,8 @@ def local_serve(
     options: Options = ctx.obj
     port = port or options.port or DEFAULT_PORT
     faults = fault_plan(fault)
+    if not MODEL_NAME.match(model_name):
+        fail(f"--model-name {model_name!r} must be a plain name (letters, digits, '.', '_', '-')")
     if not port_is_free(port):
         fail(f"port {port} is already in use: stop what listens there, or serve on another with --port")
     folder = state_dir or default_state_dir(port)
@@ -190,7 +200,8 @@ def local_serve(
         snapshot = keeper.claim(fresh=fresh)
     except StateError as error:
         fail(str(error))
-    config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
+    config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size,
+                         model_name=model_name)
     if faults is not None:
         config.faults = faults
     engine = LocalEngine(config, port=port)
@@ -208,10 +219,14 @@ def local_serve(
             except StateError as error:
                 fail(str(error))
             say(console, f"restored the state saved at {snapshot['saved_at']} from {folder}: {runs} run(s)")
-        if model and not _serving_version(engine):
-            from demo.run import publish_demo_model
+        if not _serving_version(engine):
+            if model and model_name == DEMO_MODEL_NAME:
+                from demo.run import publish_demo_model
 
-            publish_demo_model(engine, console)
+                publish_demo_model(engine, console, by="local")
+            else:  # the digits model under another name would serve digits as that model
+                say(console, f"no version of {model_name} serves yet: publish one to {engine.config.model_registry}/ "
+                             "and promote it")
         keeper.keep(scope, dynamodb_lock=getattr(moto_patches, "_dynamodb_lock", None))
         kept = True
         write_local_stack(engine.target(), os.getpid(), folder)
@@ -221,6 +236,7 @@ def local_serve(
         console.print(f"local stack serving at [bold]{engine.endpoint_url}[/]\n"
                       f"  bucket         s3://{config.bucket}/incoming/  (uploads start runs through the pipe)\n"
                       f"  state machine  {engine.state_machine_arn}\n"
+                      f"  model          {config.model_registry}  (`batchinfer --port {port} models` lists it)\n"
                       f"  state          {folder}  (saved every {SNAPSHOT_SECONDS:g} s and on stop)\n"
                       f"  try            aws --endpoint-url {engine.endpoint_url} s3 cp photo.png "
                       f"s3://{config.bucket}/incoming/\n"

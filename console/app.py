@@ -16,6 +16,7 @@ from flask import Flask, abort, redirect, render_template, request, session, url
 from werkzeug.exceptions import HTTPException
 
 from console.graph import layout, overlay
+from lambdas.model_registry import ModelError
 from operate.targets import Target, TargetError
 
 DEFAULT_PORT = 8400
@@ -52,6 +53,10 @@ def create_app(resolve_target: Callable[[], Target], stack_label: str) -> Flask:
         if str(error).startswith("unknown run id"):  # operate's words for a run the stack does not know
             return _not_found(str(error))
         return render_template("error.html", title="The stack cannot be read", message=str(error)), 503
+
+    @app.errorhandler(ModelError)
+    def registry_refused(error: ModelError) -> Any:
+        return render_template("error.html", title="The model registry refused the change", message=str(error)), 409
 
     @app.errorhandler(NoCredentialsError)
     def no_credentials(error: NoCredentialsError) -> Any:
@@ -176,9 +181,35 @@ def create_app(resolve_target: Callable[[], Target], stack_label: str) -> Flask:
 
     @app.get("/models")
     def models_page() -> Any:
+        from operate.models import model_history, model_names
         from operate.operations import list_models
 
-        return render_template("models.html", models=list_models(target()))
+        current = target()
+        history = [entry for name in model_names(current) for entry in model_history(current, name)]
+        history.sort(key=lambda entry: str(entry.get("at")), reverse=True)
+        return render_template("models.html", models=list_models(current), history=history,
+                               done=request.args.get("done"))
+
+    # Approve, reject (with a reason) and promote (or roll back): each recorded with who made it.
+    @app.post("/models/<model>/<version>/<action>")
+    def change_model(model: str, version: str, action: str) -> Any:
+        from operate.models import approve_version, promote_version, reject_version
+
+        check_csrf()
+        reason = (request.form.get("reason") or "").strip() or None
+        current = target()
+        if action == "approve":
+            change = approve_version(current, version, model)
+        elif action == "reject":
+            if reason is None:
+                abort(400, "a rejection needs a reason: say why in the reason field")
+            change = reject_version(current, version, reason, model)
+        elif action == "promote":
+            change = promote_version(current, version, reason, model)
+        else:
+            abort(404, f"no such model action {action!r}: approve, reject or promote")
+        done = f"{change['model']}/{change['version']} {change['event']} by {change['by']}"
+        return redirect(url_for("models_page", done=done), code=303)
 
     return app
 

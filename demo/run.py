@@ -50,14 +50,16 @@ class DemoResult:
         return self.scored / self.seconds if self.seconds else 0.0
 
 
-def publish_demo_model(engine: LocalEngine, console: Console | None = None) -> str:
+def publish_demo_model(engine: LocalEngine, console: Console | None = None, by: str = "demo") -> str:
+    """Publish the digits model as v1 and serve it; the registry's history says `by` did."""
     started = time.perf_counter()
     model_file, metrics = digits.trained_demo_model()
     forms = digits.demo_model_forms(model_file)
     registry = ModelRegistry(engine.config.model_registry, s3_client=engine.client("s3"))
     version = "v1"
     publish_forms(registry, version, model_file, digits.LABELS, metrics, forms)
-    registry.promote(version)
+    registry.record("published", version, by, detail={"source": "the demo's digits model"})
+    registry.promote(version, by)
     if console:
         serving = forms.serving
         say(

@@ -34,7 +34,7 @@ from engine import lambda_bridge, moto_patches
 from engine.faults import FaultPlan
 from engine.local_pipe import LocalPipe
 from operate import operations
-from operate.targets import AwsService, Target
+from operate.targets import AwsService, Target, stack_tags
 from workflow.definition import adapt_for_local_engine, render
 
 MOTO_CONFIG: dict[str, Any] = {
@@ -327,6 +327,8 @@ class LocalEngine:
             definition=json.dumps(adapt_for_local_engine(definition)),
             roleArn=f"arn:aws:iam::{self.config.account}:role/{self.config.name}-workflow",
             type="STANDARD",
+            # The stack's own: the CLI reads a served stack's names from them (operate.targets.probe_local_stack).
+            **({"tags": stack_tags(self.target())} if name == self.config.name else {}),
         )["stateMachineArn"])
         moto_patches.set_express_children(arn, maps_with_express_children(definition))
         return arn

@@ -17,7 +17,7 @@ from contract.settings import Settings
 from inference_image.classifier import Classifier, load_version
 from inference_image.labelled_sets import LabelledSet, load_labelled_set
 from inference_image.publishing import publish_model
-from lambdas.model_registry import LABELS_FILE, MODEL_FILE, ModelError, ModelRegistry
+from lambdas.model_registry import LABELS_FILE, MODEL_FILE, RETRAINING, ModelError, ModelRegistry
 from lambdas.records import BadRecord
 from lambdas.steps import EvaluateCandidateRequest, EvaluateCandidateResult
 from lambdas.stores import ImageSource
@@ -77,6 +77,8 @@ def evaluate_candidate(request: EvaluateCandidateRequest, settings: Settings, so
 
         register_sagemaker_artifact(registry, source, training["model_artifact"], candidate_version,
                                     list(collect["labels"]), load_set)
+        registry.record("published", candidate_version, RETRAINING,
+                        detail={"run_id": request.run_id, "artifact": training["model_artifact"]})
     # Both sides are scored in the form each serves in (int8 or fp32), as ClassifyBatch would.
     candidate = load_version(registry, candidate_version)
     held = load_labelled_set(source, collect["holdout_manifest"], candidate.labels, candidate.input_size,

@@ -20,7 +20,7 @@ from pathlib import Path
 from contract.settings import Settings
 from inference_image.labelled_sets import load_labelled_set
 from inference_image.publishing import publish_model
-from lambdas.model_registry import MODEL_FILE, ModelRegistry
+from lambdas.model_registry import MODEL_FILE, RETRAINING, ModelRegistry
 from lambdas.records import BadRecord
 from lambdas.steps import TrainingHookRequest, TrainingHookResult
 from lambdas.stores import ImageSource
@@ -67,6 +67,7 @@ def train_candidate(request: TrainingHookRequest, settings: Settings, source: Im
         recorded = publish_model(registry, collect["candidate_version"], path, labels, metrics,
                                  calibration=data.images, held_out=held.images if held else None,
                                  targets=held.targets if held else None)
+    registry.record("published", collect["candidate_version"], RETRAINING, detail={"run_id": request.run_id})
     metrics["serving"] = recorded["serving"]
     return TrainingHookResult(
         candidate_version=collect["candidate_version"],

@@ -7,7 +7,7 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
-from contract.resource_spec import FUNCTIONS, TABLES
+from contract.resource_spec import FUNCTIONS, MODELS_PREFIX, TABLES
 from infra.config import DeployConfig
 from infra.constructs.alarms import Alarms
 from infra.constructs.dashboard import Dashboard
@@ -61,3 +61,6 @@ class BatchinferStack(cdk.Stack):
             cdk.CfnOutput(self, f"{spec.logical_id}Name", value=storage.table(spec).table_name)
         cdk.CfnOutput(self, "QueueUrl", value=triggers.queue.queue_url)
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=triggers.dead_letter_queue.queue_url)
+        # The registry the functions serve from: `models approve/promote/history` work on it.
+        cdk.CfnOutput(self, "ModelRegistry",
+                      value=f"s3://{storage.bucket.bucket_name}/{MODELS_PREFIX}{config.model_name}")

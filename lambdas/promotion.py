@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lambdas.model_registry import ModelRegistry
+from lambdas.model_registry import RETRAINING, ModelRegistry
 from lambdas.steps import PromoteIfBetterRequest, PromoteIfBetterResult
 from lambdas.stores import RunStateStore
 from lambdas.training_data import TRAINING_SCOPE
@@ -26,15 +26,15 @@ def promote_if_better(
                                        int(evaluation.get("only_current_right") or 0),
                                        int(evaluation.get("held_out") or 0))
     promoted = current is None or (candidate_accuracy >= bar and significance["significant"])
-    if promoted:
-        registry.promote(candidate)
-    # The labelled data up to here has been used, promoted or not: the next round needs new data.
-    if collect.get("labels_high_water"):
-        state.advance_checkpoint(f"{TRAINING_SCOPE}/{registry.name}", collect["labels_high_water"], request.run_id)
     comparison = (f"candidate {candidate} accuracy {candidate_accuracy:.4f} vs current {current} "
                   f"{float(current_accuracy or 0):.4f} + margin {margin:.4f}")
     if current is not None:
         comparison += f"; {significance['reason']}"
+    if promoted:
+        registry.promote(candidate, by=RETRAINING, reason=f"run {request.run_id}: {comparison}")
+    # The labelled data up to here has been used, promoted or not: the next round needs new data.
+    if collect.get("labels_high_water"):
+        state.advance_checkpoint(f"{TRAINING_SCOPE}/{registry.name}", collect["labels_high_water"], request.run_id)
     return PromoteIfBetterResult(
         outcome="promoted" if promoted else "rejected",
         reason=("promoted: " if promoted else "not promoted: ") + comparison,

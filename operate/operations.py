@@ -282,14 +282,23 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
     s3 = target.client("s3", config=Config(signature_version="s3v4")) if links else None
     listed = []
     for row in rows[:limit]:
+        # Every field the predictions table keeps for the row (its key "sk" is the model version again).
         entry = {
             "date": row["date"],
             "class": row["predicted_class"],
             "confidence": row["confidence"],
+            "probabilities": row.get("probabilities"),
             "captured_at": row["captured_at"],
             "model_version": row["model_version"],
+            "runtime": row.get("runtime"),
             "image": row["image_uri"],
+            "bucket": row.get("bucket"),
+            "key": row.get("key"),
+            "version_id": row.get("version_id"),
             "run_id": row["run_id"],
+            "batch_id": row.get("batch_id"),
+            "prediction_id": row.get("prediction_id"),
+            "created_at": row.get("created_at"),
         }
         if s3 is not None:
             entry["link"] = s3.generate_presigned_url(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
@@ -139,8 +140,45 @@ def running_local_stacks() -> dict[int, dict[str, Any]]:
     return stacks
 
 
+# A local stack's state machine carries tags that describe the stack, so that an explicit port finds it
+# whatever cache folder this shell uses (the stack files are per cache).
+STACK_TAG = "batchinfer:"
+LOCAL_REGION = "us-east-1"
+
+
+def stack_tags(target: Target) -> list[dict[str, str]]:
+    """The tags a local stack's state machine carries: its bucket, tables and model registry."""
+    values = {"bucket": target.bucket, "region": target.region, "model-registry": target.model_registry or "",
+              **{f"table:{logical_id}": name for logical_id, name in target.tables.items()}}
+    return [{"key": f"{STACK_TAG}{key}", "value": value} for key, value in values.items() if value]
+
+
+def probe_local_stack(port: int) -> Target:
+    """The local stack serving on `port`, read from its own state machine's tags."""
+    endpoint = f"http://127.0.0.1:{port}"
+    sfn = boto3.client("stepfunctions", region_name=LOCAL_REGION, endpoint_url=endpoint,
+                       aws_access_key_id="local", aws_secret_access_key="local",
+                       config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+    not_running = TargetError(f"no local stack is running on port {port}: "
+                              f"start it with `batchinfer local serve --port {port}`")
+    try:
+        machines = sfn.list_state_machines()["stateMachines"]
+        for machine in machines:
+            tags = {t["key"].removeprefix(STACK_TAG): t["value"]
+                    for t in sfn.list_tags_for_resource(resourceArn=machine["stateMachineArn"])["tags"]
+                    if t["key"].startswith(STACK_TAG)}
+            if "bucket" in tags:
+                return Target(kind="local", region=tags.get("region", LOCAL_REGION),
+                              state_machine_arn=machine["stateMachineArn"], bucket=tags["bucket"],
+                              tables={k.removeprefix("table:"): v for k, v in tags.items() if k.startswith("table:")},
+                              endpoint_url=endpoint, model_registry=tags.get("model-registry") or None)
+    except (BotoCoreError, ClientError):
+        raise not_running from None
+    raise not_running
+
+
 def local_target(port: int | None = None) -> Target:
-    """The local stack on `port`; without one, the only local stack running."""
+    """The local stack on `port`; without one, the only local stack running (by this cache's stack files)."""
     stacks = running_local_stacks()
     if port is None:
         if len(stacks) > 1:
@@ -149,10 +187,8 @@ def local_target(port: int | None = None) -> Target:
         if not stacks:
             raise TargetError("the local stack is not running: start it with `batchinfer local serve`")
         port = next(iter(stacks))
-    if port not in stacks:
-        running = f" (running: port {', '.join(map(str, stacks))})" if stacks else ""
-        raise TargetError(f"no local stack is running on port {port}{running}: "
-                          f"start it with `batchinfer local serve --port {port}`")
+    if port not in stacks:  # started from a shell with another cache folder: ask the port itself
+        return probe_local_stack(port)
     values = dict(stacks[port])
     values.pop("pid", None)
     values.pop("state_dir", None)
@@ -229,4 +265,6 @@ def aws_target(stack: str, region: str | None = None, profile: str | None = None
         tables={t.logical_id: output(t.logical_id) for t in TABLES},
         endpoint_url=endpoint_url,
         profile=profile,
+        # Stacks deployed before this output existed: the only model under models/ is taken.
+        model_registry=next((v for k, v in outputs.items() if k.startswith("ModelRegistry")), None),
     )

@@ -13,11 +13,13 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from contract.resource_spec import (
+    APPROVAL_FILE,
     CONTAINER_FUNCTIONS,
     DAILY_COUNTS,
     FAILURES,
     FUNCTION_LIMITS,
     FUNCTIONS,
+    HISTORY_FOLDER,
     IMAGES_PREFIX,
     INGEST_LEDGER,
     MODELS_PREFIX,
@@ -32,6 +34,7 @@ from infra.acknowledgements import (
     XRAY_REASON,
     acknowledge,
     log_streams_finding,
+    logical_id,
     object_prefix_finding,
     object_prefix_reason,
 )
@@ -168,7 +171,11 @@ class Functions(Construct):
         state = storage.table(RUN_STATE).table_arn
         ingest_ledger = storage.table(INGEST_LEDGER).table_arn
         ingest_queue = storage.ingest_queue.queue_arn
-        pointer = bucket.arn_for_objects(f"{MODELS_PREFIX}{config.model_name}/{POINTER_FILE}")
+        registry = f"{MODELS_PREFIX}{config.model_name}/"
+        pointer = bucket.arn_for_objects(f"{registry}{POINTER_FILE}")
+        # The serving version's approval: a run refuses a version pending or rejected (a missing file,
+        # a 404 thanks to ListBucket, is a version that needs no approval).
+        approvals = f"{registry}*/{APPROVAL_FILE}"
 
         # s3:ListBucket on the bucket (no object access) makes HeadObject of a deleted key or version
         # a 404, which the code handles, instead of a 403, which fails the step.
@@ -184,7 +191,8 @@ class Functions(Construct):
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
         allow(role, ["dynamodb:BatchWriteItem", "dynamodb:Query"], [ingest_ledger])
-        allow(role, ["s3:GetObject"], [pointer])  # a run with no serving model fails before listing
+        # A run with no serving model, or one not approved, fails before listing.
+        allow(role, ["s3:GetObject"], [pointer, bucket.arn_for_objects(approvals)])
 
         # ReconcileVersions: ListObjectVersions under incoming/, the predictions' markers
         # (BatchGetItem), the ingest ledger (BatchWriteItem), the last sweep (GetItem, PutItem).
@@ -202,7 +210,7 @@ class Functions(Construct):
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
-        allow(role, ["s3:GetObject"], [pointer])
+        allow(role, ["s3:GetObject"], [pointer, bucket.arn_for_objects(approvals)])
 
         # RecordBatchFailure: the ledger (BatchGetItem), FAILED markers and failure records
         # (BatchWriteItem), the batch result (PutItem).
@@ -241,11 +249,25 @@ class Functions(Construct):
         allow(role, ["dynamodb:GetItem"], [state])
         allow(role, ["dynamodb:Scan"], [predictions])
 
-        # PromoteIfBetter: the registry's pointer (PutObject of models/<name>/current.json, nothing
-        # else) and the training checkpoint (a conditional PutItem).
+        # PromoteIfBetter: the registry's pointer (PutObject of models/<name>/current.json) and one new
+        # history object (PutObject under models/<name>/_history/); it reads the registry (the
+        # candidate's labels and approval, the pointer, the history: GetObject, and ListBucket, which
+        # also makes a missing file a 404); the training checkpoint (a conditional PutItem).
         role = self.roles["PromoteIfBetter"]
-        allow(role, ["s3:PutObject"], [pointer])
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{registry}*")])
+        allow(role, ["s3:PutObject"], [pointer, bucket.arn_for_objects(f"{registry}{HISTORY_FOLDER}/*")])
         allow(role, ["dynamodb:PutItem"], [state])
+        acknowledge(role, {
+            object_prefix_finding(bucket, registry): object_prefix_reason(registry),
+            object_prefix_finding(bucket, f"{registry}{HISTORY_FOLDER}/"): object_prefix_reason(
+                f"{registry}{HISTORY_FOLDER}/"),
+        })
+        for name in ("ListNewVersions", "BuildReplayManifest"):
+            acknowledge(self.roles[name], {
+                f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{approvals}]":
+                    "Only the approval.json of a version, whose name is not known in advance.",
+            })
 
         for name, prefixes in (
             ("ListNewVersions", (IMAGES_PREFIX, RUNS_PREFIX)),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import recount, stored_counts, upload
+from tests.conftest import prediction_rows, recount, stored_counts, upload
 
 pytestmark = pytest.mark.browser
 
@@ -211,3 +211,60 @@ def test_retraining_run_from_the_console(served: Any, console_url: str, page: An
     serving = page.locator("#models tr:has(.serving)").get_attribute("data-version")
     assert serving == (candidate[0] if outcome == "promoted" else "v1")
     assert page.locator(f'#models tr[data-version="{candidate[0]}"]').count() == 1
+
+
+def test_approve_a_pending_version_serve_it_and_roll_back(served: Any, console_url: str, page: Any,
+                                                         demo_model: Any, held_out_digits: list[Any],
+                                                         screenshots: Path) -> None:
+    from demo import digits
+    from lambdas.model_registry import ModelRegistry
+    from operate.operations import start_run
+
+    registry = ModelRegistry(served.config.model_registry, s3_client=served.client("s3"))
+    registry.publish("v2", demo_model[0], digits.LABELS, demo_model[1])
+    registry.record("published", "v2", by="ci")
+    registry.request_approval("v2", by="ci")
+
+    page.goto(console_url + "/models")
+    pending = page.locator('#models tr[data-version="v2"]')
+    assert pending.locator("td.approval").inner_text() == "pending"
+    assert pending.locator("button.promote").count() == 0  # pending: nothing to promote yet
+    pending.locator("button.approve").click()
+    page.wait_for_url(re.compile(r"/models\?done="))
+    assert page.locator("#done").inner_text() == "digits/v2 approved by local"
+    approved = page.locator('#models tr[data-version="v2"]')
+    assert approved.locator("td.approval").inner_text() == "approved"
+    assert approved.locator("button.promote").inner_text() == "Promote"
+    approved.locator("button.promote").click()
+    page.wait_for_url(re.compile(r"/models\?done="))
+    assert page.locator("#models tr:has(.serving)").get_attribute("data-version") == "v2"
+
+    # It serves: a run scores with it.
+    upload(served, "incoming/approved/one.png", held_out_digits[0].png)
+    run_id = start_run(served.target(), "score", prefix="incoming/approved/")
+    assert served.wait(run_id, timeout=300)["status"] == "SUCCEEDED"
+    assert {row["model_version"] for row in prediction_rows(served)} == {"v2"}
+
+    # Roll back to v1 from its row, then reject v2 with a reason.
+    page.goto(console_url + "/models")
+    earlier = page.locator('#models tr[data-version="v1"]')
+    assert earlier.locator("button.promote").inner_text() == "Roll back to it"
+    earlier.locator("button.promote").click()
+    page.wait_for_url(re.compile(r"/models\?done="))
+    assert page.locator("#done").inner_text() == "digits/v1 rolled back by local"
+    assert page.locator("#models tr:has(.serving)").get_attribute("data-version") == "v1"
+    page.screenshot(path=str(screenshots / "models.png"), full_page=True)
+    rejected = page.locator('#models tr[data-version="v2"]')
+    rejected.locator("input.reason").fill("misreads sevens")
+    rejected.locator("button.reject").click()
+    page.wait_for_url(re.compile(r"/models\?done="))
+    assert page.locator('#models tr[data-version="v2"] td.approval').inner_text() == "rejected"
+    assert page.locator('#models tr[data-version="v2"] button').count() == 0
+
+    # The history, newest first, says who did what.
+    events = page.locator("#history tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.event, r.dataset.version, r.cells[4].textContent])")
+    assert events == [["rejected", "v2", "local"], ["rolled back", "v1", "local"], ["promoted", "v2", "local"],
+                      ["approved", "v2", "local"], ["pending", "v2", "ci"], ["published", "v2", "ci"],
+                      ["promoted", "v1", "system"]]
+    assert "misreads sevens" in page.locator('#history tr[data-event="rejected"]').inner_text()

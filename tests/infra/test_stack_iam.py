@@ -107,7 +107,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
         ),
         ("TrainingHook", {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}),
         ("EvaluateCandidate", {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}),
-        ("PromoteIfBetter", {"s3:PutObject", "dynamodb:PutItem"}),
+        ("PromoteIfBetter", {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:PutItem"}),
         (
             "PublishModel",
             {"s3:GetObject", "s3:PutObject", "s3:DeleteObjectVersion", "s3:ListBucket", "s3:ListBucketVersions"},
@@ -169,12 +169,17 @@ def _path(resource: Any) -> str:
                 "s3:PutObject": {"bucket/models/*"},
             },
         ),
-        # The pointer to the current version, and nothing else.
-        ("PromoteIfBetter", {"s3:PutObject": {"bucket/models/digits/current.json"}}),
-        # Scoring reads the pointer only to refuse a run that no model can serve.
-        ("ListNewVersions", {"s3:GetObject": {"bucket/models/digits/current.json"},
+        # The pointer to the current version and one history object; it reads only its own registry.
+        ("PromoteIfBetter", {"s3:GetObject": {"bucket/models/digits/*"},
+                             "s3:PutObject": {"bucket/models/digits/current.json",
+                                              "bucket/models/digits/_history/*"}}),
+        # Scoring reads the pointer and the serving version's approval only to refuse a run that no
+        # model can serve.
+        ("ListNewVersions", {"s3:GetObject": {"bucket/models/digits/current.json",
+                                              "bucket/models/digits/*/approval.json"},
                              "s3:PutObject": {"bucket/runs/*"}}),
-        ("BuildReplayManifest", {"s3:GetObject": {"bucket/incoming/*", "bucket/models/digits/current.json"},
+        ("BuildReplayManifest", {"s3:GetObject": {"bucket/incoming/*", "bucket/models/digits/current.json",
+                                                  "bucket/models/digits/*/approval.json"},
                                  "s3:PutObject": {"bucket/runs/*"}}),
         # The manifest and the ResultWriter's files; it writes only to DynamoDB.
         ("ReconcileBatches", {"s3:GetObject": {"bucket/runs/*"}}),

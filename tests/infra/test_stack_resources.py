@@ -308,3 +308,5 @@ def test_outputs_name_what_the_cli_reads(synthesized: Any) -> None:
     assert outputs["BucketName"]["Value"] == {"Ref": "ImagesBucket"}
     for spec in TABLES:
         assert outputs[f"{spec.logical_id}Name"]["Value"] == {"Ref": spec.logical_id}
+    assert outputs["ModelRegistry"]["Value"] == {"Fn::Join": ["", ["s3://", {"Ref": "ImagesBucket"},
+                                                                   "/models/digits"]]}

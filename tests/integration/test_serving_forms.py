@@ -135,3 +135,32 @@ def test_models_shows_the_served_form_and_the_int8_check(scoring_engine: Any) ->
     assert (row["version"], row["current"], row["serves"]) == ("v1", True, "int8")
     assert row["int8_agreement"] >= 0.99 and row["int8_accuracy_drop_points"] <= 0.5
     assert row["serving_reason"].startswith("int8 agrees with fp32 on")
+
+
+def test_a_version_pointed_at_by_hand_serves_only_once_approved(demo_model: Any, demo_model_forms: Any,
+                                                               tmp_path: Path) -> None:
+    from demo import digits
+    from inference_image.classifier import ClassifierCache
+    from inference_image.publishing import publish_forms
+    from lambdas.model_registry import ModelError
+
+    registry = ModelRegistry(str(tmp_path / "registry"))
+    publish_forms(registry, "v1", demo_model[0], digits.LABELS, demo_model[1], demo_model_forms)
+    registry.request_approval("v1", by="ci")
+    registry.storage.write("current.json", b'{"version": "v1"}')
+    cache = ClassifierCache(registry, refresh_seconds=0.0)  # the pointer is read at every call
+    with pytest.raises(ModelError, match="v1 is named in current.json but its approval is pending"):
+        cache.current()
+    registry.approve("v1", by="bob")
+    reads: list[str] = []
+    read = registry.storage.read
+
+    def counted(relative: str) -> bytes:
+        reads.append(relative)
+        return read(relative)
+
+    object.__setattr__(registry.storage, "read", counted)
+    for _ in range(3):  # three batches: the approval is read when the version loads, not per batch
+        classifier = cache.current()
+        assert classifier.predict(np.zeros((1, *classifier.input_size, classifier.channels), np.uint8)).shape == (1, 10)
+    assert reads.count("v1/approval.json") == 1 and reads.count("current.json") == 3

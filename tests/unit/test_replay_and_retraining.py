@@ -165,6 +165,9 @@ def test_a_better_candidate_is_promoted(world: World) -> None:
                                 "images (one-sided exact McNemar p=0.0156 <= 0.05)")
     assert world.registry.current_version() == "v2"
     assert world.state.checkpoint(f"{TRAINING_SCOPE}/shades") == "2026-11-22T10:00:00+00:00"
+    (change,) = [e for e in world.registry.history() if e["version"] == "v2"]
+    assert (change["event"], change["by"], change["detail"]) == ("promoted", "retraining", {"previous": "v1"})
+    assert change["reason"] == "run retrain-1: " + result["reason"].removeprefix("promoted: ")
 
 
 def test_a_candidate_short_of_the_margin_is_rejected_and_the_data_still_used(world: World) -> None:
@@ -174,6 +177,7 @@ def test_a_candidate_short_of_the_margin_is_rejected_and_the_data_still_used(wor
     assert (result["outcome"], result["current_version"]) == ("rejected", "v1")
     assert result["reason"].startswith("not promoted: ")
     assert world.registry.current_version() == "v1"
+    assert not [e for e in world.registry.history() if e["version"] == "v2"]  # nothing changed for it
     assert world.state.checkpoint(f"{TRAINING_SCOPE}/shades") == "2026-11-22T10:00:00+00:00"
 
 

@@ -135,6 +135,8 @@ def test_state_survives_sigterm_and_restart(cache: Path, stacks: list[Stack], he
     assert after == before
     assert second.s3().list_object_versions(Bucket=BUCKET)["Versions"] == versions_before
     assert "model digits/v1" not in second.output()  # the registry came back: nothing published again
+    assert [(e["event"], e["version"], e["by"]) for e in as_json("models", "history")] == [
+        ("published", "v1", "local"), ("promoted", "v1", "local")]  # serve published the digits model once
 
     # Fix the broken image and replay the run from before the restart.
     second.s3().put_object(Bucket=BUCKET, Key="incoming/camera/broken.png", Body=held_out_digits[20].png)
@@ -243,3 +245,31 @@ def test_serve_logs_each_execution_its_pipe_starts(cache: Path, stacks: list[Sta
     assert name.startswith("pipe-") and line.endswith("for 2 upload(s)")
     assert name in [r["run_id"] for r in as_json("runs")]
     stack.stop()
+
+
+def test_an_explicit_port_reaches_a_stack_served_from_another_cache(cache: Path, stacks: list[Stack], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     demo_model: Any) -> None:
+    from demo import digits
+    from lambdas.model_registry import ModelRegistry
+
+    port = free_port()
+    stack = Stack(cache, port, "--model-name", "moth")
+    stacks.append(stack)
+    stack.wait_ready()
+    assert f"model          s3://{BUCKET}/models/moth" in stack.output()
+    assert "no version of moth serves yet" in stack.output()  # the digits model is not published as moth
+    ModelRegistry(f"s3://{BUCKET}/models/moth", s3_client=stack.s3()).publish(
+        "2026-12-01", demo_model[0], digits.LABELS, demo_model[1])
+
+    other = tmp_path / "another-cache"  # another shell, another BATCHINFER_CACHE: no stack file for the port
+    monkeypatch.setenv("BATCHINFER_CACHE", str(other))
+    assert "the local stack is not running" in run("runs").output
+    assert as_json("--port", str(port), "runs") == []
+    assert [(r["model"], r["version"], r["current"]) for r in as_json("--port", str(port), "models")] == [
+        ("moth", "2026-12-01", False)]
+    promoted = as_json("--port", str(port), "models", "promote", "2026-12-01")  # the stack's model, found by port
+    assert (promoted["model"], promoted["event"], promoted["by"]) == ("moth", "promoted", "local")
+    assert stack.stop() == 0
+    gone = run("--port", str(port), "runs")
+    assert gone.exit_code == 2 and f"no local stack is running on port {port}" in gone.output

@@ -93,6 +93,8 @@ def test_new_labels_train_a_better_version_that_is_promoted_and_then_serves(
     new_version = outcome["current_version"]
     assert registry.current_version() == new_version and registry.versions() == sorted(["v1", new_version])
     assert registry.metrics(new_version)["accuracy"] == outcome["candidate_accuracy"]
+    changes = [(e["event"], e["version"], e["by"]) for e in registry.history() if e["version"] == new_version]
+    assert changes == [("published", new_version, "retraining"), ("promoted", new_version, "retraining")]
     assert "one-sided exact McNemar" in outcome["significance"] and outcome["p_value"] <= 0.05
 
     # What `batchinfer show` reports of it: the outcome, labels, both versions on the same images.
