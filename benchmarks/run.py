@@ -236,7 +236,7 @@ def classify_runs(
 
 
 def whole_workflow(engine: Any, workload: Workload, photos: list[bytes]) -> dict[str, Any]:
-    from lambdas.stores import COUNTED, MODEL_PREFIX, PredictionStore, scan_all
+    from lambdas.stores import COUNTED, PredictionStore, scan_all
 
     s3, bucket = engine.client("s3"), engine.config.bucket
     upload(s3, bucket, "incoming/", photos[: workload.workflow_images])
@@ -253,9 +253,8 @@ def whole_workflow(engine: Any, workload: Workload, photos: list[bytes]) -> dict
     store = PredictionStore(dynamodb, engine.predictions_table, engine.counts_table, 8)
     stored = {(date, label): n for date, day in store.rollups().items() for label, n in day.items()}
     by_batch: dict[str, set[str]] = {}
-    for r in rows:
-        if r["sk"].startswith(MODEL_PREFIX):
-            by_batch.setdefault(r["batch_id"], set()).add(r["predicted_class"])
+    for r in store.model_predictions():
+        by_batch.setdefault(r["batch_id"], set()).add(r["predicted_class"])
     classes_per_batch = sum(len(v) for v in by_batch.values()) / max(1, len(by_batch))
     return {
         "images": int(summary.get("images_scored", len(counted))),

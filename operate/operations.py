@@ -254,6 +254,11 @@ DEFAULT_LINK_SECONDS = 3600
 MAX_LINK_SECONDS = 7 * 24 * 3600
 
 
+def probabilities_kept(row: dict[str, Any]) -> str:
+    """What a prediction row keeps of its probabilities: "all 3", or "top 5 of 1000" for many classes."""
+    return str(row.get("probabilities_kept") or f"all {len(row.get('probabilities') or {})}")
+
+
 def list_predictions(target: Target, date: str | None = None, limit: int = 50, links: bool = False,
                      expires: int = DEFAULT_LINK_SECONDS) -> list[dict[str, Any]]:
     """Prediction rows, newest first; with `links`, a presigned GET of each image version.
@@ -285,6 +290,8 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
             "model_version": row["model_version"],
             "image": row["image_uri"],
             "run_id": row["run_id"],
+            "probabilities": row.get("probabilities") or {},
+            "kept": probabilities_kept(row),
         }
         if s3 is not None:
             entry["link"] = s3.generate_presigned_url(
