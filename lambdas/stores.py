@@ -190,9 +190,12 @@ class PredictionStore:
         if existing.get("model_version") == p.model_version:
             own = (existing.get("layout") == LAYOUT and existing.get("run_id") == p.run_id
                    and existing.get("batch_id") == p.batch_id)
+            if own and existing.get("created_at") == now:
+                return "written"  # this very put, retried by the SDK after a lost response
             return "own" if own else "duplicate"
         # Another model version's prediction counts for this image version; this one is kept beside it.
-        return "rescored" if self._put_new(self.prediction_row(p, now)) is None else "duplicate"
+        existing = self._put_new(self.prediction_row(p, now))
+        return "rescored" if existing is None or existing.get("created_at") == now else "duplicate"
 
     def _put_new(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """Put the row unless its key exists: None when written, else the item that was there."""
