@@ -206,7 +206,7 @@ class PredictionStore:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            old = error.response.get("Item")
+            old: Any = error.response.get("Item")
             if old is None:  # an endpoint that does not return it: read it
                 old = self.client.get_item(TableName=self.predictions_table, ConsistentRead=True,
                                            Key=to_item({"image_id": row["image_id"], "sk": row["sk"]}))["Item"]
