@@ -39,7 +39,7 @@ def run_added_counts(target: Target, run_id: str) -> dict[str, dict[str, int]]:
     """{date: {class: n}}: the image versions this run entered into the daily counts.
 
     The run's output carries each day's totals after it; this is the run's own share: the counted
-    predictions of its days that it wrote (a prediction and its COUNTED marker are one transaction).
+    predictions of its days that it wrote (a counted prediction is its COUNTED item, naming its run).
     """
     from operate.operations import prediction_store
 

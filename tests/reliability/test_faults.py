@@ -294,6 +294,16 @@ def test_s3_read_errors_transient_ones_retried_denied_ones_recorded(
 
 
 # -- a crash in the middle of a batch, then a replay --------------------------------------------------
+def score_with(engine: Any, monkeypatch: pytest.MonkeyPatch, method: str, replacement: Any) -> dict[str, Any]:
+    """A score run with one PredictionStore method replaced for its duration; it must succeed."""
+    original = getattr(PredictionStore, method)
+    monkeypatch.setattr(PredictionStore, method, replacement)
+    description = engine.run({"mode": "score"}, timeout=300)
+    monkeypatch.setattr(PredictionStore, method, original)
+    assert description["status"] == "SUCCEEDED", description
+    return dict(description)
+
+
 def test_a_crash_mid_batch_then_a_replay_leaves_counts_exact(
     fault_engine: Any, held_out_digits: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,10 +319,7 @@ def test_a_crash_mid_batch_then_a_replay_leaves_counts_exact(
             raise RuntimeError("the container was killed in the middle of the batch")
         return original(self, predictions)
 
-    monkeypatch.setattr(PredictionStore, "write", write_half_then_crash)
-    first = engine.run({"mode": "score"}, timeout=300)
-    monkeypatch.setattr(PredictionStore, "write", original)
-    assert first["status"] == "SUCCEEDED", first
+    first = score_with(engine, monkeypatch, "write", write_half_then_crash)
     assert len(crashes) == 3  # the first attempt and two retries, each crashing after two writes
     summary = output_of(first)
     failed = failures_of(engine, summary["run_id"])
@@ -348,10 +355,7 @@ def test_a_batch_killed_between_its_writes_leaves_counts_equal_to_a_recount(
             raise RuntimeError("the container was killed between the predictions and the fold")
         return original(self, items)
 
-    monkeypatch.setattr(PredictionStore, "fold", die_before_the_fold)
-    description = engine.run({"mode": "score"}, timeout=300)
-    monkeypatch.setattr(PredictionStore, "fold", original)
-    assert description["status"] == "SUCCEEDED", description
+    description = score_with(engine, monkeypatch, "fold", die_before_the_fold)
     assert killed == [4] * deaths  # every attempt that died had written all four items
     summary = output_of(description)
     assert failures_of(engine, summary["run_id"]) == {}  # the items landed: nothing to replay
