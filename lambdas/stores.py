@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -165,8 +166,8 @@ class PredictionStore:
         if not predictions:
             return outcome
         self._record_count_shards()
-        now = utc_now()
-        kinds = self._each(lambda p: self._put_prediction(p, now), predictions)
+        now, writer = utc_now(), uuid.uuid4().hex[:12]
+        kinds = self._each(lambda p: self._put_prediction(p, now, writer), predictions)
         for p, kind in zip(predictions, kinds, strict=True):
             (outcome.written if kind in ("written", "rescored") else outcome.duplicates).append(p)
         # The batch's own items, new or left by its earlier attempt, enter the counts before it returns.
@@ -181,21 +182,21 @@ class PredictionStore:
         with ThreadPoolExecutor(max_workers=min(_WRITER_THREADS, len(predictions))) as pool:
             return list(pool.map(put, predictions))
 
-    def _put_prediction(self, p: Prediction, now: str) -> str:
+    def _put_prediction(self, p: Prediction, now: str, writer: str) -> str:
         """written (the image version's COUNTED item), own (left by this batch's earlier attempt),
         rescored (a later model version's row, not counted) or duplicate."""
-        existing = self._put_new(self.counted_item(p, now))
+        existing = self._put_new({**self.counted_item(p, now), "writer": writer})
         if existing is None:
             return "written"
         if existing.get("model_version") == p.model_version:
             own = (existing.get("layout") == LAYOUT and existing.get("run_id") == p.run_id
                    and existing.get("batch_id") == p.batch_id)
-            if own and existing.get("created_at") == now:
+            if own and existing.get("writer") == writer:
                 return "written"  # this very put, retried by the SDK after a lost response
             return "own" if own else "duplicate"
         # Another model version's prediction counts for this image version; this one is kept beside it.
-        existing = self._put_new(self.prediction_row(p, now))
-        return "rescored" if existing is None or existing.get("created_at") == now else "duplicate"
+        existing = self._put_new({**self.prediction_row(p, now), "writer": writer})
+        return "rescored" if existing is None or existing.get("writer") == writer else "duplicate"
 
     def _put_new(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """Put the row unless its key exists: None when written, else the item that was there."""
@@ -304,8 +305,8 @@ class PredictionStore:
         """A stored item as the rows readers know: a COUNTED item holding its prediction reads as the
         MODEL#<version> row and the COUNTED marker it replaces."""
         if row.get("sk") != COUNTED or row.get("layout") != LAYOUT:
-            return [row]
-        prediction = {k: v for k, v in row.items() if k != "layout"}
+            return [{k: v for k, v in row.items() if k != "writer"}]
+        prediction = {k: v for k, v in row.items() if k not in ("layout", "writer")}
         prediction["sk"] = MODEL_PREFIX + row["model_version"]
         marker = {k: row[k] for k in _MARKER_FIELDS if k in row}
         marker["date_shard"] = f"{row['date']}#{stable_shard(row['image_id'], self.count_shards):02d}"
