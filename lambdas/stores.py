@@ -238,7 +238,7 @@ class PredictionStore:
                 markers = self._fold_markers(pk, owner)
                 listed = {image_id for marker in markers for image_id in marker["images"]}
                 todo = [item for item in todo if item.image_id not in listed]
-                number = 1 + max(int(str(marker["sk"]).rsplit("#", 1)[1]) for marker in markers)
+                number = 1 + max((int(str(marker["sk"]).rsplit("#", 1)[1]) for marker in markers), default=number)
         return added
 
     def fold_orphans(self, run_id: str, batch_id: str, image_ids: Sequence[str]) -> int:
