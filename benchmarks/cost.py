@@ -1,5 +1,6 @@
-"""Cost of one million images on AWS, from the time per image measured here and the list prices
-in prices.json (the only place prices live)."""
+"""Cost of one million images on AWS, from figures measured in the run (time per image at one and two
+vCPUs, the sizes of the items actually written) and the list prices in prices.json (the only place
+prices live)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,68 @@ from typing import Any
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 MILLION = 1_000_000
-# What the deployment configures, and what the comparison assumes for the seed's function.
-CLASSIFY_MEMORY_MB = 3008
+# The memory sizes ClassifyBatch is costed at, with the vCPUs (threads) Lambda gives them: one full
+# vCPU at 1,769 MB, about 1.7 at 3,008 MB (measured here with two threads on two cores).
+MEMORY_THREADS = {1769: 1, 3008: 2}
 SEED_MEMORY_MB = 3008
 # A Distributed Map child runs ClassifyBatch (a Task) and ends: the execution start and the Task
 # count as transitions; a retry or a caught failure adds more, which is not modelled here.
 TRANSITIONS_PER_CHILD = 2
 PARENT_TRANSITIONS_PER_RUN = 6  # RouteByMode, ListNewVersions, AnythingToScore, Classify, Aggregate, end
 IMAGES_PER_RUN = 10_000  # a nightly run's size, to spread the parent's transitions over images
-# DynamoDB: an item up to 1 KB costs 1 WRU in a plain write and 2 WRU in a transaction.
-TRANSACTION_WRU = 2
+WRITE_UNIT_BYTES = 1024  # DynamoDB: a plain write costs 1 WRU per KB of the item (2 in a transaction)
 
 
 def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB bills it, from its wire form ({"name": {"S": ...}, ...}): each
+    attribute's name plus its value (strings and binaries their bytes, numbers about one byte per two
+    digits plus one, maps and lists 3 bytes plus their elements and one byte each)."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    ((kind, v),) = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "B":
+        return len(v)
+    if kind == "N":
+        digits = v.lstrip("-").replace(".", "").strip("0") or "0"
+        return math.ceil(len(digits) / 2) + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_bytes(x) + 1 for k, x in v.items())
+    if kind == "L":
+        return 3 + sum(_value_bytes(x) + 1 for x in v)
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_bytes({kind[0]: x}) for x in v)
+    raise ValueError(f"unknown DynamoDB type {kind}")
+
+
+def write_units(size: int) -> int:
+    """Write request units of one plain (non-transactional) write of an item of `size` bytes."""
+    return max(1, math.ceil(size / WRITE_UNIT_BYTES))
+
+
+def lambda_seconds(compute: dict[int, float], classify_seconds: float) -> dict[int, float]:
+    """ClassifyBatch's seconds per image at each memory size: the compute (read from memory, decode,
+    forward) measured at that size's threads, plus what ClassifyBatch spends beyond its compute (S3
+    reads, DynamoDB writes: waiting, not computing) as measured at two threads."""
+    rest = max(0.0, classify_seconds - compute[2])
+    return {memory: compute[threads] + rest for memory, threads in MEMORY_THREADS.items()}
+
+
+def cheaper_memory(prices: dict[str, Any], seconds: dict[int, float]) -> dict[str, Any]:
+    """The memory size with the lower compute cost per image, with the figures it was chosen on."""
+    per_image = {memory: s * memory / 1024 * prices["lambda"]["per_gb_second"] for memory, s in seconds.items()}
+    chosen = min(per_image, key=lambda memory: per_image[memory])
+    return {"memory_mb": chosen, "seconds_per_image": {str(m): round(s, 4) for m, s in seconds.items()},
+            "usd_per_million": {str(m): round(c * MILLION, 3) for m, c in per_image.items()}}
 
 
 def _lambda(prices: dict[str, Any], seconds: float, memory_mb: int, requests: float) -> dict[str, float]:
@@ -37,13 +86,17 @@ def _lambda(prices: dict[str, Any], seconds: float, memory_mb: int, requests: fl
 def ours(
     prices: dict[str, Any],
     seconds_per_image: float,
+    memory_mb: int,
     batch_size: int,
-    counter_updates_per_batch: float,
+    writes: dict[str, float],
     children: str,
 ) -> dict[str, Any]:
-    """One million images in batches of `batch_size`; `children` is STANDARD or EXPRESS."""
+    """One million images in batches of `batch_size`; `children` is STANDARD or EXPRESS.
+
+    `writes`: the write units measured from the items written, per image (its COUNTED item, one plain
+    conditional put) and per batch (its fold marker and its result row, plain puts)."""
     batches = math.ceil(MILLION / batch_size)
-    cost = _lambda(prices, seconds_per_image * MILLION, CLASSIFY_MEMORY_MB, batches)
+    cost = _lambda(prices, seconds_per_image * MILLION, memory_mb, batches)
     parent = PARENT_TRANSITIONS_PER_RUN * MILLION / IMAGES_PER_RUN
     standard = prices["stepfunctions_standard"]["per_thousand_state_transitions"] / 1000
     if children == "STANDARD":
@@ -57,12 +110,12 @@ def ours(
             + batches / MILLION * express["per_million_requests"]
             + gb_seconds * express["per_gb_second"]
         )
-    # Per image: the prediction and its COUNTED marker, both in a transaction; per batch: the
-    # counter shards it increments (in the same transaction) and the batch's result row.
-    wru = MILLION * 2 * TRANSACTION_WRU + batches * (counter_updates_per_batch * TRANSACTION_WRU + 1)
+    wru = MILLION * writes["per_image"] + batches * writes["per_batch"]
     cost["dynamodb"] = wru / MILLION * prices["dynamodb_on_demand"]["per_million_write_request_units"]
     cost["s3"] = MILLION / 1000 * prices["s3_standard"]["per_thousand_get_requests"]
-    return _total(cost, {"lambda_requests": batches, "write_request_units": wru, "children": children})
+    return _total(cost, {"lambda_requests": batches, "write_request_units": round(wru),
+                         "write_units_per_image": round(wru / MILLION, 3), "memory_mb": memory_mb,
+                         "children": children})
 
 
 def seed(prices: dict[str, Any], seconds_per_image: float, counts_rows: int) -> dict[str, Any]:

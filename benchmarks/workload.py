@@ -49,9 +49,9 @@ SMOKE = Workload(
 )
 
 
-def build_model(workload: Workload) -> Any:
-    """The seed's network: ResNet-50, random weights (no download), 3 softmax classes, with its
-    preprocessing (scaling to [-1, 1]) inside the model. Smoke: a tiny CNN of the same interface."""
+def build_model(workload: Workload, classes: int = len(LABELS)) -> Any:
+    """The seed's network: ResNet-50, random weights (no download), 3 softmax classes (or `classes`),
+    with its preprocessing (scaling to [-1, 1]) inside the model. Smoke: a tiny CNN of the same interface."""
     import keras
     from keras import layers
 
@@ -63,10 +63,10 @@ def build_model(workload: Workload) -> Any:
         x = layers.Conv2D(8, 3, strides=2, activation="relu")(x)
         x = layers.Conv2D(16, 3, strides=2, activation="relu")(x)
         x = layers.GlobalAveragePooling2D()(x)
-        outputs = layers.Dense(len(LABELS), activation="softmax")(x)
+        outputs = layers.Dense(classes, activation="softmax")(x)
         return keras.Model(inputs, outputs, name="smoke_cnn")
     resnet = keras.applications.ResNet50(
-        weights=None, input_shape=shape, classes=len(LABELS), classifier_activation="softmax"
+        weights=None, input_shape=shape, classes=classes, classifier_activation="softmax"
     )
     return keras.Model(inputs, resnet(x), name="resnet50_moths")
 

@@ -419,7 +419,8 @@ def predictions(
     if as_json:
         emit_json(rows)
         return
-    fields = ["date", "class", "confidence", "captured_at", "model_version", "link" if links else "image"]
+    # "kept": the probabilities a row keeps, all of them or the top few of a many-class model.
+    fields = ["date", "class", "confidence", "kept", "captured_at", "model_version", "link" if links else "image"]
     columns = [Column(f, key=f in ("captured_at", "link", "image"), right=f == "confidence") for f in fields]
     print_table(console, columns, [[f"{row[f]:.3f}" if f == "confidence" else escape(str(row[f])) for f in fields]
                                    for row in rows])

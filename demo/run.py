@@ -15,7 +15,7 @@ from demo import digits
 from engine.local_engine import LocalConfig, LocalEngine
 from inference_image.publishing import publish_forms
 from lambdas.model_registry import ModelRegistry
-from lambdas.stores import MODEL_PREFIX, scan_all
+from lambdas.stores import PredictionStore
 from operate import operations
 from operate.output import Column, print_table, say
 
@@ -90,10 +90,8 @@ def upload_digits(engine: LocalEngine, count: int, with_bad_objects: bool = True
 
 
 def accuracy(engine: LocalEngine, truth: dict[str, str]) -> tuple[float, int]:
-    rows = [
-        r for r in scan_all(engine.client("dynamodb"), TableName=engine.predictions_table)
-        if r["sk"].startswith(MODEL_PREFIX) and r["key"] in truth
-    ]
+    store = PredictionStore.deployed(engine.client("dynamodb"), engine.predictions_table, engine.counts_table, 8)
+    rows = [r for r in store.model_predictions() if r["key"] in truth]
     right = sum(1 for r in rows if r["predicted_class"] == truth[r["key"]])
     return (right / len(rows) if rows else 0.0), len(rows)
 

@@ -15,6 +15,7 @@ import numpy as np
 from contract.resource_spec import COMPILED_FILE, INT8_FILE
 from inference_image.classifier import LiteRTForward, available_cpus
 from lambdas.model_registry import ModelRegistry
+from lambdas.records import probabilities_kept
 
 # int8 serves only when it gives (nearly) the same answers as the fp32 model and loses at most
 # half a point of accuracy on the held-out set; otherwise fp32 serves and the metrics say why.
@@ -150,7 +151,8 @@ def prepare_forms(model_file: Path | Converter, calibration: np.ndarray | None, 
 def publish_forms(registry: ModelRegistry, version: str, model_file: Path, labels: list[str],
                   metrics: dict[str, Any], forms: Forms) -> dict[str, Any]:
     """Store a version with its TF-Lite forms and the serving decision in its metrics (not promoted)."""
-    recorded = {**metrics, "serving": forms.serving}
+    # What each prediction keeps of its probabilities: all of them, or the top few for many classes.
+    recorded = {**metrics, "serving": forms.serving, "stored_probabilities": probabilities_kept(len(labels))}
     registry.publish(version, model_file, labels, recorded, forms=forms.files())
     return recorded
 

@@ -153,7 +153,10 @@ def reconcile_batches(
         if not unfinished:
             continue
         batches_without_result += len(unfinished)
-        # A child can die after writing some predictions: those items are done, not failed.
+        # A child can die after writing some predictions: those items are done, not failed, and enter the
+        # counts here if it died before folding them.
+        for batch in unfinished:
+            predictions.fold_orphans(request.run_id, batch.batch_id, [item.image_id for item in batch.items])
         ledger = predictions.ledger([item.image_id for b in unfinished for item in b.items])
         page_failures: list[Failure] = []
         for batch in unfinished:

@@ -33,7 +33,9 @@ def record_batch_failure(
 ) -> RecordBatchFailureResult:
     run_id, batch = request.run_id, request.batch
     error_type, message = describe_error(request.error)
-    # A batch can fail after writing some predictions (a crash, a timeout): those are done.
+    # A batch can fail after writing some predictions (a crash, a timeout): those are done, and enter
+    # the counts here if the batch died before folding them.
+    predictions.fold_orphans(run_id, batch.batch_id, [item.image_id for item in batch.items])
     ledger = predictions.ledger([item.image_id for item in batch.items])
     failed = [
         Failure(

@@ -9,10 +9,9 @@ stores' DynamoDB conversion, so numbers round as they do in the tables.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lambdas.model_registry import ModelFileMissing
-from lambdas.records import Failure, ImageVersion, Prediction, parse_timestamp, utc_now
+from lambdas.records import Failure, ImageVersion, parse_timestamp, utc_now
 from lambdas.stores import (
-    _IMAGES_PER_TRANSACTION,
-    COUNTED,
     FAILED,
     MODEL_PREFIX,
+    CountedItem,
     FailureStore,
     ImageSource,
     ImageTooLarge,
@@ -33,9 +31,8 @@ from lambdas.stores import (
     PredictionStore,
     RunStateStore,
     VersionPage,
-    WriteOutcome,
-    chunked,
     from_item,
+    project,
     to_item,
 )
 
@@ -45,15 +42,9 @@ def _stored(row: dict[str, Any]) -> dict[str, Any]:
     return from_item(to_item(row))
 
 
-def _project(row: dict[str, Any], projection: str | None) -> dict[str, Any]:
-    if not projection:
-        return dict(row)
-    names = [name.strip() for name in projection.split(",")]
-    return {name: row[name] for name in names if name in row}
-
-
 class InMemoryPredictionStore(PredictionStore):
-    """PredictionStore in dicts; one lock plays the part of DynamoDB's conditional transaction."""
+    """PredictionStore in dicts; one lock plays the part of DynamoDB's conditions and transactions.
+    Only the calls that touch AWS are replaced: writing, folding and reading views are the real store's."""
 
     def __init__(self, count_shards: int = 8, predictions_table: str = "predictions", counts_table: str = "counts"):
         super().__init__(None, predictions_table, counts_table, count_shards)
@@ -72,38 +63,24 @@ class InMemoryPredictionStore(PredictionStore):
                                                               "shards": self.count_shards, "updated_at": utc_now()}
 
     # -- writes ---------------------------------------------------------------------------
-    def write(self, predictions: Sequence[Prediction]) -> WriteOutcome:
-        outcome = WriteOutcome()
-        if predictions:
-            self._record_count_shards()
-        for chunk in chunked(list(predictions), _IMAGES_PER_TRANSACTION):
-            self._write_chunk(list(chunk), outcome)
-        return outcome
+    def _put_new(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            key = (row["image_id"], row["sk"])
+            if key in self.rows:
+                return dict(self.rows[key])
+            self.rows[key] = _stored(row)
+            return None
 
-    def _write_chunk(self, chunk: list[Prediction], outcome: WriteOutcome) -> None:
-        now = utc_now()
-        with self._lock:  # all of a chunk or none of it, as one transaction
-            written, counted = [], []
-            increments: Counter[tuple[str, str]] = Counter()
-            for p in chunk:
-                key = (p.image.image_id, MODEL_PREFIX + p.model_version)
-                if key in self.rows:
-                    outcome.duplicates.append(p)
-                    continue
-                self.rows[key] = _stored(self.prediction_row(p, now))
-                written.append(p)
-                if (p.image.image_id, COUNTED) not in self.rows:
-                    self.rows[(p.image.image_id, COUNTED)] = _stored(self.counted_row(p, now))
-                    counted.append(p)
-                    increments[(p.date, p.predicted_class)] += 1
-            shard = random.randrange(self.count_shards)
-            for (date, label), n in increments.items():
-                row = self.counters.setdefault((f"{date}#{shard:02d}", label),
-                                               {"pk": f"{date}#{shard:02d}", "sk": label, "count": 0})
-                row["count"] += n
-                row["updated_at"] = now
-            outcome.written.extend(written)
-            outcome.counted.extend(counted)
+    def _create_fold(self, pk: str, sk: str, items: Sequence[CountedItem]) -> bool:
+        with self._lock:
+            if (pk, sk) in self.counters:
+                return False
+            self.counters[(pk, sk)] = _stored(self._fold_marker(pk, sk, items, utc_now()))
+            return True
+
+    def _fold_markers(self, pk: str, owner: str = "") -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(row) for (p, sk), row in sorted(self.counters.items()) if p == pk and sk.startswith(owner)]
 
     def mark_failed(self, failures: Iterable[Failure]) -> None:
         with self._lock:
@@ -114,36 +91,30 @@ class InMemoryPredictionStore(PredictionStore):
                 })
 
     # -- reads ----------------------------------------------------------------------------
-    def get_many(self, keys: list[dict[str, str]], projection: str | None = None) -> Iterator[dict[str, Any]]:
+    def _get_raw(self, keys: list[dict[str, str]], projection: str | None = None) -> Iterator[dict[str, Any]]:
         for key in keys:
             row = self.rows.get((key["image_id"], key["sk"]))
             if row is not None:
-                yield _project(row, projection)
+                yield project(row, projection)
 
-    def predictions_for(self, image_id: str) -> list[dict[str, Any]]:
+    def _rows_of(self, image_id: str) -> list[dict[str, Any]]:
         return [dict(row) for (i, _), row in sorted(self.rows.items()) if i == image_id]
 
-    def model_predictions(self) -> list[dict[str, Any]]:
-        return [dict(row) for (_, sk), row in self.rows.items() if sk.startswith(MODEL_PREFIX)]
+    def _scan_rows(self) -> Iterator[dict[str, Any]]:
+        return iter([dict(row) for row in list(self.rows.values())])
 
-    def predictions_on(self, date: str) -> list[dict[str, Any]]:
-        counted = [row for (_, sk), row in self.rows.items()
-                   if sk == COUNTED and row["date_shard"].startswith(f"{date}#")
-                   and int(row["date_shard"].rsplit("#", 1)[1]) < self.count_shards]
-        return list(self.get_many([{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
-                                   for r in counted]))
+    def _marked_on(self, date: str) -> list[dict[str, Any]]:
+        return [dict(row) for row in list(self.rows.values())
+                if str(row.get("date_shard", "")).startswith(f"{date}#")
+                and int(row["date_shard"].rsplit("#", 1)[1]) < self.count_shards]
 
     def below_confidence(self, model_version: str, threshold: float) -> list[dict[str, Any]]:
-        return [dict(row) for (_, sk), row in self.rows.items()
-                if sk == MODEL_PREFIX + model_version and row["confidence"] < threshold]
+        return [view for row in self._scan_rows() for view in self._views(row)
+                if view["sk"] == MODEL_PREFIX + model_version and view["confidence"] < threshold]
 
-    def day_counts(self, date: str) -> dict[str, int]:
-        totals: Counter[str] = Counter()
-        for shard in range(self.count_shards):
-            for (pk, label), row in self.counters.items():
-                if pk == f"{date}#{shard:02d}":
-                    totals[label] += int(row["count"])
-        return dict(totals)
+    def _counter_shard(self, date: str, shard: int) -> dict[str, int]:
+        return {label: int(row["count"]) for (pk, label), row in list(self.counters.items())
+                if pk == f"{date}#{shard:02d}"}
 
     def write_rollup(self, date: str, counts: dict[str, int]) -> None:
         now = utc_now()

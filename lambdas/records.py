@@ -11,6 +11,26 @@ from zoneinfo import ZoneInfo
 
 _PREDICTION_NAMESPACE = uuid.UUID("6f1c2f8e-4b8a-4d55-9a57-0f3d1c6b2a10")
 
+# A model with more classes than this keeps only its TOP_PROBABILITIES most probable classes in each
+# prediction: 1,000 probabilities make a ~20 KB item (20 write units a write), the top 5 keep it under 1 KB.
+ALL_PROBABILITIES_UP_TO = 16
+TOP_PROBABILITIES = 5
+
+
+def probabilities_kept(classes: int) -> dict[str, Any]:
+    """What a prediction of a model with `classes` classes keeps of its probabilities (in its metrics)."""
+    if classes <= ALL_PROBABILITIES_UP_TO:
+        return {"kept": "all", "classes": classes}
+    return {"kept": "top", "top": TOP_PROBABILITIES, "classes": classes}
+
+
+def kept_probabilities(probabilities: dict[str, float]) -> tuple[dict[str, float], str | None]:
+    """The probabilities a prediction row keeps, and a note of what was left out (None: all kept)."""
+    if len(probabilities) <= ALL_PROBABILITIES_UP_TO:
+        return probabilities, None
+    top = sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True)[:TOP_PROBABILITIES]
+    return dict(top), f"top {TOP_PROBABILITIES} of {len(probabilities)}"
+
 
 class BadRecord(ValueError):
     """An event or manifest item lacks a field or has a malformed one."""

@@ -6,8 +6,10 @@ import hashlib
 import json
 import random
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -15,20 +17,30 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from lambdas.records import Failure, ImageVersion, Prediction, utc_now
+from lambdas.records import Failure, ImageVersion, Prediction, kept_probabilities, utc_now
 
 COUNTED = "COUNTED"
 FAILED = "FAILED"
 MODEL_PREFIX = "MODEL#"
+# A counting marker of the counts table: pk="FOLD#<date>#<nn>", sk="<run>#<batch>#<seq>", listing the
+# image versions one batch's fold added to that day's counters (README, "What is kept").
+FOLD_PREFIX = "FOLD#"
+# A COUNTED item written since the fold design holds its prediction ("layout": 2); one written before
+# holds only the marker, and its prediction is the MODEL#<version> row beside it.
+LAYOUT = 2
 # The counts table keeps the shard count the counters were written with, so that readers outside
 # the functions (the CLI) use the deployment's figure. Its "#" keeps it out of the per-day rollups.
 SHARDS_RECORD = {"pk": "#deployment", "sk": "count_shards"}
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-# Two items per image plus one counter per (date, class) stay under the 100-item transaction cap.
-_IMAGES_PER_TRANSACTION = 25
+# Images a fold transaction lists: their marker and at most one counter each stay under the 100-item cap.
+_IMAGES_PER_FOLD = 64
 _MAX_ATTEMPTS = 10
+_WRITER_THREADS = 8
+# The keys of a COUNTED marker as readers know it (the layout before the fold design).
+_MARKER_FIELDS = ("image_id", "sk", "date", "date_shard", "predicted_class", "prediction_id", "model_version",
+                  "run_id", "created_at")
 
 
 def _plain(value: Any) -> Any:
@@ -80,12 +92,40 @@ class WriteOutcome:
     duplicates: list[Prediction] = field(default_factory=list)  # already written by this model version
 
 
+@dataclass(frozen=True)
+class CountedItem:
+    """What a fold needs of a COUNTED item: whose it is, and what it adds to which day."""
+
+    image_id: str
+    predicted_class: str
+    date: str
+    run_id: str
+    batch_id: str
+
+    @classmethod
+    def of(cls, p: Prediction) -> CountedItem:
+        return cls(p.image.image_id, p.predicted_class, p.date, p.run_id, p.batch_id)
+
+
+def project(row: dict[str, Any], projection: str | None) -> dict[str, Any]:
+    """A row cut to a ProjectionExpression's plain attribute names, as DynamoDB returns it."""
+    if not projection:
+        return dict(row)
+    names = [name.strip() for name in projection.split(",")]
+    return {name: row[name] for name in names if name in row}
+
+
 class PredictionStore:
     """Predictions, the per-image ledger (COUNTED / FAILED) and the sharded daily counters.
 
-    A prediction, its COUNTED marker and the counter increment are one transaction with
-    conditions, so a retried batch, a duplicate event or an overlapping run can never count an
-    image version twice, and no reader ever sees a count without its prediction.
+    The first prediction of an image version is one item (sk=COUNTED) written with a plain conditional
+    put that names its owner, the run and batch that wrote it. Its class enters the day's counters when
+    the owner folds it: one small transaction per batch and day creates a numbered fold marker listing
+    the image versions it adds, on condition that no marker of that number exists, together with the
+    counter increments. Whoever folds for an owner (the batch, its retry, RecordBatchFailure or
+    ReconcileBatches) first reads the owner's markers, so each item is added once. A later model
+    version's prediction is a plain MODEL#<version> row, never counted. README: "What is kept, and why
+    the counts are exact".
     """
 
     def __init__(self, client: Any, predictions_table: str, counts_table: str, count_shards: int):
@@ -122,85 +162,120 @@ class PredictionStore:
     # -- writes ---------------------------------------------------------------------------
     def write(self, predictions: Sequence[Prediction]) -> WriteOutcome:
         outcome = WriteOutcome()
-        if predictions:
-            self._record_count_shards()
-        for chunk in chunked(list(predictions), _IMAGES_PER_TRANSACTION):
-            self._write_chunk(list(chunk), outcome)
+        predictions = list(predictions)
+        if not predictions:
+            return outcome
+        self._record_count_shards()
+        now, writer = utc_now(), uuid.uuid4().hex[:12]
+        kinds = self._each(lambda p: self._put_prediction(p, now, writer), predictions)
+        for p, kind in zip(predictions, kinds, strict=True):
+            (outcome.written if kind in ("written", "rescored") else outcome.duplicates).append(p)
+        # The batch's own items, new or left by its earlier attempt, enter the counts before it returns.
+        self.fold([CountedItem.of(p) for p, kind in zip(predictions, kinds, strict=True) if kind in ("written", "own")])
+        outcome.counted.extend(p for p, kind in zip(predictions, kinds, strict=True) if kind == "written")
         return outcome
 
-    def _write_chunk(self, chunk: list[Prediction], outcome: WriteOutcome) -> None:
-        to_count = {p.image.image_id for p in chunk}
-        for attempt in range(_MAX_ATTEMPTS):
-            if not chunk:
-                return
-            actions, owners = self._transaction(chunk, to_count)
-            try:
-                self.client.transact_write_items(TransactItems=actions)
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = error.response.get("CancellationReasons") or []
-                conditional = False
-                for reason, owner in zip(reasons, owners, strict=False):
-                    if reason.get("Code") != "ConditionalCheckFailed" or owner is None:
-                        continue
-                    conditional = True
-                    prediction, kind = owner
-                    if kind == "prediction":
-                        chunk.remove(prediction)
-                        outcome.duplicates.append(prediction)
-                    else:
-                        to_count.discard(prediction.image.image_id)
-                if not conditional:  # conflict or throttling inside the transaction: wait, retry
-                    _backoff(attempt)
-                continue
-            outcome.written.extend(chunk)
-            outcome.counted.extend(p for p in chunk if p.image.image_id in to_count)
-            return
-        raise RuntimeError(f"predictions not written after {_MAX_ATTEMPTS} attempts (contention)")
+    def _each(self, put: Any, predictions: list[Prediction]) -> list[str]:
+        """One conditional put per image, several in flight: a batch's puts wait on the network, not the CPU."""
+        if len(predictions) == 1:
+            return [put(predictions[0])]
+        with ThreadPoolExecutor(max_workers=min(_WRITER_THREADS, len(predictions))) as pool:
+            return list(pool.map(put, predictions))
 
-    def _transaction(
-        self, chunk: list[Prediction], to_count: set[str]
-    ) -> tuple[list[dict[str, Any]], list[tuple[Prediction, str] | None]]:
-        actions: list[dict[str, Any]] = []
-        owners: list[tuple[Prediction, str] | None] = []
-        increments: Counter[tuple[str, str]] = Counter()
-        now = utc_now()
-        for p in chunk:
-            actions.append(self._conditional_put(self.prediction_row(p, now)))
-            owners.append((p, "prediction"))
-            if p.image.image_id in to_count:
-                actions.append(self._conditional_put(self.counted_row(p, now)))
-                owners.append((p, "counted"))
-                increments[(p.date, p.predicted_class)] += 1
-        # One counter shard per transaction keeps a busy day off a single partition.
-        shard = random.randrange(self.count_shards)
-        for (date, label), n in sorted(increments.items()):
-            actions.append(
-                {
-                    "Update": {
-                        "TableName": self.counts_table,
-                        "Key": to_item({"pk": f"{date}#{shard:02d}", "sk": label}),
-                        "UpdateExpression": "ADD #n :n SET updated_at = :now",
-                        "ExpressionAttributeNames": {"#n": "count"},
-                        "ExpressionAttributeValues": to_item({":n": n, ":now": now}),
-                    }
-                }
-            )
-            owners.append(None)
-        return actions, owners
+    def _put_prediction(self, p: Prediction, now: str, writer: str) -> str:
+        """written (the image version's COUNTED item), own (left by this batch's earlier attempt),
+        rescored (a later model version's row, not counted) or duplicate."""
+        existing = self._put_new({**self.counted_item(p, now), "writer": writer})
+        if existing is None:
+            return "written"
+        if existing.get("model_version") == p.model_version:
+            own = (existing.get("layout") == LAYOUT and existing.get("run_id") == p.run_id
+                   and existing.get("batch_id") == p.batch_id)
+            if own and existing.get("writer") == writer:
+                return "written"  # this very put, retried by the SDK after a lost response
+            return "own" if own else "duplicate"
+        # Another model version's prediction counts for this image version; this one is kept beside it.
+        existing = self._put_new({**self.prediction_row(p, now), "writer": writer})
+        return "rescored" if existing is None or existing.get("writer") == writer else "duplicate"
 
-    def _conditional_put(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "Put": {
-                "TableName": self.predictions_table,
-                "Item": to_item(row),
-                "ConditionExpression": "attribute_not_exists(image_id)",
-            }
-        }
+    def _put_new(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Put the row unless its key exists: None when written, else the item that was there."""
+        try:
+            self.client.put_item(TableName=self.predictions_table, Item=to_item(row),
+                                 ConditionExpression="attribute_not_exists(image_id)",
+                                 ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            old: Any = error.response.get("Item")
+            if old is None:  # an endpoint that does not return it: read it
+                old = self.client.get_item(TableName=self.predictions_table, ConsistentRead=True,
+                                           Key=to_item({"image_id": row["image_id"], "sk": row["sk"]}))["Item"]
+            return from_item(old)
+        return None
+
+    def fold(self, items: Sequence[CountedItem]) -> list[CountedItem]:
+        """Add to the counters the given COUNTED items that no fold marker of their owner lists yet.
+
+        Exactly once however often and by whomever it is called: an item is only ever listed by a marker
+        of its own owner and day, and a marker is created (conditionally) only by a folder that has read
+        every lower-numbered marker of that owner and day. Returns the items this call added."""
+        groups: dict[tuple[str, str, str], list[CountedItem]] = defaultdict(list)
+        for item in dict.fromkeys(items):
+            groups[(item.run_id, item.batch_id, item.date)].append(item)
+        added: list[CountedItem] = []
+        for (run_id, batch_id, date), group in groups.items():
+            owner = f"{run_id}#{batch_id}#"
+            pk = f"{FOLD_PREFIX}{date}#{stable_shard(owner, self.count_shards):02d}"
+            todo, number = group, 1
+            while todo:
+                chunk = todo[:_IMAGES_PER_FOLD]
+                if self._create_fold(pk, f"{owner}{number:04d}", chunk):
+                    added += chunk
+                    todo, number = todo[len(chunk):], number + 1
+                    continue
+                # This marker exists: an earlier attempt, a concurrent one or the reconciliation folded first.
+                markers = self._fold_markers(pk, owner)
+                listed = {image_id for marker in markers for image_id in marker["images"]}
+                todo = [item for item in todo if item.image_id not in listed]
+                number = 1 + max((int(str(marker["sk"]).rsplit("#", 1)[1]) for marker in markers), default=number)
+        return added
+
+    def fold_orphans(self, run_id: str, batch_id: str, image_ids: Sequence[str]) -> int:
+        """Fold the COUNTED items a batch wrote and died before folding; how many entered the counts."""
+        keys = [{"image_id": i, "sk": COUNTED} for i in dict.fromkeys(image_ids)]
+        mine = [CountedItem(r["image_id"], r["predicted_class"], r["date"], run_id, batch_id)
+                for r in self._get_raw(keys)
+                if r.get("layout") == LAYOUT and r.get("run_id") == run_id and r.get("batch_id") == batch_id]
+        return len(self.fold(mine))
+
+    def _fold_marker(self, pk: str, sk: str, items: Sequence[CountedItem], now: str) -> dict[str, Any]:
+        return {"pk": pk, "sk": sk, "images": [i.image_id for i in items],
+                "counts": dict(Counter(i.predicted_class for i in items)), "date": items[0].date,
+                "run_id": items[0].run_id, "batch_id": items[0].batch_id, "created_at": now}
+
+    def _create_fold(self, pk: str, sk: str, items: Sequence[CountedItem]) -> bool:
+        """Put the fold marker, with its per-class counts, unless it exists (then False)."""
+        try:
+            self.client.put_item(TableName=self.counts_table, Item=to_item(self._fold_marker(pk, sk, items, utc_now())),
+                                 ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def _fold_markers(self, pk: str, owner: str = "") -> list[dict[str, Any]]:
+        """The fold markers of one day's partition, those of one owner when it is given."""
+        condition, values = "pk = :pk", {":pk": pk}
+        if owner:
+            condition, values = condition + " AND begins_with(sk, :o)", {**values, ":o": owner}
+        return list(query_all(self.client, TableName=self.counts_table, KeyConditionExpression=condition,
+                              ExpressionAttributeValues=to_item(values), ConsistentRead=True))
 
     @staticmethod
     def prediction_row(p: Prediction, now: str) -> dict[str, Any]:
+        probabilities, kept = kept_probabilities(p.probabilities)
         return {
             "image_id": p.image.image_id,
             "sk": MODEL_PREFIX + p.model_version,
@@ -208,7 +283,8 @@ class PredictionStore:
             "date": p.date,
             "predicted_class": p.predicted_class,
             "confidence": p.confidence,
-            "probabilities": p.probabilities,
+            "probabilities": probabilities,
+            "probabilities_kept": kept,
             "captured_at": p.image.captured_at().isoformat(),
             "image_uri": p.image.image_id,
             "bucket": p.image.bucket,
@@ -221,19 +297,20 @@ class PredictionStore:
             "created_at": now,
         }
 
-    def counted_row(self, p: Prediction, now: str) -> dict[str, Any]:
-        shard = stable_shard(p.image.image_id, self.count_shards)
-        return {
-            "image_id": p.image.image_id,
-            "sk": COUNTED,
-            "date": p.date,
-            "date_shard": f"{p.date}#{shard:02d}",
-            "predicted_class": p.predicted_class,
-            "prediction_id": p.prediction_id,
-            "model_version": p.model_version,
-            "run_id": p.run_id,
-            "created_at": now,
-        }
+    def counted_item(self, p: Prediction, now: str) -> dict[str, Any]:
+        """The image version's first prediction and its COUNTED marker in one item; owner = run_id, batch_id."""
+        return {**self.prediction_row(p, now), "sk": COUNTED, "layout": LAYOUT}
+
+    def _views(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """A stored item as the rows readers know: a COUNTED item holding its prediction reads as the
+        MODEL#<version> row and the COUNTED marker it replaces."""
+        if row.get("sk") != COUNTED or row.get("layout") != LAYOUT:
+            return [{k: v for k, v in row.items() if k != "writer"}]
+        prediction = {k: v for k, v in row.items() if k not in ("layout", "writer")}
+        prediction["sk"] = MODEL_PREFIX + row["model_version"]
+        marker = {k: row[k] for k in _MARKER_FIELDS if k in row}
+        marker["date_shard"] = f"{row['date']}#{stable_shard(row['image_id'], self.count_shards):02d}"
+        return [prediction, marker]
 
     def mark_failed(self, failures: Iterable[Failure]) -> None:
         rows = [
@@ -251,6 +328,18 @@ class PredictionStore:
 
     # -- reads ----------------------------------------------------------------------------
     def get_many(self, keys: list[dict[str, str]], projection: str | None = None) -> Iterator[dict[str, Any]]:
+        """The rows of these keys; a MODEL#<version> key is also found in the COUNTED item holding it."""
+        wanted = {(k["image_id"], k["sk"]) for k in keys}
+        models = [k for k in keys if k["sk"].startswith(MODEL_PREFIX)]
+        fetch = list({(k["image_id"], k["sk"]): k for k in
+                      [*keys, *({"image_id": k["image_id"], "sk": COUNTED} for k in models)]}.values())
+        for row in self._get_raw(fetch, None if models else projection):
+            for view in self._views(row):
+                # A row cut by a projection without "sk" answers the key it was fetched for.
+                if "sk" not in view or (view.get("image_id"), view["sk"]) in wanted:
+                    yield project(view, projection)
+
+    def _get_raw(self, keys: list[dict[str, str]], projection: str | None = None) -> Iterator[dict[str, Any]]:
         """BatchGetItem in chunks of 100 keys, retrying unprocessed keys with backoff."""
         for chunk in chunked(keys, 100):
             request: dict[str, Any] = {
@@ -273,63 +362,73 @@ class PredictionStore:
         """Which of COUNTED / FAILED each image id has; ids with neither are absent."""
         found: dict[str, set[str]] = defaultdict(set)
         keys = [{"image_id": i, "sk": s} for i in dict.fromkeys(image_ids) for s in (COUNTED, FAILED)]
-        for row in self.get_many(keys, "image_id, sk"):
+        for row in self._get_raw(keys, "image_id, sk"):
             found[row["image_id"]].add(row["sk"])
         return dict(found)
 
     def counted_by_run(self, image_ids: Sequence[str]) -> dict[str, str]:
         """The run that counted each image id, for those that have been counted."""
         keys = [{"image_id": i, "sk": COUNTED} for i in dict.fromkeys(image_ids)]
-        return {row["image_id"]: row["run_id"] for row in self.get_many(keys, "image_id, run_id")}
+        return {row["image_id"]: row["run_id"] for row in self._get_raw(keys, "image_id, run_id")}
 
     def predictions_for(self, image_id: str) -> list[dict[str, Any]]:
-        response = self.client.query(
-            TableName=self.predictions_table,
-            KeyConditionExpression="image_id = :i",
-            ExpressionAttributeValues=to_item({":i": image_id}),
-            ConsistentRead=True,
-        )
-        return [from_item(item) for item in response["Items"]]
+        return sorted((view for row in self._rows_of(image_id) for view in self._views(row)),
+                      key=lambda view: str(view["sk"]))
+
+    def _rows_of(self, image_id: str) -> list[dict[str, Any]]:
+        return list(query_all(self.client, TableName=self.predictions_table, KeyConditionExpression="image_id = :i",
+                              ExpressionAttributeValues=to_item({":i": image_id}), ConsistentRead=True))
 
     def model_predictions(self) -> list[dict[str, Any]]:
         """Every prediction row (not the ledger markers); a scan, for the CLI and tests."""
-        return [row for row in scan_all(self.client, TableName=self.predictions_table)
-                if str(row["sk"]).startswith(MODEL_PREFIX)]
+        return [view for row in self._scan_rows() for view in self._views(row)
+                if str(view["sk"]).startswith(MODEL_PREFIX)]
+
+    def _scan_rows(self) -> Iterator[dict[str, Any]]:
+        return scan_all(self.client, TableName=self.predictions_table)
 
     def predictions_on(self, date: str) -> list[dict[str, Any]]:
-        """The counted prediction of each image version captured on `date`, from the by_date index."""
-        counted = [
-            row
-            for shard in range(self.count_shards)
-            for row in query_all(self.client, TableName=self.predictions_table, IndexName="by_date",
-                                 KeyConditionExpression="date_shard = :d",
-                                 ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))
-            if row["sk"] == COUNTED
-        ]
-        return list(self.get_many([{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
-                                   for r in counted]))
+        """The counted prediction of each image version captured on `date`: those counted before the fold
+        design from the by_date index, the others from the day's fold markers."""
+        before = [{"image_id": r["image_id"], "sk": MODEL_PREFIX + r["model_version"]}
+                  for r in self._marked_on(date) if r["sk"] == COUNTED]
+        folded = [{"image_id": image_id, "sk": COUNTED}
+                  for shard in range(self.count_shards)
+                  for marker in self._fold_markers(f"{FOLD_PREFIX}{date}#{shard:02d}")
+                  for image_id in marker["images"]]
+        return [*self.get_many(before), *(self._views(row)[0] for row in self._get_raw(folded))]
+
+    def _marked_on(self, date: str) -> list[dict[str, Any]]:
+        """COUNTED markers of the layout before the fold design, from the by_date index."""
+        return [row for shard in range(self.count_shards)
+                for row in query_all(self.client, TableName=self.predictions_table, IndexName="by_date",
+                                     KeyConditionExpression="date_shard = :d",
+                                     ExpressionAttributeValues=to_item({":d": f"{date}#{shard:02d}"}))]
 
     def below_confidence(self, model_version: str, threshold: float) -> list[dict[str, Any]]:
         """Predictions of one model version with a confidence under `threshold`."""
-        return list(scan_all(
+        rows = scan_all(
             self.client, TableName=self.predictions_table,
-            FilterExpression="sk = :sk AND confidence < :c",
-            ExpressionAttributeValues={":sk": {"S": MODEL_PREFIX + model_version}, ":c": {"N": str(threshold)}},
-        ))
+            FilterExpression="(sk = :sk OR (sk = :counted AND model_version = :v)) AND confidence < :c",
+            ExpressionAttributeValues={":sk": {"S": MODEL_PREFIX + model_version}, ":counted": {"S": COUNTED},
+                                       ":v": {"S": model_version}, ":c": {"N": str(threshold)}},
+        )
+        return [row for stored in rows for row in self._views(stored)[:1]]
 
     def day_counts(self, date: str) -> dict[str, int]:
-        """The exact count per class for one day: the sum of its counter shards."""
+        """The exact count per class for one day: the sum of its fold markers' counts, and of the counter
+        shards the layout before the fold design incremented."""
         totals: Counter[str] = Counter()
         for shard in range(self.count_shards):
-            for row in query_all(
-                self.client,
-                TableName=self.counts_table,
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues=to_item({":pk": f"{date}#{shard:02d}"}),
-                ConsistentRead=True,
-            ):
-                totals[row["sk"]] += int(row["count"])
+            totals.update(self._counter_shard(date, shard))
+            for marker in self._fold_markers(f"{FOLD_PREFIX}{date}#{shard:02d}"):
+                totals.update({label: int(n) for label, n in marker["counts"].items()})
         return dict(totals)
+
+    def _counter_shard(self, date: str, shard: int) -> dict[str, int]:
+        return {row["sk"]: int(row["count"]) for row in query_all(
+            self.client, TableName=self.counts_table, KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=to_item({":pk": f"{date}#{shard:02d}"}), ConsistentRead=True)}
 
     def write_rollup(self, date: str, counts: dict[str, int]) -> None:
         """Store the per-day totals; never lower a total that a later recount already raised."""

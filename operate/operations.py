@@ -259,6 +259,11 @@ DEFAULT_LINK_SECONDS = 3600
 MAX_LINK_SECONDS = 7 * 24 * 3600
 
 
+def probabilities_kept(row: dict[str, Any]) -> str:
+    """What a prediction row keeps of its probabilities: "all 3", or "top 5 of 1000" for many classes."""
+    return str(row.get("probabilities_kept") or f"all {len(row.get('probabilities') or {})}")
+
+
 def list_predictions(target: Target, date: str | None = None, limit: int = 50, links: bool = False,
                      expires: int = DEFAULT_LINK_SECONDS) -> list[dict[str, Any]]:
     """Prediction rows, newest first; with `links`, a presigned GET of each image version.
@@ -287,7 +292,8 @@ def list_predictions(target: Target, date: str | None = None, limit: int = 50, l
             "date": row["date"],
             "class": row["predicted_class"],
             "confidence": row["confidence"],
-            "probabilities": row.get("probabilities"),
+            "probabilities": row.get("probabilities") or {},
+            "kept": probabilities_kept(row),
             "captured_at": row["captured_at"],
             "model_version": row["model_version"],
             "runtime": row.get("runtime"),

@@ -74,8 +74,8 @@ def publish_outcome(status: str, output: dict[str, Any], error: str | None = Non
 def added_by_run(store: PredictionStore, run_id: str, dates: list[str]) -> dict[str, dict[str, int]]:
     """Per day and class, the image versions this run counted: the part of each day's total it added.
 
-    The counted prediction of an image version is written in one transaction with its COUNTED marker,
-    so its run_id is the run that counted it.
+    The counted prediction of an image version is its COUNTED item, which names the run that wrote it;
+    `predictions_on` gives the counted ones (folded into the day's markers), so its run_id counted it.
     """
     added: dict[str, Counter[str]] = {}
     for date in dates:

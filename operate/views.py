@@ -39,7 +39,7 @@ def run_added_counts(target: Target, run_id: str) -> dict[str, dict[str, int]]:
     """{date: {class: n}}: the image versions this run entered into the daily counts.
 
     The run's output carries each day's totals after it; this is the run's own share: the counted
-    predictions of its days that it wrote (a prediction and its COUNTED marker are one transaction).
+    predictions of its days that it wrote (a counted prediction is its COUNTED item, naming its run).
     """
     from operate.operations import prediction_store
 
@@ -67,7 +67,7 @@ def predictions_page(target: Target, date: str, predicted_class: str | None = No
     Filters: the predicted class, and confidence below a threshold (the review queue for labelling).
     Each row has a presigned link to its image version.
     """
-    from operate.operations import prediction_store
+    from operate.operations import prediction_store, probabilities_kept
 
     try:
         datetime.strptime(date, "%Y-%m-%d")
@@ -101,6 +101,8 @@ def predictions_page(target: Target, date: str, predicted_class: str | None = No
             "captured_at": r["captured_at"],
             "model_version": r["model_version"],
             "run_id": r["run_id"],
+            "kept": probabilities_kept(r),
+            "probabilities": r.get("probabilities") or {},
             "link": image_link(target, r["bucket"], r["key"], r["version_id"]),
         } for r in shown],
     }

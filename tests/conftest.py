@@ -115,10 +115,11 @@ def upload(engine: Any, key: str, body: bytes, label: str | None = None) -> str:
 
 
 def prediction_rows(engine: Any) -> list[dict[str, Any]]:
-    from lambdas.stores import MODEL_PREFIX, scan_all
+    """Every prediction row, as the store's readers see them (a counted one is stored in its COUNTED item)."""
+    from lambdas.stores import PredictionStore
 
-    return [r for r in scan_all(engine.client("dynamodb"), TableName=engine.predictions_table)
-            if r["sk"].startswith(MODEL_PREFIX)]
+    return PredictionStore.deployed(engine.client("dynamodb"), engine.predictions_table, engine.counts_table,
+                                    8).model_predictions()
 
 
 def counted_rows(engine: Any) -> list[dict[str, Any]]:

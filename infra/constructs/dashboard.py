@@ -29,7 +29,8 @@ from lambdas.observability import (
 PRICES_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "prices.json"
 # What the cost estimate assumes beyond the measured metrics; benchmarks/cost.py makes the same assumptions.
 PARENT_TRANSITIONS_PER_RUN = 6  # RouteByMode, ListNewVersions, AnythingToScore, Classify, Aggregate, end
-WRITE_UNITS_PER_IMAGE = 4  # the prediction and its COUNTED marker, in a transaction (2 WRU each)
+# The COUNTED item (one plain put under 1 KB) and 1/32 of its batch's fold marker and result row (about 4 WRU).
+WRITE_UNITS_PER_IMAGE = 1.125
 MINUTE = cdk.Duration.minutes(1)
 
 

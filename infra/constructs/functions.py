@@ -213,24 +213,27 @@ class Functions(Construct):
         allow(role, ["s3:GetObject"], [pointer, bucket.arn_for_objects(approvals)])
 
         # RecordBatchFailure: the ledger (BatchGetItem), FAILED markers and failure records
-        # (BatchWriteItem), the batch result (PutItem).
+        # (BatchWriteItem), the batch result (PutItem); the fold of what the batch wrote and did not
+        # count (the counts table: its fold marker, PutItem, and its owner's markers, Query).
         role = self.roles["RecordBatchFailure"]
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
+        allow(role, ["dynamodb:PutItem", "dynamodb:Query"], [counts])
         allow(role, ["dynamodb:BatchWriteItem"], [failures])
         allow(role, ["dynamodb:PutItem"], [state])
 
         # ReconcileBatches: the manifest (GetObject, and the ResultWriter's manifest and FAILED files,
         # all under runs/), which batches have a result (BatchGetItem), the predictions' markers
         # (BatchGetItem), FAILED markers and failure records (BatchWriteItem), the reconciled batches'
-        # results (BatchWriteItem).
+        # results (BatchWriteItem); the fold of what a dead child wrote and did not count (PutItem, Query).
         role = self.roles["ReconcileBatches"]
         allow(role, ["s3:ListBucket"], [bucket.bucket_arn])  # a missing file reads as missing, not denied
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [state])
         allow(role, ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [predictions])
         allow(role, ["dynamodb:BatchWriteItem"], [failures])
+        allow(role, ["dynamodb:PutItem", "dynamodb:Query"], [counts])
 
-        # AggregateDailyCounts: batch results (Query), the counter shards (Query) and the rollups
+        # AggregateDailyCounts: batch results (Query), the fold markers and counter shards (Query), the rollups
         # (UpdateItem), the run's failures (Query).
         role = self.roles["AggregateDailyCounts"]
         allow(role, ["dynamodb:Query"], [state])

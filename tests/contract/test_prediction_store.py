@@ -137,3 +137,65 @@ def test_a_reader_uses_the_recorded_shard_count(moto_aws: Any) -> None:
     assert reader.count_shards == 3
     assert reader.day_counts("2026-11-20") == {"cat": 20}
     assert len(reader.predictions_on("2026-11-20")) == 20
+
+
+def test_a_batch_that_died_before_its_fold_is_counted_once_by_whoever_folds(
+    store: PredictionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = [prediction(n, "cat" if n % 3 else "owl") for n in range(12)]
+    original = PredictionStore.fold
+
+    def killed(self: PredictionStore, items: Any) -> Any:
+        raise RuntimeError("killed between the puts and the fold")
+
+    monkeypatch.setattr(PredictionStore, "fold", killed)
+    with pytest.raises(RuntimeError):
+        store.write(batch)
+    monkeypatch.setattr(PredictionStore, "fold", original)
+    assert store.day_counts("2026-11-20") == {}  # written, not yet counted
+    assert store.ledger([p.image.image_id for p in batch]) == {p.image.image_id: {COUNTED} for p in batch}
+    ids = [p.image.image_id for p in batch]
+    with ThreadPoolExecutor(max_workers=3) as pool:  # the retry and two reconciliations, at once
+        folded = list(pool.map(lambda _: store.fold_orphans("run-1", "b0", ids), range(3)))
+    retry = store.write(batch)
+    assert sum(folded) == 12 and (len(retry.written), len(retry.duplicates)) == (0, 12)
+    assert store.fold_orphans("run-2", "b0", ids) == 0  # another run's batch owns none of them
+    assert store.day_counts("2026-11-20") == {"cat": 8, "owl": 4}
+    assert sorted(r["image_uri"] for r in store.predictions_on("2026-11-20")) == sorted(ids)
+
+
+def test_a_many_class_prediction_keeps_its_top_probabilities(store: PredictionStore) -> None:
+    labels = [f"class-{k:04d}" for k in range(1000)]
+    probabilities = {label: (k + 1) / 500500 for k, label in enumerate(labels)}
+    store.write([Prediction(image(1), labels[-1], probabilities[labels[-1]], probabilities, "v1", "run-1", "b0",
+                            "2026-11-20")])
+    (row,) = [r for r in store.predictions_for(image(1).image_id) if r["sk"] == "MODEL#v1"]
+    assert row["probabilities_kept"] == "top 5 of 1000"
+    assert sorted(row["probabilities"]) == labels[-5:]
+
+
+@pytest.mark.integration
+def test_rows_of_the_layout_before_fold_markers_read_and_count_as_they_did(moto_aws: Any) -> None:
+    """A table written by the transaction layout (a MODEL# row, its COUNTED marker with date_shard,
+    counter shards) needs no migration: readers see its rows, its counts add to the new ones, and a
+    new write of its image versions does not count them again."""
+    from lambdas.stores import stable_shard, to_item
+
+    aws = moto_aws
+    store = PredictionStore(aws.dynamodb, aws.predictions_table, aws.counts_table, 8)
+    old = prediction(1, "cat", "v1")
+    image_id = old.image.image_id
+    row = store.prediction_row(old, "2026-11-20T11:00:00+00:00")
+    marker = {"image_id": image_id, "sk": COUNTED, "date": old.date, "predicted_class": "cat",
+              "date_shard": f"{old.date}#{stable_shard(image_id, 8):02d}", "prediction_id": old.prediction_id,
+              "model_version": "v1", "run_id": "run-0", "created_at": row["created_at"]}
+    for item in (row, marker):
+        aws.dynamodb.put_item(TableName=aws.predictions_table, Item=to_item(item))
+    aws.dynamodb.put_item(TableName=aws.counts_table, Item=to_item({"pk": f"{old.date}#03", "sk": "cat", "count": 1}))
+
+    outcome = store.write([prediction(1, "cat", "v1"), prediction(1, "dog", "v2"), prediction(2, "dog", "v1")])
+    assert len(outcome.duplicates) == 1 and [p.image.key for p in outcome.counted] == ["incoming/2.jpg"]
+    assert store.day_counts(old.date) == {"cat": 1, "dog": 1}
+    assert {r["sk"] for r in store.predictions_for(image_id)} == {"MODEL#v1", "MODEL#v2", COUNTED}
+    assert sorted((r["image_uri"], r["model_version"]) for r in store.predictions_on(old.date)) == [
+        (image_id, "v1"), (image(2).image_id, "v1")]

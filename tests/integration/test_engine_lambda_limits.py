@@ -114,7 +114,7 @@ def test_by_default_the_engine_applies_the_deployed_timeouts_and_memory(monkeypa
     deployed = {spec.name.removeprefix("batchinfer-local-"): (spec.memory_mb, spec.timeout_seconds)
                 for spec in engine.function_specs}
     assert deployed == {name: (limits.memory_mb, limits.timeout_seconds) for name, limits in FUNCTION_LIMITS.items()}
-    assert deployed["ClassifyBatch"] == (3008, 60)
+    assert deployed["ClassifyBatch"] == (1769, 60)
     monkeypatch.setenv("BATCHINFER_ENGINE_TIME_SCALE", "0.5")
     assert LocalConfig().time_scale == 0.5
 

@@ -140,16 +140,17 @@ def test_the_demo_rehearses_a_failing_batch(demo_model: Any) -> None:
 # -- DynamoDB throttling ------------------------------------------------------------------------------
 class ThrottledDynamoDB:
     """The real (moto) client, but the first calls of each kind are throttled as DynamoDB throttles
-    them: a transaction cancelled with ThrottlingError, batch items left unprocessed, and a
-    ProvisionedThroughputExceededException on the wire for botocore's own retries."""
+    them: batch items left unprocessed, batch keys handed back, and a ProvisionedThroughputExceededException
+    on the wire of BatchWriteItem and of the predictions' conditional PutItem, for botocore's own retries."""
 
     def __init__(self, client: Any, throttled_calls: int = 2):
         self._client = client
-        self._left = {"transact": throttled_calls, "batch_write": throttled_calls, "batch_get": throttled_calls}
+        self._left = {"put": throttled_calls, "batch_write": throttled_calls, "batch_get": throttled_calls}
         self.throttled: dict[str, int] = {k: 0 for k in self._left}
         self._lock = threading.Lock()
         self._wire = {"left": throttled_calls}
         client.meta.events.register_first("before-send.dynamodb.BatchWriteItem", self._on_the_wire)
+        client.meta.events.register_first("before-send.dynamodb.PutItem", self._put_on_the_wire)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -162,11 +163,8 @@ class ThrottledDynamoDB:
                 return True
             return False
 
-    def _on_the_wire(self, request: Any, **kwargs: Any) -> AWSResponse | None:
-        with self._lock:
-            if self._wire["left"] <= 0:
-                return None
-            self._wire["left"] -= 1
+    @staticmethod
+    def _throttled_response(request: Any) -> AWSResponse:
         body = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
                            "message": "The level of configured provisioned throughput for the table was exceeded."})
 
@@ -177,15 +175,15 @@ class ThrottledDynamoDB:
         headers = HTTPHeaders.from_dict({"x-amzn-RequestId": "throttled"})
         return AWSResponse(request.url, 400, headers, Raw(body.encode()))
 
-    def transact_write_items(self, **kwargs: Any) -> Any:
-        if self._take("transact"):
-            items = kwargs["TransactItems"]
-            raise ClientError(
-                {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
-                 "CancellationReasons": [{"Code": "ThrottlingError" if n == 0 else "None"} for n in range(len(items))]},
-                "TransactWriteItems",
-            )
-        return self._client.transact_write_items(**kwargs)
+    def _on_the_wire(self, request: Any, **kwargs: Any) -> AWSResponse | None:
+        with self._lock:
+            if self._wire["left"] <= 0:
+                return None
+            self._wire["left"] -= 1
+        return self._throttled_response(request)
+
+    def _put_on_the_wire(self, request: Any, **kwargs: Any) -> AWSResponse | None:
+        return self._throttled_response(request) if self._take("put") else None
 
     def batch_write_item(self, **kwargs: Any) -> Any:
         if not self._take("batch_write"):
@@ -226,7 +224,7 @@ def test_dynamodb_throttling_is_retried_and_no_write_is_lost(engine: Any) -> Non
     store.mark_failed(failed)
     ledger = store.ledger([i.image_id for i in images])
 
-    assert throttled.throttled == {"transact": 2, "batch_write": 2, "batch_get": 2}
+    assert throttled.throttled == {"put": 2, "batch_write": 2, "batch_get": 2}
     assert throttled._wire["left"] == 0  # botocore retried the throttled requests on the wire
     assert len(outcome.written) == 60 and len(outcome.counted) == 60 and not outcome.duplicates
     assert len(prediction_rows(engine)) == 60 and len(counted_rows(engine)) == 60
@@ -296,6 +294,16 @@ def test_s3_read_errors_transient_ones_retried_denied_ones_recorded(
 
 
 # -- a crash in the middle of a batch, then a replay --------------------------------------------------
+def score_with(engine: Any, monkeypatch: pytest.MonkeyPatch, method: str, replacement: Any) -> dict[str, Any]:
+    """A score run with one PredictionStore method replaced for its duration; it must succeed."""
+    original = getattr(PredictionStore, method)
+    monkeypatch.setattr(PredictionStore, method, replacement)
+    description = engine.run({"mode": "score"}, timeout=300)
+    monkeypatch.setattr(PredictionStore, method, original)
+    assert description["status"] == "SUCCEEDED", description
+    return dict(description)
+
+
 def test_a_crash_mid_batch_then_a_replay_leaves_counts_exact(
     fault_engine: Any, held_out_digits: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -311,10 +319,7 @@ def test_a_crash_mid_batch_then_a_replay_leaves_counts_exact(
             raise RuntimeError("the container was killed in the middle of the batch")
         return original(self, predictions)
 
-    monkeypatch.setattr(PredictionStore, "write", write_half_then_crash)
-    first = engine.run({"mode": "score"}, timeout=300)
-    monkeypatch.setattr(PredictionStore, "write", original)
-    assert first["status"] == "SUCCEEDED", first
+    first = score_with(engine, monkeypatch, "write", write_half_then_crash)
     assert len(crashes) == 3  # the first attempt and two retries, each crashing after two writes
     summary = output_of(first)
     failed = failures_of(engine, summary["run_id"])
@@ -326,6 +331,34 @@ def test_a_crash_mid_batch_then_a_replay_leaves_counts_exact(
     replay = engine.run({"mode": "replay", "run": summary["run_id"]}, timeout=300)
     assert replay["status"] == "SUCCEEDED"
     assert output_of(replay)["images_scored"] == 2 and output_of(replay)["images_failed"] == 0
+    assert len(counted_rows(engine)) == 10 and len(prediction_rows(engine)) == 10
+    assert stored_counts(engine) == recount(engine)
+    assert sum(sum(day.values()) for day in stored_counts(engine).values()) == 10
+
+
+# -- a batch killed between its writes: its items landed, its fold did not -------------------------------
+@pytest.mark.parametrize("deaths", [1, 3], ids=["the-retry-folds", "record-batch-failure-folds"])
+def test_a_batch_killed_between_its_writes_leaves_counts_equal_to_a_recount(
+    fault_engine: Any, held_out_digits: list[Any], monkeypatch: pytest.MonkeyPatch, deaths: int
+) -> None:
+    """The first batch's predictions land (their COUNTED items), then its container dies before the fold
+    adds them to the day's counts: once (the retry finds its own items and folds them), or on every
+    attempt (RecordBatchFailure folds what the batch left). Either way each image counts once."""
+    engine = fault_engine
+    seed(engine, held_out_digits, 10)  # batches of 4, 4, 2
+    original = PredictionStore.fold
+    killed: list[int] = []
+
+    def die_before_the_fold(self: PredictionStore, items: Any) -> Any:
+        if items and items[0].batch_id.endswith("-00000") and len(killed) < deaths:
+            killed.append(len(items))
+            raise RuntimeError("the container was killed between the predictions and the fold")
+        return original(self, items)
+
+    description = score_with(engine, monkeypatch, "fold", die_before_the_fold)
+    assert killed == [4] * deaths  # every attempt that died had written all four items
+    summary = output_of(description)
+    assert failures_of(engine, summary["run_id"]) == {}  # the items landed: nothing to replay
     assert len(counted_rows(engine)) == 10 and len(prediction_rows(engine)) == 10
     assert stored_counts(engine) == recount(engine)
     assert sum(sum(day.values()) for day in stored_counts(engine).values()) == 10

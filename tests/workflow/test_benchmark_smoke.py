@@ -71,7 +71,17 @@ def test_benchmark_smoke_reports_every_figure(tmp_path: Path) -> None:
 
     per_million = results["cost"]["per_million_images"]
     assert set(per_million) == {"ours_express_children", "ours_fp32_express_children", "ours_standard_children",
+                                "ours_10_classes_express_children", "ours_1000_classes_express_children",
                                 "seed_way"}
+    assert results["cost"]["memory"]["memory_mb"] in (1769, 3008)
+    assert set(results["threads"]["served"]) == {"1", "2"} and all(v > 0 for v in results["threads"]["served"].values())
+    for path in ("served", "fp32"):
+        assert results["classify_batch"][path]["2"]["compute_ceiling"] > 0
+        assert results["workflow"][path]["ratio_to_compute_ceiling"] > 0
+    items = results["items"]
+    assert items["workflow"]["counted_item"]["items"] == 6 and items["workflow"]["fold_marker"]["items"] >= 3
+    assert items["heads"]["1000"]["kept"] == "top 5 of 1000" and items["heads"]["3"]["kept"] == "all"
+    assert all(head["counted_item"]["write_units"] == 1 for head in items["heads"].values())
     assert all(c["total_usd"] > 0 for c in per_million.values())
     assert "list prices as of" in results["cost"]["prices"]
 
@@ -84,7 +94,7 @@ def test_benchmark_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert scale["projection"]["history"] == 100_000_000 and scale["projection"]["sweep_invocations"] > 0
     assert "listing at scale" in completed.stdout
 
-    assert len(results["targets"]) == 9
+    assert len(results["targets"]) == 10
     assert "the whole benchmark within 900 s" in results["targets"][-1]["target"]
     assert all(isinstance(t["holds"], bool) for t in results["targets"])
     assert "targets:" in completed.stdout

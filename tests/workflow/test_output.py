@@ -55,7 +55,7 @@ def test_predictions_links_piped_prints_each_link_whole_on_one_line(two_runs: An
     result = shell(f"{BATCHINFER} predictions --links | cat", columns=40)
     assert result.returncode == 0, result.stderr
     header, *lines = result.stdout.splitlines()
-    assert header.split() == ["date", "class", "confidence", "captured_at", "model_version", "link"]
+    assert header.split() == ["date", "class", "confidence", "kept", "captured_at", "model_version", "link"]
     assert len(lines) == 10
     expected = {row["link"].split("&X-Amz-Date=")[0] for row in cli_json("predictions", "--links")}
     links = [line.split()[-1] for line in lines]
