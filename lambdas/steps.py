@@ -232,7 +232,7 @@ class AggregateDailyCountsRequest:
 
 @dataclass
 class AggregateDailyCountsResult(StepResult):
-    OMIT_WHEN_EMPTY = ("notes", "replay")
+    OMIT_WHEN_EMPTY = ("notes", "replay", "results")
 
     run_id: str
     mode: str
@@ -245,6 +245,8 @@ class AggregateDailyCountsResult(StepResult):
     daily_counts: dict[str, dict[str, int]]
     notes: list[str] = field(default_factory=list)
     replay: str = ""  # how to replay the run's failures, when it has some
+    # The run's result files ({"predictions": s3:// prefix, "failures": s3:// URI}), when it classified batches.
+    results: dict[str, str] = field(default_factory=dict)
 
 
 # -- the retraining branch -----------------------------------------------------------------------------

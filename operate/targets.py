@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
 
 # The AWS services batchinfer calls. boto3's type stubs know each client by its literal name.
-AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation"]
+AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation", "athena"]
 
 
 class TargetError(RuntimeError):
@@ -30,6 +30,9 @@ class Target:
     tables: dict[str, str]  # logical id -> table name
     endpoint_url: str | None = None
     profile: str | None = None
+    # Where Athena queries the runs' result files (a deployed stack's outputs; empty on the local stack).
+    athena_workgroup: str = ""
+    glue_database: str = ""
     # One client per service, made at first use: watching a run polls it several times a second.
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -226,4 +229,7 @@ def aws_target(stack: str, region: str | None = None, profile: str | None = None
         tables={t.logical_id: output(t.logical_id) for t in TABLES},
         endpoint_url=endpoint_url,
         profile=profile,
+        # A stack deployed before the results tables existed has neither: `query` says so.
+        athena_workgroup=next((v for k, v in outputs.items() if k.startswith("AthenaWorkGroup")), ""),
+        glue_database=next((v for k, v in outputs.items() if k.startswith("GlueDatabase")), ""),
     )
