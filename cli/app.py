@@ -438,7 +438,7 @@ def _export_run(ctx: typer.Context, run: str, fmt: str, output: Path | None, fai
     except OSError as error:
         fail(f"cannot write {output}: {error.strerror}")
     if output is not None:
-        errors.print(f"{rows} {table} of run {run} written to {output} ({fmt})", highlight=False)
+        errors.print(f"{rows} {table} of run {run} written to {output} ({fmt})", highlight=False, soft_wrap=True)
 
 
 QUERY_FORMATS = ("table", "csv", "json")

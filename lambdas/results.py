@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from contract.results import (
@@ -27,8 +26,8 @@ from contract.results import (
     predictions_prefix,
 )
 from lambdas.batch_reconciliation import manifest_pages
-from lambdas.records import BadRecord, ImageVersion, Prediction
-from lambdas.steps import StepResult
+from lambdas.records import ImageVersion, Prediction
+from lambdas.steps import WriteRunResultsRequest, WriteRunResultsResult
 from lambdas.stores import FailureStore, ImageSource, PredictionStore
 
 JSONL = "application/x-ndjson"
@@ -111,31 +110,6 @@ def result_links(bucket: str, run_id: str) -> dict[str, str]:
 
 
 # -- WriteRunResults ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class WriteRunResultsRequest:
-    run_id: str
-    manifest_bucket: str
-    manifest_key: str
-
-    @classmethod
-    def from_event(cls, event: Any) -> WriteRunResultsRequest:
-        if not isinstance(event, dict):
-            raise BadRecord("WriteRunResults needs an object with 'run_id', 'manifest_bucket' and 'manifest_key'")
-        missing = [k for k in ("run_id", "manifest_bucket", "manifest_key") if not event.get(k)]
-        if missing:
-            raise BadRecord(f"WriteRunResults needs {', '.join(missing)}")
-        return cls(str(event["run_id"]), str(event["manifest_bucket"]), str(event["manifest_key"]))
-
-
-@dataclass
-class WriteRunResultsResult(StepResult):
-    predictions: str  # s3:// prefix of the run's prediction files
-    failures: str  # s3:// URI of failures.jsonl
-    prediction_files: int
-    filled_from_table: int  # files written here, for batches whose child died before writing its own
-    failure_lines: int
-
-
 def _existing_parts(source: ImageSource, bucket: str, run_id: str) -> Iterator[str]:
     prefix = predictions_prefix(run_id)
     for key, _ in source.list_objects(bucket, prefix):

@@ -206,6 +206,28 @@ class RecordBatchFailureResult(StepResult):
     error: str
 
 
+# -- WriteRunResults (after the Classify map) ---------------------------------------------------------
+@dataclass(frozen=True)
+class WriteRunResultsRequest:
+    run_id: str
+    manifest_bucket: str
+    manifest_key: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> WriteRunResultsRequest:
+        event = _object_with("WriteRunResults", event, ("run_id", "manifest_bucket", "manifest_key"))
+        return cls(str(event["run_id"]), str(event["manifest_bucket"]), str(event["manifest_key"]))
+
+
+@dataclass
+class WriteRunResultsResult(StepResult):
+    predictions: str  # s3:// prefix of the run's prediction files
+    failures: str  # s3:// URI of failures.jsonl
+    prediction_files: int
+    filled_from_table: int  # files written here, for batches whose child died before writing its own
+    failure_lines: int
+
+
 # -- AggregateDailyCounts ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AggregateDailyCountsRequest:

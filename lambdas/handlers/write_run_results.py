@@ -4,7 +4,8 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
-from lambdas.results import WriteRunResultsRequest, write_run_results
+from lambdas.results import write_run_results
+from lambdas.steps import WriteRunResultsRequest
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)

@@ -16,7 +16,8 @@ import pytest
 
 from contract.results import failures_key, index_key, prediction_part_key
 from lambdas.records import Batch, Failure, ImageVersion, Prediction
-from lambdas.results import WriteRunResultsRequest, write_batch_predictions, write_run_results
+from lambdas.results import write_batch_predictions, write_run_results
+from lambdas.steps import WriteRunResultsRequest
 from lambdas.stores import FailureStore, ImageSource, PredictionStore
 from tests.contract.conftest import MotoAws, moto_aws  # noqa: F401  (the fixture)
 

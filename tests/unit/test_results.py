@@ -22,8 +22,8 @@ from contract.results import (
 )
 from inference_image.classify import classify_batch
 from lambdas.records import Batch
-from lambdas.results import WriteRunResultsRequest, write_run_results
-from lambdas.steps import ClassifyBatchRequest
+from lambdas.results import write_run_results
+from lambdas.steps import ClassifyBatchRequest, WriteRunResultsRequest
 from operate.query import athena_request, duckdb_views, query_athena
 from operate.targets import Target
 from tests.unit.conftest import BUCKET, World, png

@@ -21,7 +21,8 @@ from contract.results import (
 )
 from engine import lambda_bridge
 from lambdas.records import ImageVersion
-from lambdas.results import WriteRunResultsRequest, write_run_results
+from lambdas.results import write_run_results
+from lambdas.steps import WriteRunResultsRequest
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
 from tests.conftest import counted_rows, output_of, prediction_rows, stored_counts, upload
 
