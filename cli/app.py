@@ -592,6 +592,9 @@ def _print_run(detail: dict[str, Any]) -> None:
                 say(console, f"  {day}: {_counts(counts)}")
         for note in output.get("notes") or []:
             say(console, f"  note: {escape(note)}")
+        if output.get("results"):
+            say(console, f"result files: {escape(output['results']['predictions'])}  "
+                         f"{escape(output['results']['failures'])}")
     if detail["failures"]:
         # One row per reason: a failed batch is many items with one cause. --json lists every item.
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}

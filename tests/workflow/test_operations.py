@@ -39,6 +39,7 @@ def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:
 
     table = cli("show", run_id)
     assert "AggregateDailyCounts" in table.stdout and "map run SUCCEEDED" in table.stdout
+    assert f"runs/{run_id}/results/failures.jsonl" in table.stdout  # the summary links the result files
 
     # Progress is the Map Run's item counts: after the first poll, one DescribeMapRun a poll.
     calls: list[str] = []
