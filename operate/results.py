@@ -11,13 +11,10 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from contract.results import (
-    FAILURES_TABLE,
     FIELDS_BY_TABLE,
     ResultField,
-    failures_key,
     index_key,
     index_prefix,
-    predictions_prefix,
 )
 from operate.targets import Target, TargetError
 
@@ -29,28 +26,9 @@ class ResultsMissing(TargetError):
 
 
 def run_files(target: Target, table: str, run_id: str) -> list[str]:
-    """The keys of a run's files of one table, in order: its predictions (a file per batch) or its failures."""
-    s3 = target.client("s3")
-    if table == FAILURES_TABLE:
-        keys = [failures_key(run_id)]
-    else:
-        paginator = s3.get_paginator("list_objects_v2")
-        keys = [obj["Key"] for page in paginator.paginate(Bucket=target.bucket, Prefix=predictions_prefix(run_id))
-                for obj in page.get("Contents", []) if obj["Key"].endswith(".jsonl")]
-    if not keys or not _exists(s3, target.bucket, keys[0]):
-        raise ResultsMissing(f"run {run_id!r} has no {table} files under s3://{target.bucket}/runs/{run_id}/results/: "
-                             "is it still running, or did it score nothing?")
-    return sorted(keys)
-
-
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "403"):
-            return False
-        raise
-    return True
+    """The keys of a finished run's files of one table (its index file lists them): its predictions, a file
+    per batch, or its failures."""
+    return list(indexed_files(target, table, [run_id]))
 
 
 def indexed_files(target: Target, table: str, runs: list[str] | None = None) -> Iterator[str]:
@@ -68,7 +46,9 @@ def indexed_files(target: Target, table: str, runs: list[str] | None = None) -> 
             body = s3.get_object(Bucket=target.bucket, Key=key)["Body"]
         except ClientError as error:
             if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                raise ResultsMissing(f"no {table} files for run {key.rsplit('/', 1)[-1][:-4]!r}") from None
+                run = key.rsplit("/", 1)[-1].removesuffix(".txt")
+                raise ResultsMissing(f"run {run!r} has no result files: is it still running, did it classify "
+                                     "nothing, or did it run before runs wrote them?") from None
             raise
         for line in body.iter_lines():
             uri = line.decode().strip()

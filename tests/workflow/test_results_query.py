@@ -56,6 +56,10 @@ def test_query_counts_equal_the_daily_counts_after_overlapping_runs_and_a_replay
     bad = cli("query", "SELECT no_such_column FROM predictions")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no_such_column" in bad.stderr
 
+    missing = cli("predictions", "--run", "no-such-run", "--format", "csv")
+    assert missing.exit_code == 2 and "'no-such-run' has no result files" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
     # A run's predictions exported: JSONL as stored, Parquet and CSV with the same rows.
     run_id = max(outputs, key=lambda o: o["images_scored"])["run_id"]
     jsonl = cli("predictions", "--run", run_id, "--format", "jsonl")
