@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[ml,local,infra,dev]'
+	$(BIN)/pip install --quiet -e '.[ml,local,infra,results,dev]'
 	touch $@
 
 install: $(VENV)/.installed chromium

@@ -410,9 +410,17 @@ def predictions(
     links: bool = typer.Option(False, "--links", help="Add a presigned link to each image version."),
     expires: int = typer.Option(3600, "--expires", help="Seconds a link works (at most 604800, 7 days)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    run: str = typer.Option(None, "--run", help="Export this run's predictions from its result files."),
+    fmt: str = typer.Option("jsonl", "--format", help="With --run: jsonl, csv or parquet."),
+    output: Path = typer.Option(None, "--output", "-o", help="With --run: write here (default: standard output)."),
+    failures: bool = typer.Option(False, "--failures", help="With --run: the run's failures instead."),
 ) -> None:
     """Prediction rows: date, class, confidence, capture time, model version, image version; with
-    --links, a presigned GET URL of each image version that expires (the bucket stays private)."""
+    --links, a presigned GET URL of each image version that expires (the bucket stays private).
+    With --run, a run's predictions (or --failures) streamed from its result files as jsonl, csv or parquet."""
+    if run:
+        _export_run(ctx, run, fmt, output, failures)
+        return
     from operate.operations import list_predictions
 
     rows = guarded(list_predictions, target_of(ctx), date, limit, links, expires)
@@ -424,6 +432,68 @@ def predictions(
     columns = [Column(f, key=f in ("captured_at", "link", "image"), right=f == "confidence") for f in fields]
     print_table(console, columns, [[f"{row[f]:.3f}" if f == "confidence" else escape(str(row[f])) for f in fields]
                                    for row in rows])
+
+
+def _export_run(ctx: typer.Context, run: str, fmt: str, output: Path | None, failures: bool) -> None:
+    from contract.results import FAILURES_TABLE, PREDICTIONS_TABLE
+    from operate.results import FORMATS, export
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "parquet" and output is None:
+        fail("Parquet is written to a file: pass --output FILE")
+    table = FAILURES_TABLE if failures else PREDICTIONS_TABLE
+    target = target_of(ctx)
+    try:
+        if output is None:
+            rows = guarded(export, target, run, table, fmt, sys.stdout.buffer)
+            sys.stdout.flush()
+        else:
+            partial = output.with_name(output.name + ".partial")
+            with partial.open("wb") as out:
+                rows = guarded(export, target, run, table, fmt, out)
+            partial.replace(output)  # a failed export leaves no half file under the asked name
+    except ImportError as error:
+        fail(f"{error.name} is not installed: pip install 'batchinfer[results]'")
+    except OSError as error:
+        fail(f"cannot write {output}: {error.strerror}")
+    if output is not None:
+        errors.print(f"{rows} {table} of run {run} written to {output} ({fmt})", highlight=False, soft_wrap=True)
+
+
+QUERY_FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+def query(
+    ctx: typer.Context,
+    sql: str = typer.Argument(..., help="SQL over the views predictions and failures."),
+    engine: str = typer.Option(None, "--engine", help="duckdb or athena (default: athena with --stack, "
+                                                     "duckdb on the local stack)."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    runs: list[str] = typer.Option(None, "--run", help="DuckDB: read only these runs' files (repeatable)."),
+) -> None:
+    """SQL over every run's result files: `predictions` (one row per image version scored) and `failures`.
+    On the local stack DuckDB reads them through its endpoint; with --stack, Athena queries the Glue
+    tables, or DuckDB (--engine duckdb) reads them from S3."""
+    from operate.query import run_query
+
+    if fmt not in QUERY_FORMATS:
+        fail(f"--format must be one of {', '.join(QUERY_FORMATS)}, not {fmt!r}")
+    if not sql.strip():
+        fail("the query is empty")
+    result = guarded(run_query, target_of(ctx), sql, engine, runs or None)
+    if fmt == "json":
+        emit_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        columns = [Column(name) for name in result.columns]
+        print_table(console, columns, [[escape("" if v is None else str(v)) for v in row] for row in result.rows])
 
 
 @models_app.callback(invoke_without_command=True)
@@ -687,6 +757,9 @@ def _print_run(detail: dict[str, Any]) -> None:
                 say(console, f"  {day}: {_counts(counts)}")
         for note in output.get("notes") or []:
             say(console, f"  note: {escape(note)}")
+        if output.get("results"):
+            say(console, f"result files: {escape(output['results']['predictions'])}  "
+                         f"{escape(output['results']['failures'])}")
     if detail["failures"]:
         # One row per reason: a failed batch is many items with one cause. --json lists every item.
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from flask import Flask, abort, redirect, render_template, request, session, url_for
+from flask import Flask, Response, abort, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from console.graph import layout, overlay
@@ -117,6 +117,27 @@ def create_app(resolve_target: Callable[[], Target], stack_label: str) -> Flask:
     @app.get("/runs/<run_id>/fragment")
     def run_fragment(run_id: str) -> Any:
         return render_template("run_body.html", **_run_view(target(), run_id))
+
+    @app.get("/runs/<run_id>/<table>.csv")
+    def run_results_csv(run_id: str, table: str) -> Any:
+        """The run's predictions or failures as CSV, streamed from its result files."""
+        import tempfile
+
+        from contract.results import FIELDS_BY_TABLE
+        from operate.results import export
+
+        if table not in FIELDS_BY_TABLE:
+            return _not_found(f"no {table!r} results: there are {' and '.join(FIELDS_BY_TABLE)}")
+        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        export(target(), run_id, table, "csv", spool)
+        spool.seek(0)
+
+        def chunks() -> Any:
+            with spool:
+                yield from iter(lambda: spool.read(1 << 16), b"")
+
+        return Response(chunks(), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="{run_id}-{table}.csv"'})
 
     @app.get("/start")
     def confirm_start() -> Any:

@@ -150,6 +150,7 @@ FUNCTIONS = {
     "ClassifyBatch": "inference_image.handler.handler",
     "RecordBatchFailure": "lambdas.handlers.record_batch_failure.handler",
     "ReconcileBatches": "lambdas.handlers.reconcile_batches.handler",
+    "WriteRunResults": "lambdas.handlers.write_run_results.handler",
     "AggregateDailyCounts": "lambdas.handlers.aggregate_daily_counts.handler",
     "CollectTrainingData": "lambdas.handlers.collect_training_data.handler",
     "TrainingHook": "inference_image.retrain_handlers.train",
@@ -188,6 +189,8 @@ FUNCTION_LIMITS: dict[str, FunctionLimits] = {
     "RecordBatchFailure": FunctionLimits(memory_mb=512, timeout_seconds=30),
     # Pages through the whole manifest after the Map.
     "ReconcileBatches": FunctionLimits(memory_mb=512, timeout_seconds=900),
+    # Pages through the manifest and the run's failures, streaming them into the run's result files.
+    "WriteRunResults": FunctionLimits(memory_mb=512, timeout_seconds=900),
     "AggregateDailyCounts": FunctionLimits(memory_mb=512, timeout_seconds=300),
     # Scans the predictions table for the low-confidence export.
     "CollectTrainingData": FunctionLimits(memory_mb=512, timeout_seconds=900),

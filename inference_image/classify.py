@@ -13,6 +13,7 @@ import numpy as np
 from contract.settings import Settings
 from inference_image.preprocess import BadImage, decode_image
 from lambdas.records import Failure, ImageVersion, Prediction
+from lambdas.results import batch_lines, write_batch_predictions
 from lambdas.steps import ClassifyBatchRequest, ClassifyBatchResult, Seconds
 from lambdas.stores import (
     FailureStore,
@@ -117,15 +118,12 @@ def to_predictions(done: ReadAndPredicted, model: Model, request: ClassifyBatchR
 
 
 def write_counting_retries(batch_predictions: list[Prediction], run_id: str,
-                           predictions: PredictionStore) -> tuple[WriteOutcome, int]:
-    """Write the predictions; (the outcome, how many of the batch's versions this run counted)."""
+                           predictions: PredictionStore) -> tuple[WriteOutcome, list[tuple[Prediction, bool]]]:
+    """Write the predictions; (the outcome, the batch's predictions that are this run's, each with whether
+    this run counted it). A retried batch finds its own earlier writes: they are still this run's work."""
     outcome = predictions.write(batch_predictions)
-    counted = len(outcome.counted)
-    if outcome.duplicates:
-        # A retried batch finds its own earlier writes: they still count as this run's work.
-        runs = predictions.counted_by_run([p.image.image_id for p in outcome.duplicates])
-        counted += sum(1 for p in outcome.duplicates if runs.get(p.image.image_id) == run_id)
-    return outcome, counted
+    counted_ids = {p.image.image_id for p in outcome.counted}
+    return outcome, batch_lines(run_id, outcome.written, counted_ids, outcome.duplicates, predictions)
 
 
 def classify_batch(
@@ -146,7 +144,10 @@ def classify_batch(
         for image, (stage, error_type, reason) in done.failures
     ]
     batch_predictions = to_predictions(done, model, request, settings)
-    outcome, counted = write_counting_retries(batch_predictions, request.run_id, predictions)
+    outcome, lines = write_counting_retries(batch_predictions, request.run_id, predictions)
+    counted = sum(1 for _, was_counted in lines if was_counted)
+    # The batch's result file, named by the batch: a retry writes the same object again.
+    write_batch_predictions(source, settings.bucket, request.run_id, request.batch.batch_id, lines)
     if failed:
         failures.record(failed)
         predictions.mark_failed(failed)

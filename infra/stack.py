@@ -10,6 +10,7 @@ from constructs import Construct
 from contract.resource_spec import FUNCTIONS, MODELS_PREFIX, TABLES
 from infra.config import DeployConfig
 from infra.constructs.alarms import Alarms
+from infra.constructs.analytics import Analytics
 from infra.constructs.dashboard import Dashboard
 from infra.constructs.functions import CLASSIFY_BATCH, Functions
 from infra.constructs.inference import Inference
@@ -59,6 +60,10 @@ class BatchinferStack(cdk.Stack):
         cdk.CfnOutput(self, "BucketName", value=storage.bucket.bucket_name)
         for spec in TABLES:
             cdk.CfnOutput(self, f"{spec.logical_id}Name", value=storage.table(spec).table_name)
+        analytics = Analytics(self, "Analytics", config=config, storage=storage)
+        cdk.CfnOutput(self, "AthenaWorkGroup", value=analytics.workgroup_name)
+        cdk.CfnOutput(self, "GlueDatabase", value=analytics.database_name)
+        cdk.CfnOutput(self, "QueryPolicyArn", value=analytics.policy.managed_policy_arn)
         cdk.CfnOutput(self, "QueueUrl", value=triggers.queue.queue_url)
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=triggers.dead_letter_queue.queue_url)
         # The registry the functions serve from: `models approve/promote/history` work on it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lambdas.results import result_links
 from lambdas.steps import AggregateDailyCountsRequest, AggregateDailyCountsResult
 from lambdas.stores import FailureStore, PredictionStore, RunStateStore
 
@@ -11,6 +12,7 @@ def aggregate_daily_counts(
     predictions: PredictionStore,
     failures: FailureStore,
     state: RunStateStore,
+    bucket: str = "",
 ) -> AggregateDailyCountsResult:
     run_id = request.run_id
     results = state.batch_results(run_id)
@@ -38,4 +40,5 @@ def aggregate_daily_counts(
         daily_counts=days,
         notes=list(request.notes),
         replay=f"batchinfer replay {run_id}" if failed else "",
+        results=result_links(bucket, run_id) if bucket and results else {},
     )

@@ -154,7 +154,10 @@ class InMemoryFailureStore(FailureStore):
             })
 
     def for_run(self, run_id: str) -> list[dict[str, Any]]:
-        return [dict(row) for (run, _), row in sorted(self.rows.items()) if run == run_id]
+        return list(self.each_for_run(run_id))
+
+    def each_for_run(self, run_id: str) -> Iterator[dict[str, Any]]:
+        return iter([dict(row) for (run, _), row in sorted(self.rows.items()) if run == run_id])
 
 
 class InMemoryRunStateStore(RunStateStore):
@@ -308,6 +311,9 @@ class InMemoryImageSource(ImageSource):
 
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.read_object(bucket, key))
+
+    def upload_file(self, bucket: str, key: str, file: Any, content_type: str) -> None:
+        self.put(bucket, key, file.read(), content_type=content_type)
 
     def stream_object(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         data = self.read_object(bucket, key)

@@ -206,6 +206,28 @@ class RecordBatchFailureResult(StepResult):
     error: str
 
 
+# -- WriteRunResults (after the Classify map) ---------------------------------------------------------
+@dataclass(frozen=True)
+class WriteRunResultsRequest:
+    run_id: str
+    manifest_bucket: str
+    manifest_key: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> WriteRunResultsRequest:
+        event = _object_with("WriteRunResults", event, ("run_id", "manifest_bucket", "manifest_key"))
+        return cls(str(event["run_id"]), str(event["manifest_bucket"]), str(event["manifest_key"]))
+
+
+@dataclass
+class WriteRunResultsResult(StepResult):
+    predictions: str  # s3:// prefix of the run's prediction files
+    failures: str  # s3:// URI of failures.jsonl
+    prediction_files: int
+    filled_from_table: int  # files written here, for batches whose child died before writing its own
+    failure_lines: int
+
+
 # -- AggregateDailyCounts ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AggregateDailyCountsRequest:
@@ -232,7 +254,7 @@ class AggregateDailyCountsRequest:
 
 @dataclass
 class AggregateDailyCountsResult(StepResult):
-    OMIT_WHEN_EMPTY = ("notes", "replay")
+    OMIT_WHEN_EMPTY = ("notes", "replay", "results")
 
     run_id: str
     mode: str
@@ -245,6 +267,8 @@ class AggregateDailyCountsResult(StepResult):
     daily_counts: dict[str, dict[str, int]]
     notes: list[str] = field(default_factory=list)
     replay: str = ""  # how to replay the run's failures, when it has some
+    # The run's result files ({"predictions": s3:// prefix, "failures": s3:// URI}), when it classified batches.
+    results: dict[str, str] = field(default_factory=dict)
 
 
 # -- the retraining branch -----------------------------------------------------------------------------

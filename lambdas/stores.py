@@ -371,6 +371,30 @@ class PredictionStore:
         keys = [{"image_id": i, "sk": COUNTED} for i in dict.fromkeys(image_ids)]
         return {row["image_id"]: row["run_id"] for row in self._get_raw(keys, "image_id, run_id")}
 
+    def made_by(self, run_id: str, predictions: Sequence[Prediction]) -> set[str]:
+        """The image ids among `predictions` whose stored prediction (same model version) `run_id` wrote."""
+        keys = [{"image_id": p.image.image_id, "sk": MODEL_PREFIX + p.model_version} for p in predictions]
+        return {row["image_id"] for row in self.get_many(keys, "image_id, run_id") if row.get("run_id") == run_id}
+
+    def run_predictions(self, run_id: str, images: Sequence[ImageVersion]) -> list[tuple[Prediction, bool]]:
+        """The predictions `run_id` wrote for these image versions, each with whether it entered the counts
+        (one query per image: for the batches of a run whose child died before it wrote its result file)."""
+        found = []
+        for image in images:
+            rows = self.predictions_for(image.image_id)
+            counted = {row.get("prediction_id") for row in rows if row["sk"] == COUNTED}
+            for row in rows:
+                if str(row["sk"]).startswith(MODEL_PREFIX) and row.get("run_id") == run_id:
+                    prediction = Prediction(
+                        image=image, predicted_class=str(row["predicted_class"]),
+                        confidence=float(row["confidence"]),
+                        probabilities={k: float(v) for k, v in row["probabilities"].items()},
+                        model_version=str(row["model_version"]), run_id=run_id, batch_id=str(row["batch_id"]),
+                        date=str(row["date"]), runtime=str(row.get("runtime") or ""),
+                    )
+                    found.append((prediction, prediction.prediction_id in counted))
+        return found
+
     def predictions_for(self, image_id: str) -> list[dict[str, Any]]:
         return sorted((view for row in self._rows_of(image_id) for view in self._views(row)),
                       key=lambda view: str(view["sk"]))
@@ -480,14 +504,16 @@ class FailureStore:
         batch_write(self.client, self.table, rows)
 
     def for_run(self, run_id: str) -> list[dict[str, Any]]:
-        return list(
-            query_all(
-                self.client,
-                TableName=self.table,
-                KeyConditionExpression="run_id = :r",
-                ExpressionAttributeValues=to_item({":r": run_id}),
-                ConsistentRead=True,
-            )
+        return list(self.each_for_run(run_id))
+
+    def each_for_run(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """The run's failures a page at a time (the run is the table's partition key), in image id order."""
+        yield from query_all(
+            self.client,
+            TableName=self.table,
+            KeyConditionExpression="run_id = :r",
+            ExpressionAttributeValues=to_item({":r": run_id}),
+            ConsistentRead=True,
         )
 
 
@@ -714,6 +740,10 @@ class ImageSource:
 
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def upload_file(self, bucket: str, key: str, file: Any, content_type: str) -> None:
+        """An object from an open binary file, in parts when it is large (boto3's managed upload)."""
+        self.client.upload_fileobj(file, bucket, key, ExtraArgs={"ContentType": content_type})
 
     def stream_object(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         """An object's bytes in chunks, for objects too large to hold (a million-image manifest)."""

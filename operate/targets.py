@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
 
 # The AWS services batchinfer calls. boto3's type stubs know each client by its literal name.
-AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation", "sts"]
+AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation", "sts", "athena"]
 
 
 class TargetError(RuntimeError):
@@ -34,6 +34,9 @@ class Target:
     # The registry the stack serves from (s3://<bucket>/models/<name>), when the stack says; else the
     # only model under models/ is taken (operate.models.open_registry).
     model_registry: str | None = None
+    # Where Athena queries the runs' result files (a deployed stack's outputs; empty on the local stack).
+    athena_workgroup: str = ""
+    glue_database: str = ""
     # One client per service, made at first use: watching a run polls it several times a second.
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -267,4 +270,7 @@ def aws_target(stack: str, region: str | None = None, profile: str | None = None
         profile=profile,
         # Stacks deployed before this output existed: the only model under models/ is taken.
         model_registry=next((v for k, v in outputs.items() if k.startswith("ModelRegistry")), None),
+        # A stack deployed before the results tables existed has neither: `query` says so.
+        athena_workgroup=next((v for k, v in outputs.items() if k.startswith("AthenaWorkGroup")), ""),
+        glue_database=next((v for k, v in outputs.items() if k.startswith("GlueDatabase")), ""),
     )

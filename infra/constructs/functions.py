@@ -28,6 +28,7 @@ from contract.resource_spec import (
     RUN_STATE,
     RUNS_PREFIX,
 )
+from contract.results import RESULTS_FOLDER, RESULTS_INDEX_PREFIX
 from contract.settings import Settings, table_settings
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
@@ -240,6 +241,19 @@ class Functions(Construct):
         allow(role, ["dynamodb:Query", "dynamodb:UpdateItem"], [counts])
         allow(role, ["dynamodb:Query"], [failures])
 
+        # WriteRunResults: lists the run's result files (ListBucket under runs/), reads the manifest
+        # (GetObject), the predictions of any batch whose child wrote no file (Query), the run's failures
+        # (Query), and writes the result files under runs/<run>/results/ and the Glue tables' index
+        # files under results-index/ (PutObject; failures.jsonl may go in parts).
+        role = self.roles["WriteRunResults"]
+        allow(role, ["s3:ListBucket"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{RUNS_PREFIX}*"]})
+        allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
+        allow(role, ["s3:PutObject", "s3:AbortMultipartUpload"],
+              [bucket.arn_for_objects(f"{RUNS_PREFIX}*/{RESULTS_FOLDER}*"),
+               bucket.arn_for_objects(f"{RESULTS_INDEX_PREFIX}*")])
+        allow(role, ["dynamodb:Query"], [predictions])
+        allow(role, ["dynamodb:Query"], [failures])
+
         # CollectTrainingData: lists labels/<class>/ (ListObjectsV2), reads the registry's pointer and
         # the current version's labels.json (GetObject), the training checkpoint (GetItem), scans the
         # predictions for the low-confidence export (Scan), and writes the train / held-out
@@ -277,6 +291,7 @@ class Functions(Construct):
             ("BuildReplayManifest", (IMAGES_PREFIX, RUNS_PREFIX)),
             ("CollectTrainingData", (MODELS_PREFIX, RUNS_PREFIX)),
             ("ReconcileBatches", (RUNS_PREFIX,)),
+            ("WriteRunResults", (RUNS_PREFIX, f"{RUNS_PREFIX}*/{RESULTS_FOLDER}", RESULTS_INDEX_PREFIX)),
         ):
             for prefix in prefixes:
                 acknowledge(

@@ -18,7 +18,9 @@ from contract.resource_spec import (
     MODELS_PREFIX,
     PREDICTIONS,
     RUN_STATE,
+    RUNS_PREFIX,
 )
+from contract.results import PREDICTION_FILES
 from infra.acknowledgements import (
     LOG_STREAMS_REASON,
     XRAY_REASON,
@@ -126,6 +128,8 @@ class Inference(Construct):
                 log_streams_finding(log_group): LOG_STREAMS_REASON,
                 object_prefix_finding(storage.bucket, IMAGES_PREFIX): object_prefix_reason(IMAGES_PREFIX),
                 object_prefix_finding(storage.bucket, MODELS_PREFIX): object_prefix_reason(MODELS_PREFIX),
+                object_prefix_finding(storage.bucket, f"{RUNS_PREFIX}*/{PREDICTION_FILES}"): (
+                    "Only result files: the run and the batch in the key are not known in advance."),
             },
         )
 
@@ -150,3 +154,5 @@ class Inference(Construct):
               [storage.table(DAILY_COUNTS).table_arn])
         allow(role, ["dynamodb:BatchWriteItem"], [storage.table(FAILURES).table_arn])
         allow(role, ["dynamodb:PutItem"], [storage.table(RUN_STATE).table_arn])
+        # The batch's result file, runs/<run>/results/predictions/<batch>.jsonl (contract/results.py).
+        allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*/{PREDICTION_FILES}*")])

@@ -9,6 +9,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from contract.resource_spec import RUNS_PREFIX, TABLES, KeyAttribute, TableSpec
+from contract.results import RESULTS_INDEX_PREFIX
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -58,6 +59,14 @@ class Storage(Construct):
                     id="expire-run-manifests",
                     prefix=RUNS_PREFIX,
                     expiration=cdk.Duration.days(runs_expire_days),
+                    noncurrent_version_expiration=cdk.Duration.days(1),
+                ),
+                # The Glue tables' index files go a day before the result files they list, so that a
+                # query never meets an index naming a file that has expired.
+                s3.LifecycleRule(
+                    id="expire-results-index",
+                    prefix=RESULTS_INDEX_PREFIX,
+                    expiration=cdk.Duration.days(max(1, runs_expire_days - 1)),
                     noncurrent_version_expiration=cdk.Duration.days(1),
                 ),
                 s3.LifecycleRule(

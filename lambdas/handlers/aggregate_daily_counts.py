@@ -14,6 +14,6 @@ from lambdas.steps import AggregateDailyCountsRequest
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = AggregateDailyCountsRequest.from_event(event)
     s = stores()
-    summary = aggregate_daily_counts(request, s.predictions, s.failures, s.state)
+    summary = aggregate_daily_counts(request, s.predictions, s.failures, s.state, s.settings.bucket)
     count(RunImagesScored=summary.images_scored, RunImagesFailed=summary.images_failed)
     return summary.to_dict()

@@ -60,9 +60,15 @@ def test_score_run_with_a_broken_image_then_replay_and_review(
     assert _state(page, "ClassifyBatch") == "succeeded"
     assert page.locator('#graph path.taken[data-edge="RouteByMode>ListNewVersions"]').count() == 1
     for edge in ("Classify>ReconcileBatches", "ReconcileBatches>ClassifyOutcome",
-                 "ClassifyOutcome>AggregateDailyCounts"):
+                 "ClassifyOutcome>WriteRunResults", "WriteRunResults>AggregateDailyCounts"):
         assert page.locator(f'#graph path.taken[data-edge="{edge}"]').count() == 1
-    assert page.locator("#graph path.taken").count() == 6
+    assert page.locator("#graph path.taken").count() == 7
+
+    # The run's predictions as CSV, from its result files: a header and one row per image scored.
+    with page.expect_download() as download:
+        page.click("#predictions-csv")
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("image_uri,bucket,key,version_id,class,confidence") and len(rows) == 21
     assert re.search(r"Map · succeeded · [\d.]+ s",
                      page.locator('#graph g[data-state="Classify"] > text.detail').text_content())
 

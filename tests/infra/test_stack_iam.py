@@ -94,6 +94,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
                 "dynamodb:UpdateItem",
                 "dynamodb:BatchWriteItem",
                 "dynamodb:BatchGetItem",
+                "s3:PutObject",  # the batch's result file
             },
         ),
         (
@@ -105,6 +106,8 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
         ("ReconcileBatches", {"s3:ListBucket", "s3:GetObject", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
                               "dynamodb:PutItem", "dynamodb:Query"}),
         ("AggregateDailyCounts", {"dynamodb:Query", "dynamodb:UpdateItem"}),
+        ("WriteRunResults", {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                             "dynamodb:Query"}),
         (
             "CollectTrainingData",
             {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "dynamodb:GetItem", "dynamodb:Scan"},
@@ -187,6 +190,12 @@ def _path(resource: Any) -> str:
                                  "s3:PutObject": {"bucket/runs/*"}}),
         # The manifest and the ResultWriter's files; it writes only to DynamoDB.
         ("ReconcileBatches", {"s3:GetObject": {"bucket/runs/*"}}),
+        # A batch's result file, and nothing else under runs/.
+        ("ClassifyBatch", {"s3:GetObject": {"bucket/models/*"},
+                           "s3:PutObject": {"bucket/runs/*/results/predictions/*"}}),
+        # Reads the manifest; writes only result files and the Glue tables' index files.
+        ("WriteRunResults", {"s3:GetObject": {"bucket/runs/*"},
+                             "s3:PutObject": {"bucket/runs/*/results/*", "bucket/results-index/*"}}),
     ],
 )
 def test_each_function_reaches_only_its_objects(
@@ -197,7 +206,7 @@ def test_each_function_reaches_only_its_objects(
 
 
 def test_object_access_is_limited_to_its_prefix(synthesized: Any, synthesized_sagemaker: Any) -> None:
-    prefixes = ("/incoming/", "/runs/", "/models/", "/labels/")
+    prefixes = ("/incoming/", "/runs/", "/models/", "/labels/", "/results-index/")
     for synth in (synthesized, synthesized_sagemaker):
         for role, statements in _statements(synth).items():
             for statement in statements:

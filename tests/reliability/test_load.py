@@ -136,6 +136,13 @@ def test_ten_thousand_images_in_one_run_with_flat_memory(held_out_digits: list[A
         summary = output_of(description)
         assert summary["images_scored"] == IMAGES and summary["images_failed"] == 0
         assert summary["batches"] == -(-IMAGES // 128)
+        # Its result files: a file per batch, one line per image, listed by the Glue table's index file.
+        s3, bucket = engine.client("s3"), engine.config.bucket
+        index = s3.get_object(Bucket=bucket, Key=f"results-index/predictions/{summary['run_id']}.txt")["Body"]
+        files = index.read().decode().split()
+        assert len(files) == summary["batches"] and summary["results"]["predictions"] in files[0]
+        assert sum(s3.get_object(Bucket=bucket, Key=uri.split("/", 3)[3])["Body"].read().count(b"\n")
+                   for uri in files) == IMAGES
 
         # A further run, traced (tracemalloc slows the run and takes memory of its own, so the
         # long run above is not traced): what batchinfer's own code still holds afterwards.

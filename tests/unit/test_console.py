@@ -39,12 +39,12 @@ def test_graph_has_every_state_of_the_definition_and_every_edge_points_down() ->
 def test_overlay_marks_the_path_statuses_durations_and_the_caught_batches() -> None:
     graph = overlay(layout(definition()),
                     _timeline("RouteByMode", "ListNewVersions", "AnythingToScore", "Classify", "ReconcileBatches",
-                              "ClassifyOutcome", "AggregateDailyCounts"),
+                              "ClassifyOutcome", "WriteRunResults", "AggregateDailyCounts"),
                     "SUCCEEDED", [{"status": "SUCCEEDED", "items": {"total": 3, "succeeded": 3, "failed": 0}}],
                     [{"stage": "batch"}, {"stage": "batch"}, {"stage": "decode"}])
     assert graph.path() == ["RouteByMode>ListNewVersions", "ListNewVersions>AnythingToScore",
                             "AnythingToScore>Classify", "Classify>ReconcileBatches", "ReconcileBatches>ClassifyOutcome",
-                            "ClassifyOutcome>AggregateDailyCounts"]
+                            "ClassifyOutcome>WriteRunResults", "WriteRunResults>AggregateDailyCounts"]
     assert graph.node("Classify").status == "succeeded" and graph.node("Classify").seconds == 0.5
     assert graph.node("BuildReplayManifest").status == "not-run"
     assert (graph.node("ClassifyBatch").status, graph.node("ClassifyBatch").note) == ("succeeded", "3/3 batches")

@@ -32,13 +32,14 @@ def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:
     detail = cli_json("show", run_id)
     states = [step["state"] for step in detail["timeline"]]
     assert states == ["RouteByMode", "ListNewVersions", "AnythingToScore", "Classify", "ReconcileBatches",
-                      "ClassifyOutcome", "AggregateDailyCounts"]
+                      "ClassifyOutcome", "WriteRunResults", "AggregateDailyCounts"]
     assert all(step["seconds"] is not None for step in detail["timeline"])
     assert detail["map_runs"][0]["items"]["total"] == 2 and detail["map_runs"][0]["items"]["succeeded"] == 2
     assert detail["failures"] == [] and detail["console_url"] is None
 
     table = cli("show", run_id)
     assert "AggregateDailyCounts" in table.stdout and "map run SUCCEEDED" in table.stdout
+    assert f"runs/{run_id}/results/failures.jsonl" in table.stdout  # the summary links the result files
 
     # Progress is the Map Run's item counts: after the first poll, one DescribeMapRun a poll.
     calls: list[str] = []
