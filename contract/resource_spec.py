@@ -187,7 +187,7 @@ FUNCTION_LIMITS: dict[str, FunctionLimits] = {
 }
 
 
-# AWS's documented quotas that can fail a run; the embedded engine enforces each (README, "AWS limits").
+# AWS's documented quotas that can fail a run; the embedded engine enforces each (docs/engine/index.md).
 # Step Functions: input or output of a task, state or execution, as UTF-8 bytes.
 STATES_PAYLOAD_BYTES = 256 * 1024
 # An EXPRESS workflow (a Distributed Map's EXPRESS child) ends after this long, whatever its Tasks say.

@@ -199,17 +199,19 @@ def settings_page() -> str:
            "zero`). CDK and the embedded engine write every function's environment with `Settings(...).to_env()`, "
            "so the names below are the whole interface. A setting that is also a CDK context key takes its "
            "value from that key when deployed (see [CDK context keys](context.md)), checked by the same rule.\n",
-           "| environment variable | setting | type | default | accepts | CDK context key | notes |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           "| environment variable | type, default | accepts | notes |",
+           "| --- | --- | --- | --- |"]
     for f in fields(Settings):
         variable = f.metadata["variable"]
         default = "required" if f.default is MISSING else (_code(f.default) if f.default != "" else "empty")
         accepts = check_text(f.name)
         if variable.verbatim:
             accepts += "; taken as written (spaces kept, may be empty)"
-        key = f"[{_code(f.name)}](context.md#{f.name})" if f.name in SHARED_SETTINGS else ""
-        out.append(f"| {_code(variable.name)} | {_code(f.name)} | {_cell(_type_name(f.type))} | {default} | "
-                   f"{_cell(accepts)} | {key} | {_cell(_notes(notes.get(f.name), deploy_notes.get(f.name)))} |")
+        note = _cell(_notes(notes.get(f.name), deploy_notes.get(f.name)))
+        if f.name in SHARED_SETTINGS:
+            note = f"CDK context key [{_code(f.name)}](context.md#{f.name}). {note}".strip()
+        out.append(f"| {_code(variable.name)}<br>setting {_code(f.name)} | {_cell(_type_name(f.type))}, {default} | "
+                   f"{_cell(accepts)} | {note} |")
     return "\n".join(out) + "\n"
 
 
@@ -243,8 +245,8 @@ def context_page() -> str:
            "is built. Set one with `cdk deploy -c key=value`, or change its default in `cdk.json`. A bad value "
            "stops `cdk synth` with a message that names the key. A key that is also a [setting](settings.md) of "
            "the functions is passed to them as its environment variable and checked by the same rule.\n",
-           "| key | type | default (cdk.json) | accepts | setting of the functions | notes |",
-           "| --- | --- | --- | --- | --- | --- |"]
+           "| key | type, default (cdk.json) | accepts | notes |",
+           "| --- | --- | --- | --- |"]
     for f in fields(DeployConfig):
         declared = getattr(DeployConfig(), f.name)
         default = context.get(f.name, declared)
@@ -252,13 +254,12 @@ def context_page() -> str:
         if f.name in context and context[f.name] != declared:
             shown += f" (without cdk.json: {_code(declared)})"
         if f.name in SHARED_SETTINGS:
-            accepts, setting = check_text(f.name), _code(variable_of(f.name))
+            accepts = f"{_cell(check_text(f.name))}; the functions' setting {_code(variable_of(f.name))}"
             note = _notes(notes.get(f.name), setting_notes.get(f.name))
         else:
-            accepts, setting, note = "", "", notes.get(f.name, "")
+            accepts, note = "", notes.get(f.name, "")
         anchor = f'<a id="{f.name}"></a>'
-        out.append(f"| {anchor}{_code(f.name)} | {_cell(_type_name(f.type))} | {shown} | {_cell(accepts)} | "
-                   f"{setting} | {_cell(note)} |")
+        out.append(f"| {anchor}{_code(f.name)} | {_cell(_type_name(f.type))}, {shown} | {accepts} | {_cell(note)} |")
     unread = sorted(set(context) - {f.name for f in fields(DeployConfig)})
     if unread:
         out.append("\nIn `cdk.json` but not read by `DeployConfig` (so they change nothing): "

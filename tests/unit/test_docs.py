@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 from types import ModuleType
@@ -129,7 +132,8 @@ def test_the_cli_reference_names_every_command_option_and_argument(pages: dict[s
 def test_the_settings_reference_names_every_setting_with_its_type_default_and_check(pages: dict[str, str]) -> None:
     assert missing_from_settings_page(pages["reference/settings.md"]) == []
     row = _rows(pages["reference/settings.md"], "`BATCHINFER_")["BATCHINFER_BATCH_SIZE"]
-    assert "| int |" in row and "greater than zero, at most 1,000" in row and "[`batch_size`](context.md#batch_size)" in row
+    assert "| int, `32` |" in row and "greater than zero, at most 1,000" in row
+    assert "[`batch_size`](context.md#batch_size)" in row
 
 
 def test_every_setting_check_says_in_words_what_it_accepts() -> None:
@@ -147,7 +151,8 @@ def test_the_checks_catch_a_page_that_lost_an_option_a_setting_or_a_key(pages: d
     assert "batchinfer start --wait" in missing_from_cli_page(cli)
     settings = pages["reference/settings.md"].replace("`BATCHINFER_TIME_ZONE`", "`BATCHINFER_TZ`")
     assert "BATCHINFER_TIME_ZONE: `BATCHINFER_TIME_ZONE`" in missing_from_settings_page(settings)
-    context = "\n".join(line for line in pages["reference/context.md"].splitlines() if 'id="event_bus_name"' not in line)
+    context = "\n".join(line for line in pages["reference/context.md"].splitlines()
+                        if 'id="event_bus_name"' not in line)
     assert missing_from_context_page(context) == ["event_bus_name"]
 
 
@@ -165,6 +170,26 @@ def test_every_page_in_the_nav_is_a_file_or_generated() -> None:
     on_disk = {p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md")}
     assert named - on_disk == generated
     assert on_disk - named == set()
+
+
+def test_the_site_builds_strictly_with_the_reference_in_it(tmp_path: Path) -> None:
+    """`mkdocs build --strict` (what `make docs` and CI run): every link and anchor resolves, every page is in
+    the nav, and the built reference pages hold every command, option, setting and context key."""
+    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert build.returncode == 0, build.stderr
+    html = {name: (tmp_path / "reference" / name / "index.html").read_text()
+            for name in ("cli", "settings", "context", "moto-patches")}
+    for path, command in _commands(typer.main.get_command(app), ["batchinfer"]):
+        assert f'id="{path.replace(" ", "-")}"' in html["cli"], path
+        for param in command.params:
+            if param.param_type_name == "option" and not param.hidden:
+                assert all(name in html["cli"] for name in [*param.opts, *param.secondary_opts]), param.opts
+    assert all(f.metadata["variable"].name in html["settings"] for f in fields(Settings))
+    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    assert all(f'id="{key}"' in html["context"] for key in {f.name for f in fields(DeployConfig)} | set(context))
+    assert (tmp_path / "console" / "run.png").exists()  # the console's screenshots are in the site
 
 
 # -- the README ---------------------------------------------------------------------------------------------
