@@ -85,14 +85,16 @@ def _notes(*comments: str | None) -> str:
 
 
 # -- the CLI -------------------------------------------------------------------------------------------------
-def cli_commands() -> Iterator[tuple[list[str], Any, Any]]:
-    """Every command of `batchinfer`, groups and sub-commands included: (path of names, command, its context).
+def cli_commands(app: Any = None) -> Iterator[tuple[list[str], Any, Any]]:
+    """Every command of `batchinfer` (or of another Typer `app`), groups and their sub-commands at any depth
+    included: (path of names, command, its context).
 
     Duck-typed: Typer builds click commands, from click itself or from the copy of click it ships.
     """
     import typer
 
-    from cli.app import app
+    if app is None:
+        from cli.app import app
 
     def walk(command: Any, names: list[str], parent: Any) -> Iterator[tuple[list[str], Any, Any]]:
         context = command.context_class(command, info_name=names[-1], parent=parent)
@@ -150,8 +152,8 @@ def _arguments_table(arguments: list[Any]) -> str:
     return "\n".join(rows)
 
 
-def cli_page() -> str:
-    commands = list(cli_commands())
+def cli_page(app: Any = None) -> str:
+    commands = list(cli_commands(app))
     out = [GENERATED, "# The `batchinfer` command\n",
            "Every command and option, read from the Typer app in `cli/app.py` when the site is built. "
            "The same text is printed by `batchinfer COMMAND --help`. Options of `batchinfer` itself "

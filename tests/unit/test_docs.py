@@ -129,6 +129,35 @@ def test_the_cli_reference_names_every_command_option_and_argument(pages: dict[s
     assert "--state-dir" in _sections(page)["batchinfer local serve"]
 
 
+def test_the_cli_reference_walks_groups_of_groups() -> None:
+    """Commands added later, such as a `models` group with its own sub-groups, are found at any depth."""
+    tool = typer.Typer()
+    models = typer.Typer(help="The model registry.")
+    review = typer.Typer(help="Approval of published versions.")
+    tool.add_typer(models, name="models")
+    models.add_typer(review, name="review")
+
+    @tool.command()
+    def runs() -> None:
+        """Recent executions."""
+
+    @models.command()
+    def publish(artifact: str = typer.Argument(..., help="The model file."),
+                promote: bool = typer.Option(False, "--promote/--keep", help="Serve it at once.")) -> None:
+        """Publish a model version."""
+
+    @review.command()
+    def approve(version: str = typer.Argument(..., help="The version.")) -> None:
+        """Approve a version."""
+
+    page = _reference().cli_page(tool)
+    sections = _sections(page)
+    assert {"batchinfer models publish", "batchinfer models review approve"} <= set(sections)
+    assert "`--promote / --keep`" in sections["batchinfer models publish"]
+    assert "| `ARTIFACT` | The model file. |" in sections["batchinfer models publish"]
+    assert "| `VERSION` | The version. |" in sections["batchinfer models review approve"]
+
+
 def test_the_settings_reference_names_every_setting_with_its_type_default_and_check(pages: dict[str, str]) -> None:
     assert missing_from_settings_page(pages["reference/settings.md"]) == []
     row = _rows(pages["reference/settings.md"], "`BATCHINFER_")["BATCHINFER_BATCH_SIZE"]
