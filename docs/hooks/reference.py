@@ -317,7 +317,7 @@ def moto_patches() -> list[tuple[int, str, str]]:
             cuts = [i for i in (title.find(mark) for mark in (": ", "; ", ", ", " (")) if i >= 20]
             title = title[:min(cuts)] if cuts else title[:100] + "…"
         found.append((number, title, text))
-    return found
+    return sorted(found)  # by number: each service's module holds its own fixes, whatever their numbers
 
 
 def moto_patches_page() -> str:

@@ -1,5 +1,5 @@
 """A first run over a backlog: more than 4,000 batches through the real definition on the embedded
-engine, which enforces Step Functions' 256 KiB state output (patch 5 of engine/moto_patches.py).
+engine, which enforces Step Functions' 256 KiB state output (patch 5, engine/moto_patches/stepfunctions.py).
 
 The definition before the ResultWriter (commit f392d37) gathered every child's result into the Classify
 map's output (about 76 bytes a batch). Run once on these same 4,100 batches, it FAILED with
