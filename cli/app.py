@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from contract.settings import MAX_IMAGES_PER_RUN_LIMIT, variable_of
 from operate.output import Column, one_line, print_table, say
 
 app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS or on one machine.",
@@ -101,6 +102,25 @@ FAULTS_DOC = ("--fault SPEC rehearses a failure. SPEC is FUNCTION:KIND[:WHEN[:TI
               "ClassifyBatch:timeout:batch-00000:1 (engine/faults.py).")
 
 
+QUOTA_HELP = ("Throttle where AWS would (repeatable): aws (every quota at AWS's figure), dynamodb, s3, lambda, or "
+              "SERVICE.NAME=VALUE, e.g. dynamodb.partition_writes=50 (engine/throttling.py). Default: none, or "
+              "BATCHINFER_ENGINE_QUOTAS.")
+
+
+def quota_spec(specs: list[str] | None) -> str | None:
+    """The --quota rules as one spec, checked now: a bad one is a one-line error."""
+    if not specs:
+        return None
+    from engine.throttling import Quotas, QuotaSpecError
+
+    spec = ",".join(specs)
+    try:
+        Quotas.parse(spec)
+    except QuotaSpecError as error:
+        fail(str(error))
+    return spec
+
+
 def fault_plan(specs: list[str] | None) -> str | None:
     """The --fault rules as one plan, checked now: a bad rule is a one-line error."""
     if not specs:
@@ -157,7 +177,11 @@ def local_serve(
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
+    max_concurrency: int = typer.Option(2, min=1, max=10_000, help="Classify batches running at once in a run."),
+    max_images_per_run: int = typer.Option(100_000, min=1, max=MAX_IMAGES_PER_RUN_LIMIT,
+                                           help="Image versions one score run takes; the rest wait for the next."),
     fault: list[str] = typer.Option(None, "--fault", metavar="SPEC", help=FAULT_HELP),
+    quota: list[str] = typer.Option(None, "--quota", metavar="SPEC", help=QUOTA_HELP),
 ) -> None:
     """Keep the embedded stack running: moto's AWS API on 127.0.0.1:PORT, the Lambda bridge,
     and the local pipe that turns uploads into executions. Its data is kept in --state-dir and is
@@ -187,9 +211,14 @@ def local_serve(
         snapshot = keeper.claim(fresh=fresh)
     except StateError as error:
         fail(str(error))
-    config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size)
+    config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size,
+                         max_concurrency=max_concurrency,
+                         extra_settings={variable_of("max_images_per_run"): str(max_images_per_run)})
     if faults is not None:
         config.faults = faults
+    quotas = quota_spec(quota)
+    if quotas is not None:
+        config.quotas = quotas
     engine = LocalEngine(config, port=port)
     try:
         engine.start()
