@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,30 +110,28 @@ QUOTA_HELP = ("Throttle where AWS would (repeatable): aws (every quota at AWS's 
 
 def quota_spec(specs: list[str] | None) -> str | None:
     """The --quota rules as one spec, checked now: a bad one is a one-line error."""
-    if not specs:
-        return None
     from engine.throttling import Quotas, QuotaSpecError
 
+    return _checked_spec(specs, Quotas.parse, QuotaSpecError)
+
+
+def _checked_spec(specs: list[str] | None, parse: Callable[[str], object], error: type[ValueError]) -> str | None:
+    """Repeated option values joined into one comma-separated spec, parsed now so that a bad one fails here."""
+    if not specs:
+        return None
     spec = ",".join(specs)
     try:
-        Quotas.parse(spec)
-    except QuotaSpecError as error:
-        fail(str(error))
+        parse(spec)
+    except error as bad:
+        fail(str(bad))
     return spec
 
 
 def fault_plan(specs: list[str] | None) -> str | None:
     """The --fault rules as one plan, checked now: a bad rule is a one-line error."""
-    if not specs:
-        return None
     from engine.faults import FaultPlan, FaultSpecError
 
-    plan = ",".join(specs)
-    try:
-        FaultPlan.parse(plan)
-    except FaultSpecError as error:
-        fail(str(error))
-    return plan
+    return _checked_spec(specs, FaultPlan.parse, FaultSpecError)
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -203,6 +202,7 @@ def local_serve(
     options: Options = ctx.obj
     port = port or options.port or DEFAULT_PORT
     faults = fault_plan(fault)
+    quotas = quota_spec(quota)
     if not port_is_free(port):
         fail(f"port {port} is already in use: stop what listens there, or serve on another with --port")
     folder = state_dir or default_state_dir(port)
@@ -216,7 +216,6 @@ def local_serve(
                          extra_settings={variable_of("max_images_per_run"): str(max_images_per_run)})
     if faults is not None:
         config.faults = faults
-    quotas = quota_spec(quota)
     if quotas is not None:
         config.quotas = quotas
     engine = LocalEngine(config, port=port)

@@ -56,7 +56,6 @@ from engine import throttling
 _state = threading.local()
 
 
-
 class _Backup:
     """Stands in for the `copy` module inside moto's DynamoDB backend."""
 
@@ -82,7 +81,6 @@ class _Backup:
             _state.backups.append(copied)
             _state.made[id(value)] = copied
         return copied
-
 
 
 def cheap_transactions() -> None:
@@ -115,9 +113,7 @@ def cheap_transactions() -> None:
     models.copy = _Backup()  # type: ignore[assignment]
 
 
-
 _dynamodb_lock = threading.RLock()
-
 
 
 def serialize_dynamodb_requests() -> None:
@@ -136,12 +132,10 @@ def serialize_dynamodb_requests() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
-
 def _attribute_bytes(name: str, value: dict[str, Any]) -> int:
     from moto.dynamodb.models.dynamo_type import DynamoType
 
     return len(name.encode()) + int(DynamoType(value).size())
-
 
 
 def _transaction_bytes(transact_items: list[dict[str, Any]]) -> int:
@@ -153,7 +147,6 @@ def _transaction_bytes(transact_items: list[dict[str, Any]]) -> int:
                           **operation.get("ExpressionAttributeValues", {})}
             total += sum(_attribute_bytes(name, value) for name, value in attributes.items())
     return total
-
 
 
 def dynamodb_request_quotas() -> None:
@@ -181,10 +174,8 @@ def dynamodb_request_quotas() -> None:
     DynamoHandler.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
 
 
-
 # moto's own item limit: AWS's is 400 KB, and moto measured AWS refusing between 409 and 410 KB.
 _MOTO_ITEM_BYTES = 405_000
-
 
 
 def item_size_checked_once() -> None:

@@ -26,7 +26,6 @@ def _sqs_message_bytes(body: str, attributes: dict[str, Any] | None) -> int:
     return size
 
 
-
 def sqs_message_size() -> None:
     """Fix 11: a message's body and attributes, in bytes, within the queue's MaximumMessageSize."""
     from moto.sqs.exceptions import InvalidParameterValue
@@ -56,7 +55,6 @@ def sqs_message_size() -> None:
     checked_send_message._sized = True  # type: ignore[attr-defined]
     SQSBackend.send_message = checked_send_message  # type: ignore[method-assign]
     SQSBackend.send_message_batch = checked_send_message_batch  # type: ignore[method-assign]
-
 
 
 def sqs_costs_stay_flat_as_a_queue_grows() -> None:

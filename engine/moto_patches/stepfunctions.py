@@ -80,7 +80,6 @@ def map_workers_loop() -> None:
         worker_class._eval_pool = _looping(original)  # type: ignore[method-assign]
 
 
-
 def _looping(original: Callable[..., None]) -> Callable[..., None]:
     def _eval_pool(self: Any, job: Any, worker_frame: Any) -> None:
         if getattr(self, "_in_pool", False):
@@ -98,7 +97,6 @@ def _looping(original: Callable[..., None]) -> Callable[..., None]:
 
     _eval_pool._looping = True  # type: ignore[attr-defined]
     return _eval_pool
-
 
 
 def dead_map_workers_fail_the_map() -> None:
@@ -123,7 +121,6 @@ def dead_map_workers_fail_the_map() -> None:
     component._launch_worker = _launch_worker  # type: ignore[method-assign]
 
 
-
 def _watched_worker(worker: Any, env: Any, job_pool: Any) -> None:
     try:
         worker.eval()
@@ -140,9 +137,13 @@ def _watched_worker(worker: Any, env: Any, job_pool: Any) -> None:
             raise
 
 
-
 def _runtime_failure(env: Any, cause: str) -> Exception:
-    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    return _states_failure(env, "StatesRuntime", cause, execution=True)
+
+
+def _states_failure(env: Any, error_type: str, cause: str, execution: bool = False) -> Exception:
+    """A `States.*` error as moto's interpreter raises it: a failed task, or (`execution`) a failed execution."""
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType, TaskFailedEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
         FailureEvent,
         FailureEventException,
@@ -153,27 +154,22 @@ def _runtime_failure(env: Any, cause: str) -> Exception:
     )
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
-    runtime = StatesErrorNameType.StatesRuntime
-    return FailureEventException(
-        failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=runtime),
-            event_type=HistoryEventType.ExecutionFailed,
-            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
-                executionFailedEventDetails=ExecutionFailedEventDetails(error=runtime.to_name(), cause=cause)
-            ),
-        )
-    )
-
-
-
-PAYLOAD_QUOTA_BYTES = STATES_PAYLOAD_BYTES
+    typ = getattr(StatesErrorNameType, error_type)
+    if execution:
+        event_type = HistoryEventType.ExecutionFailed
+        details = EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
+            executionFailedEventDetails=ExecutionFailedEventDetails(error=typ.to_name(), cause=cause))
+    else:
+        event_type = HistoryEventType.TaskFailed
+        details = EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
+            taskFailedEventDetails=TaskFailedEventDetails(error=typ.to_name(), cause=cause))
+    return FailureEventException(failure_event=FailureEvent(
+        env=env, error_name=StatesErrorName(typ=typ), event_type=event_type, event_details=details))
 
 
 PAYLOAD_QUOTA_BYTES = STATES_PAYLOAD_BYTES
 # The Map state being evaluated on this thread (innermost last): its Map Run and workers start here.
 _current_map = threading.local()
-
 
 
 def _payload_bytes(value: Any) -> int:
@@ -182,38 +178,14 @@ def _payload_bytes(value: Any) -> int:
     return len((value if isinstance(value, str) else to_json_str(value)).encode("utf-8"))
 
 
-
 def _check_payload(env: Any, value: Any, what: str) -> None:
     size = _payload_bytes(value)
     if size > PAYLOAD_QUOTA_BYTES:
         raise _data_limit_failure(env, f"{what} has {size} bytes, over the {PAYLOAD_QUOTA_BYTES}-byte payload quota")
 
 
-
 def _data_limit_failure(env: Any, cause: str) -> Exception:
-    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-
-    limit = StatesErrorNameType.StatesStatesDataLimitExceeded
-    return FailureEventException(
-        failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=limit),
-            event_type=HistoryEventType.TaskFailed,
-            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
-                taskFailedEventDetails=TaskFailedEventDetails(error=limit.to_name(), cause=cause)
-            ),
-        )
-    )
-
+    return _states_failure(env, "StatesStatesDataLimitExceeded", cause)
 
 
 def payload_quota() -> None:
@@ -277,7 +249,6 @@ def payload_quota() -> None:
             backend.start_execution = start_execution(backend.__dict__["start_execution"])  # type: ignore[method-assign]
 
 
-
 def terminal_errors_escape_states_all() -> None:
     """Fix 6: a Retry or Catch on States.ALL does not see States.DataLimitExceeded or States.Runtime."""
     from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
@@ -302,7 +273,6 @@ def terminal_errors_escape_states_all() -> None:
 
     _eval_body._terminal = True  # type: ignore[attr-defined]
     ErrorEqualsDecl._eval_body = _eval_body  # type: ignore[method-assign]
-
 
 
 def states_errors_pass_through_branches() -> None:
@@ -332,14 +302,11 @@ class EngineLimits:
     express_children: dict[str, set[str]] = field(default_factory=dict)  # state machine ARN -> Map names
 
 
-
 limits = EngineLimits()
-
 
 
 def set_express_children(state_machine_arn: str, map_state_names: set[str]) -> None:
     limits.express_children[state_machine_arn] = set(map_state_names)
-
 
 
 def _express_child_seconds(env: Any, map_state_name: str) -> float | None:
@@ -349,7 +316,6 @@ def _express_child_seconds(env: Any, map_state_name: str) -> float | None:
     if deployed is None or map_state_name not in limits.express_children[deployed]:
         return None
     return EXPRESS_EXECUTION_SECONDS * limits.time_scale
-
 
 
 def express_children_time_out() -> None:
@@ -381,7 +347,6 @@ def express_children_time_out() -> None:
     Program.eval = eval_program  # type: ignore[method-assign]
     worker_class._eval_job = _eval_child_job  # type: ignore[method-assign]
     worker_class._eval_job._limited = True  # type: ignore[attr-defined]
-
 
 
 def _eval_child_job(self: Any, env: Any, job: Any) -> None:
@@ -447,13 +412,10 @@ def _eval_child_job(self: Any, env: Any, job: Any) -> None:
                 failed.append({"Index": job.job_index, **failure})
 
 
-
 _failed_children_lock = threading.Lock()
 
 
-
 _WHOLE_PERCENTAGE = re.compile(r'("ToleratedFailurePercentage"\s*:\s*)(\d+)(?=\s*[,}\]])')
-
 
 
 def tolerated_failures_enforced() -> None:
@@ -511,20 +473,7 @@ def tolerated_failures_enforced() -> None:
     DistributedIterationComponent._map_run = checked_map_run  # type: ignore[method-assign]
 
 
-
 def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, percentage: float | None) -> Exception:
-    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-
-    threshold = StatesErrorNameType.StatesExceedToleratedFailureThreshold
     tolerated = " and ".join(
         text for text in (
             None if count is None else f"{count} item(s)",
@@ -535,17 +484,7 @@ def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, per
         f"The Map Run failed: {failed} of {items} child executions failed or timed out, "
         f"over the tolerated failure threshold ({tolerated})"
     )
-    return FailureEventException(
-        failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=threshold),
-            event_type=HistoryEventType.TaskFailed,
-            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
-                taskFailedEventDetails=TaskFailedEventDetails(error=threshold.to_name(), cause=cause)
-            ),
-        )
-    )
-
+    return _states_failure(env, "StatesExceedToleratedFailureThreshold", cause)
 
 
 def result_writer_files() -> None:
@@ -587,7 +526,6 @@ def result_writer_files() -> None:
     evaluator._handle_put_object = staticmethod(handle_put_object)  # type: ignore[assignment]
 
 
-
 def _result_files(record: Any, results: Any) -> dict[str, list[dict[str, Any]]]:
     inputs: dict[int, Any] = record.__dict__.get("child_inputs", {})
     failed = {child["Index"]: child for child in record.__dict__.get("failed_children", [])}
@@ -615,7 +553,6 @@ def _result_files(record: Any, results: Any) -> dict[str, list[dict[str, Any]]]:
         for index, child in sorted(failed.items())
     ]
     return {"SUCCEEDED": succeeded, "FAILED": failures, "PENDING": []}
-
 
 
 def map_runs_of_a_starting_execution() -> None:
@@ -658,7 +595,6 @@ def map_runs_of_a_starting_execution() -> None:
     patched_list._patched = True  # type: ignore[attr-defined]
     StepFunctionsParserBackend.list_map_runs = patched_list  # type: ignore[method-assign]
     StepFunctionsParserBackend.describe_map_run = patched_describe  # type: ignore[method-assign]
-
 
 
 def result_writer_reads_the_state_input() -> None:

@@ -173,3 +173,11 @@ def test_a_bad_quota_is_refused_with_its_syntax() -> None:
     assert quotas.dynamodb and quotas.s3 and quotas.lambda_ and quotas.dynamodb_partitions == 8
     assert quotas.dynamodb_partition_writes == 1000 and quotas.s3_prefix_reads == 5500
     assert not throttling.Quotas.parse("")
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    result = CliRunner().invoke(app, ["local", "serve", "--quota", "s3", "--quota", "lambda.concurrency=none"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: bad quota 'lambda.concurrency=none': 'none' is not a whole number"]
