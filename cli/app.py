@@ -250,7 +250,8 @@ def local_serve(
                       f"  try            aws --endpoint-url {engine.endpoint_url} s3 cp photo.png "
                       f"s3://{config.bucket}/incoming/\n"
                       f"                 batchinfer --port {port} start --wait; batchinfer --port {port} runs\n"
-                      "Ctrl-C stops it.", highlight=False, soft_wrap=True)
+                      + "".join(f"  throttles      {line}\n" for line in engine.quotas.describe())
+                      + "Ctrl-C stops it.", highlight=False, soft_wrap=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
