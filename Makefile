@@ -4,13 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# mkdocs-material prints a banner about MkDocs 2 on every build; the docs pin mkdocs<2.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install chromium demo test lint bench clean
+.PHONY: install chromium demo test lint docs docs-serve bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[ml,local,infra,results,dev]'
+	$(BIN)/pip install --quiet -e '.[ml,local,infra,results,dev,docs]'
 	touch $@
 
 install: $(VENV)/.installed chromium
@@ -32,8 +34,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The docs site, built strictly (a broken link or a page missing from the nav fails) into site/.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	$(BIN)/mkdocs serve
+
 bench: install
 	$(BIN)/python -m benchmarks.run --out benchmarks/results.json
 
 clean:
-	rm -rf $(VENV) cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) cdk.out site .pytest_cache .mypy_cache .ruff_cache

@@ -610,7 +610,7 @@ def on_the_engine(workload: Workload, prepared: Prepared, version: str, figures:
     config = LocalConfig(name="batchinfer-bench", model_name="bench", batch_size=workload.ceiling_batch,
                          max_concurrency=2)
     results["meta"]["embedded_engine"] = (
-        "moto with engine/moto_patches.py: a transaction backs up each table once, not once per action"
+        "moto with engine/moto_patches/dynamodb.py: a transaction backs up each table once, not once per action"
     )
 
     def publish(engine: Any, chosen: Any, name: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from contract.settings import MAX_IMAGES_PER_RUN_LIMIT, variable_of
 from operate.output import Column, one_line, print_table, say
 
 app = typer.Typer(help="Batch image classification on AWS Step Functions, in AWS or on one machine.",
@@ -108,18 +110,35 @@ FAULTS_DOC = ("--fault SPEC rehearses a failure. SPEC is FUNCTION:KIND[:WHEN[:TI
               "ClassifyBatch:timeout:batch-00000:1 (engine/faults.py).")
 
 
-def fault_plan(specs: list[str] | None) -> str | None:
-    """The --fault rules as one plan, checked now: a bad rule is a one-line error."""
+QUOTA_HELP = ("Throttle where AWS would (repeatable): aws (every quota at AWS's figure), dynamodb, s3, lambda, or "
+              "SERVICE.NAME=VALUE, e.g. dynamodb.partition_writes=50 (engine/throttling.py). Default: none, or "
+              "BATCHINFER_ENGINE_QUOTAS.")
+
+
+def quota_spec(specs: list[str] | None) -> str | None:
+    """The --quota rules as one spec, checked now: a bad one is a one-line error."""
+    from engine.throttling import Quotas, QuotaSpecError
+
+    return _checked_spec(specs, Quotas.parse, QuotaSpecError)
+
+
+def _checked_spec(specs: list[str] | None, parse: Callable[[str], object], error: type[ValueError]) -> str | None:
+    """Repeated option values joined into one comma-separated spec, parsed now so that a bad one fails here."""
     if not specs:
         return None
+    spec = ",".join(specs)
+    try:
+        parse(spec)
+    except error as bad:
+        fail(str(bad))
+    return spec
+
+
+def fault_plan(specs: list[str] | None) -> str | None:
+    """The --fault rules as one plan, checked now: a bad rule is a one-line error."""
     from engine.faults import FaultPlan, FaultSpecError
 
-    plan = ",".join(specs)
-    try:
-        FaultPlan.parse(plan)
-    except FaultSpecError as error:
-        fail(str(error))
-    return plan
+    return _checked_spec(specs, FaultPlan.parse, FaultSpecError)
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -167,7 +186,11 @@ def local_serve(
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
     pipe_window: float = typer.Option(20.0, min=0.0, help="Seconds the pipe waits to fill a batch."),
     batch_size: int = typer.Option(32, min=1, max=256, help="Images per ClassifyBatch invocation."),
+    max_concurrency: int = typer.Option(2, min=1, max=10_000, help="Classify batches running at once in a run."),
+    max_images_per_run: int = typer.Option(100_000, min=1, max=MAX_IMAGES_PER_RUN_LIMIT,
+                                           help="Image versions one score run takes; the rest wait for the next."),
     fault: list[str] = typer.Option(None, "--fault", metavar="SPEC", help=FAULT_HELP),
+    quota: list[str] = typer.Option(None, "--quota", metavar="SPEC", help=QUOTA_HELP),
 ) -> None:
     """Keep the embedded stack running: moto's AWS API on 127.0.0.1:PORT, the Lambda bridge,
     and the local pipe that turns uploads into executions. Its data is kept in --state-dir and is
@@ -192,6 +215,7 @@ def local_serve(
     faults = fault_plan(fault)
     if not MODEL_NAME.match(model_name):
         fail(f"--model-name {model_name!r} must be a plain name (letters, digits, '.', '_', '-')")
+    quotas = quota_spec(quota)
     if not port_is_free(port):
         fail(f"port {port} is already in use: stop what listens there, or serve on another with --port")
     folder = state_dir or default_state_dir(port)
@@ -201,9 +225,12 @@ def local_serve(
     except StateError as error:
         fail(str(error))
     config = LocalConfig(pipe_batch_size=pipe_batch_size, pipe_window_seconds=pipe_window, batch_size=batch_size,
-                         model_name=model_name)
+                         model_name=model_name, max_concurrency=max_concurrency,
+                         extra_settings={variable_of("max_images_per_run"): str(max_images_per_run)})
     if faults is not None:
         config.faults = faults
+    if quotas is not None:
+        config.quotas = quotas
     engine = LocalEngine(config, port=port)
     try:
         engine.start()
@@ -241,7 +268,8 @@ def local_serve(
                       f"  try            aws --endpoint-url {engine.endpoint_url} s3 cp photo.png "
                       f"s3://{config.bucket}/incoming/\n"
                       f"                 batchinfer --port {port} start --wait; batchinfer --port {port} runs\n"
-                      "Ctrl-C stops it.", highlight=False, soft_wrap=True)
+                      + "".join(f"  throttles      {line}\n" for line in engine.quotas.describe())
+                      + "Ctrl-C stops it.", highlight=False, soft_wrap=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:

@@ -205,7 +205,7 @@ FUNCTION_LIMITS: dict[str, FunctionLimits] = {
 }
 
 
-# AWS's documented quotas that can fail a run; the embedded engine enforces each (README, "AWS limits").
+# AWS's documented quotas that can fail a run; the embedded engine enforces each (docs/engine/index.md).
 # Step Functions: input or output of a task, state or execution, as UTF-8 bytes.
 STATES_PAYLOAD_BYTES = 256 * 1024
 # An EXPRESS workflow (a Distributed Map's EXPRESS child) ends after this long, whatever its Tasks say.
@@ -224,6 +224,21 @@ DYNAMODB_BATCH_WRITE_ITEMS = 25
 DYNAMODB_BATCH_GET_KEYS = 100
 # SQS: one message, body and attributes.
 SQS_MESSAGE_BYTES = 256 * 1024
+
+# AWS's documented throughput quotas, which the embedded engine can enforce (`--quota`, docs/engine/index.md).
+# DynamoDB: each partition serves at most this many units a second (a write unit: 1 KB written, twice that in
+# a transaction; a read unit: one strongly consistent read of 4 KB, or two eventually consistent ones).
+DYNAMODB_PARTITION_WRITE_UNITS = 1000
+DYNAMODB_PARTITION_READ_UNITS = 3000
+# A new on-demand table sustains 4,000 write and 12,000 read units a second until it scales: four partitions.
+DYNAMODB_NEW_TABLE_PARTITIONS = 4
+# The account's default ceiling of one on-demand table (or index), reads and writes alike.
+DYNAMODB_TABLE_UNITS = 40000
+# S3: requests a second per partitioned prefix, above which S3 answers 503 SlowDown until it scales.
+S3_PREFIX_WRITES = 3500  # PUT, COPY, POST, DELETE
+S3_PREFIX_READS = 5500  # GET, HEAD
+# Lambda: the account's concurrent executions in a Region by default (new accounts may have far less).
+LAMBDA_ACCOUNT_CONCURRENCY = 1000
 
 # Placeholders of the definition that are not function ARNs: the retraining outcome's event bus,
 # and the SageMaker training hook (its role, image, instance type, the labels and output locations).

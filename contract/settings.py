@@ -35,7 +35,14 @@ Check = Callable[[Any], str | None]
 
 
 def _any(value: Any) -> str | None:
+    """any text"""
     return None
+
+
+def _described(text: str, check: Check) -> Check:
+    """A check whose docstring says in words what it accepts: the reference pages print it."""
+    check.__doc__ = text
+    return check
 
 
 def _whole_number(text: str) -> int:
@@ -60,7 +67,7 @@ def _positive(at_most: int | None = None) -> Check:
             return f"must be at most {at_most}"
         return None
 
-    return check
+    return _described("greater than zero" + ("" if at_most is None else f", at most {at_most:,}"), check)
 
 
 def _fraction(upper: float | None = 1.0) -> Check:
@@ -69,10 +76,11 @@ def _fraction(upper: float | None = 1.0) -> Check:
             return "must not be negative" if value < 0 else None
         return None if 0 <= value <= upper else f"must be between 0 and {upper}"
 
-    return check
+    return _described("not negative" if upper is None else f"between 0 and {upper}", check)
 
 
 def _time_zone(value: str) -> str | None:
+    """an IANA time zone, such as UTC or Africa/Lagos"""
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -84,7 +92,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else "must be " + " or ".join(repr(c) for c in choices)
 
-    return check
+    return _described(" or ".join(f"`{c}`" for c in choices), check)
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,11 @@ def setting_named_by(variable_name: str) -> str:
 def table_settings(table_name: Callable[[TableSpec], str]) -> dict[str, Any]:
     """The settings that name the tables, by setting name: Settings(**table_settings(...), ...)."""
     return {setting_named_by(spec.setting): table_name(spec) for spec in TABLES}
+
+
+def check_text(name: str) -> str:
+    """What the setting `name` accepts, in words ("greater than zero, at most 1,000"): its check's docstring."""
+    return (_variable(name).check.__doc__ or "").strip()
 
 
 def problem_with(name: str, value: Any) -> str | None:

@@ -16,6 +16,11 @@ It also holds each function to Lambda's limits, as deployed (contract/resource_s
 - memory goes to the handler's context (`memory_limit_in_mb`); a function configured with more
   than 10,240 MB, or a timeout over 900 s, is refused when it is registered.
 `time_scale` multiplies the timeouts so that tests can run them in seconds; it is 1 by default.
+
+When the engine's quotas turn it on (`--quota lambda`, engine/throttling.py), it also holds the account's
+concurrency: an invocation that finds `lambda.concurrency` invocations of any function running is refused as
+Lambda refuses it, `TooManyRequestsException` (HTTP 429, reason `ConcurrentInvocationLimitExceeded`), before its
+handler runs; Step Functions sees `Lambda.TooManyRequestsException`, which the definition's Retry covers.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from contract.resource_spec import (
     LAMBDA_REQUEST_BYTES,
     LAMBDA_RESPONSE_BYTES,
 )
+from engine import throttling
 
 Handler = Callable[[Any, Any], Any]
 # A fault hook sees (function name, event) and may raise to make that invocation fail.
@@ -80,6 +86,7 @@ class _Registry:
     fault_hook: FaultHook | None = None
     invocations: list[tuple[str, float, bool]] = field(default_factory=list)  # (name, seconds, error)
     time_scale: float = 1.0
+    running: int = 0  # invocations whose handler is running, against the account's concurrency
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -183,6 +190,30 @@ def _on_invoke(params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict
             params, 413, "RequestEntityTooLargeException",
             f"Request must be smaller than {LAMBDA_REQUEST_BYTES} bytes for the InvokeFunction operation",
         )
+    if not _start_invocation():
+        throttling.state.count("lambda", "account")
+        return _api_error(params, 429, "TooManyRequestsException", "Rate Exceeded.",
+                          reason="ConcurrentInvocationLimitExceeded")
+    try:
+        return _invoke(params, name, spec, request)
+    finally:
+        with _registry.lock:
+            _registry.running -= 1
+
+
+def _start_invocation() -> bool:
+    """Count one more running invocation; False (and nothing counted) when the account's concurrency is full."""
+    quotas = throttling.state.quotas
+    with _registry.lock:
+        if quotas.lambda_ and _registry.running >= quotas.lambda_concurrency:
+            return False
+        _registry.running += 1
+        return True
+
+
+def _invoke(
+    params: dict[str, Any], name: str, spec: FunctionSpec, request: bytes
+) -> tuple[AWSResponse, dict[str, Any]]:
     event = json.loads(request)
     context = LambdaContext(
         function_name=name,
@@ -251,15 +282,17 @@ def _error_payload(error_type: str, message: str, stack_trace: list[str] | None 
 
 
 def _api_error(
-    params: dict[str, Any], status: int, code: str, message: str
+    params: dict[str, Any], status: int, code: str, message: str, reason: str | None = None
 ) -> tuple[AWSResponse, dict[str, Any]]:
     """Lambda's API refusing the call itself (botocore raises it as a ClientError, as from AWS)."""
     headers = {"x-amzn-ErrorType": code}
-    parsed = {
+    parsed: dict[str, Any] = {
         "Error": {"Code": code, "Message": message},
         "Type": "User",
         "message": message,
-        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers, "RetryAttempts": 0},
+        **({"Reason": reason} if reason else {}),
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers, "RetryAttempts": 0,
+                             "RequestId": str(uuid.uuid4())},
     }
     return AWSResponse(url=params.get("url", ""), status_code=status, headers=HTTPHeaders.from_dict(headers),
                        raw=None), parsed

@@ -30,7 +30,7 @@ from contract.resource_spec import (
     upload_event_pattern,
 )
 from contract.settings import Settings, table_settings
-from engine import lambda_bridge, moto_patches
+from engine import lambda_bridge, moto_patches, throttling
 from engine.faults import FaultPlan
 from engine.local_pipe import LocalPipe
 from operate import operations
@@ -73,6 +73,9 @@ class LocalConfig:
     # Multiplies every limit's duration (function timeouts, the EXPRESS child's 5 minutes) so that
     # tests can reach them in seconds. 1, the deployed values, unless a test asks otherwise.
     time_scale: float = field(default_factory=_time_scale_from_environment)
+    # AWS's throughput quotas the engine enforces (engine/throttling.py): "" (none, the default), "aws" (all at
+    # AWS's figures), or services and figures, e.g. "dynamodb.partition_writes=50,s3".
+    quotas: str = field(default_factory=throttling.quotas_from_environment)
     # Memory and timeout per function: the deployed ones (resource spec) unless overridden here.
     function_limits: dict[str, FunctionLimits] = field(default_factory=lambda: dict(FUNCTION_LIMITS))
 
@@ -138,6 +141,7 @@ class LocalEngine:
         self.config = config or LocalConfig()
         self.port = port
         self.faults = FaultPlan.parse(self.config.faults)  # a bad rule fails here, before anything starts
+        self.quotas = throttling.Quotas.parse(self.config.quotas)  # likewise a bad quota
         # Likewise a memory or timeout that Lambda would refuse.
         self.function_specs = [
             lambda_bridge.FunctionSpec(
@@ -192,6 +196,7 @@ class LocalEngine:
         else:
             self._mock = mock_aws(config=MOTO_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
+        throttling.configure(self.quotas, self.config.time_scale)
         moto_patches.install()
         moto_patches.limits.time_scale = self.config.time_scale
         _reset_function_caches()
@@ -231,6 +236,7 @@ class LocalEngine:
         if self.pipe is not None:
             self.pipe.stop()
         lambda_bridge.unregister()
+        throttling.configure(throttling.Quotas())  # the next engine starts unthrottled unless it asks
         _reset_function_caches()
         if self._mock is not None:
             self._mock.stop()
@@ -332,6 +338,10 @@ class LocalEngine:
         )["stateMachineArn"])
         moto_patches.set_express_children(arn, maps_with_express_children(definition))
         return arn
+
+    def throttled(self) -> dict[str, int]:
+        """Requests the engine's quotas have throttled since it started, by service (dynamodb, s3, lambda)."""
+        return throttling.throttled()
 
     # -- runs ------------------------------------------------------------------------------
     def start_execution(self, run_input: Any, name: str | None = None) -> str:

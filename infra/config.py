@@ -138,7 +138,7 @@ class DeployConfig:
     # Retraining. The training hook is "lambda" (the built-in TrainingHook container function, or
     # your own function named by training_hook_function_arn, keeping the contract documented in
     # inference_image/training.py) or "sagemaker" (a training job on training_image_uri, an ECR
-    # image you build; see "Retraining on AWS" in README.md).
+    # image you build; see docs/deploying/retraining.md).
     training_hook: str = Settings.training_hook
     training_hook_function_arn: str | None = None
     training_image_uri: str | None = None

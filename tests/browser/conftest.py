@@ -56,7 +56,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
-    """Where the tests save their screenshots: BATCHINFER_SCREENSHOTS (the README's docs/console) or a temp dir."""
+    """Where the tests save their screenshots: BATCHINFER_SCREENSHOTS (docs/console for the docs) or a temp dir."""
     folder = Path(os.environ.get("BATCHINFER_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -1,4 +1,4 @@
-"""moto patch 14 (engine/moto_patches.py): a Distributed Map's ResultWriter takes its bucket and prefix
+"""moto patch 14 (engine/moto_patches/stepfunctions.py): a Distributed Map's ResultWriter takes its bucket and prefix
 from paths into the Map state's input, as in AWS, and its output stays small whatever the item count."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ MAX_ENGINE_KB_PER_IMAGE = 150
 MAX_OWN_CODE_GROWTH_MB = 5
 OWN_CODE = ("*/lambdas/*", "*/inference_image/*", "*/workflow/*")
 TRACED = 1536
-# Where to keep the figures of a run (for the Reliability section of the README), when set.
+# Where to keep the figures of a run (for docs/reliability/index.md), when set.
 REPORT = os.environ.get("BATCHINFER_LOAD_REPORT")
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Bottom to top. The README's Development section shows the same order.
+# Bottom to top. docs/development/index.md shows the same order.
 LAYERS = (
     "contract",  # resource shapes, file and prefix names, settings and their environment names
     "lambdas",  # domain steps, stores, model registry, the zip functions' handlers

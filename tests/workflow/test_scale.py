@@ -1,13 +1,13 @@
 """A first run over a backlog: more than 4,000 batches through the real definition on the embedded
-engine, which enforces Step Functions' 256 KiB state output (patch 5 of engine/moto_patches.py).
+engine, which enforces Step Functions' 256 KiB state output (patch 5, engine/moto_patches/stepfunctions.py).
 
 The definition before the ResultWriter (commit f392d37) gathered every child's result into the Classify
 map's output (about 76 bytes a batch). Run once on these same 4,100 batches, it FAILED with
 States.DataLimitExceeded: "The result of Map state 'Classify' has 311600 bytes, over the 262144-byte
-payload quota" (README, "The workflow at any size"). With the results written to S3, the Map's output is
+payload quota" (docs/engine/at-scale.md). With the results written to S3, the Map's output is
 its small ResultWriterDetails whatever the batch count.
 
-Marked `load`: the run takes minutes on two cores (see the README for the figures of one run).
+Marked `load`: the run takes minutes on two cores (see docs/engine/at-scale.md for the figures of one run).
 """
 
 from __future__ import annotations

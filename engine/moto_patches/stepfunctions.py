@@ -1,20 +1,5 @@
-"""Fixes to moto that the embedded engine needs, installed by LocalEngine.start.
+"""Step Functions: what the embedded engine changes in moto's interpreter and API (fixes 3 to 9, 12 to 14).
 
-DynamoDB:
-
-1. Requests run one at a time. Map iterations run on threads, and moto's TransactWriteItems
-   deep-copies tables while other threads write to them. DynamoDB itself serializes conflicting
-   writes; one lock around moto's request handling gives the same (stricter) guarantee.
-2. TransactWriteItems costs what DynamoDB's does: a few items, not the whole table. moto backs up
-   every table a transaction touches with `copy.deepcopy`, once per item of the transaction, so
-   each transaction costs the size of the table times its items: quadratic over a run, minutes and
-   gigabytes of memory at ten thousand images. The backup exists only to roll the transaction
-   back. Puts and condition checks replace or read whole items, so a shallow copy of the table's
-   item maps restores them exactly; a table that the transaction updates or deletes from in place
-   is still copied in full (our updates go to the small counters table). The rollback restores
-   the same state as before (tests/integration/test_moto_patches.py).
-
-Step Functions:
 3. A Map worker loops over its items instead of recursing. moto's workers (`_eval_pool`) call
    themselves once per item, so past ~1,000 items a worker thread dies with RecursionError.
 4. A Map whose worker thread dies fails with `States.Runtime` naming the cause, instead of
@@ -42,12 +27,6 @@ Step Functions:
    whole-number `ToleratedFailurePercentage` (`5`, as AWS's examples write it; only `5.0` parsed):
    the definition text is read with such numbers as decimals.
 
-DynamoDB and SQS quotas moto does not check (it does check the 400 KB item, 100 TransactWriteItems
-and 100 BatchGetItem keys itself):
-10. BatchWriteItem takes at most 25 requests; TransactWriteItems at most 4 MB of items.
-11. An SQS message counts its attributes as well as its body against the queue's MaximumMessageSize
-    (moto counted the body's characters only).
-
 12. A Distributed Map's ResultWriter writes AWS's result files beside manifest.json:
     SUCCEEDED_0.json and FAILED_0.json (failed and timed-out children, with Error and Cause), each
     an array of child execution records with Input and Output as JSON strings, listed in the
@@ -58,143 +37,21 @@ and 100 BatchGetItem keys itself):
 14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
-
-15. SQS SendMessage, ReceiveMessage and DeleteMessage stay cheap as a queue grows. moto built all
-    of a queue's attributes (three counts over every message, each reading the clock per message)
-    for every message sent, and three times for every message received (its retention check), and
-    deleted a message in two passes over the queue: a queue of 3,000 upload events took minutes to
-    drain 10 at a time, and the listing step of a 3,000-image demo ran into its time budget. The
-    retention is read from the queue, the counts read the clock once, and a delete is one pass.
-16. A request finds its handler without rebuilding moto's URL map. For every request moto rebuilt
-    the service's whole map of URL patterns, and for S3 it reloaded the `moto.s3.urls` module twice
-    (re-reading its source from disk) in case `MOTO_S3_CUSTOM_ENDPOINTS` had changed: about a
-    millisecond of every S3 request (a GetObject of a 280 KB photo: 3.2 ms, 2.2 ms with the fix),
-    paid by every image read, upload and HeadObject. The map is built once per service and set of
-    URL bases, and the S3 module is reloaded only when that variable changes.
-17. A new DynamoDB item's size is added up once. moto's item checks its 400 KB limit at every
-    attribute it stores and adds up all the attributes stored so far each time: quadratic in the
-    attributes, and about a third of a TransactWriteItems of 25 predictions (each a row of a dozen
-    attributes with a map of class probabilities). Sizes are never negative, so the check at the
-    last attribute was the one that decided: the total is checked once, against moto's limit, and
-    an item over it is still refused with moto's error.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from contract.resource_spec import (
-    DYNAMODB_BATCH_WRITE_ITEMS,
-    DYNAMODB_TRANSACTION_BYTES,
     EXPRESS_EXECUTION_SECONDS,
     STATES_PAYLOAD_BYTES,
 )
-
-
-def install() -> None:
-    serialize_dynamodb_requests()
-    cheap_transactions()
-    map_workers_loop()
-    dead_map_workers_fail_the_map()
-    payload_quota()
-    terminal_errors_escape_states_all()
-    states_errors_pass_through_branches()
-    express_children_time_out()
-    tolerated_failures_enforced()
-    dynamodb_request_quotas()
-    sqs_message_size()
-    result_writer_files()
-    map_runs_of_a_starting_execution()
-    result_writer_reads_the_state_input()
-    sqs_costs_stay_flat_as_a_queue_grows()
-    request_routing_stays_cheap()
-    item_size_checked_once()
-
-
-_state = threading.local()
-
-
-class _Backup:
-    """Stands in for the `copy` module inside moto's DynamoDB backend."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(copy, name)
-
-    def deepcopy(self, value: Any, memo: Any = None) -> Any:
-        from moto.dynamodb.models.table import Table
-
-        in_place = getattr(_state, "in_place", None)
-        if isinstance(value, Table) and in_place is not None and id(value) in _state.made:
-            return _state.made[id(value)]  # moto asks again for each item: one backup is enough
-        if isinstance(value, Table) and in_place is not None and value.name not in in_place:
-            backup = copy.copy(value)
-            backup.items = defaultdict(dict)
-            for hash_value, entry in value.items.items():
-                backup.items[hash_value] = dict(entry) if isinstance(entry, dict) else entry
-            _state.backups.append(backup)
-            _state.made[id(value)] = backup
-            return backup
-        copied = copy.deepcopy(value, memo)
-        if isinstance(value, Table) and in_place is not None:
-            _state.backups.append(copied)
-            _state.made[id(value)] = copied
-        return copied
-
-
-def cheap_transactions() -> None:
-    """Fix 2: back up each table once per transaction, cheaply where nothing changes in place."""
-    import moto.dynamodb.models as models
-
-    backend = models.DynamoDBBackend
-    if getattr(backend.transact_write_items, "_cheap", False):
-        return
-    original = backend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        _state.in_place = {
-            op.get("TableName") for item in transact_items for kind, op in item.items() if kind in ("Update", "Delete")
-        }
-        _state.backups, _state.made = [], {}
-        try:
-            return original(self, transact_items)
-        finally:
-            # A table object holds cycles, so unused backups would wait for a full collection:
-            # empty them now (a backup that a rollback put in place is kept, of course).
-            in_use = {id(table) for table in self.tables.values()}
-            for backup in _state.backups:
-                if id(backup) not in in_use:
-                    backup.__dict__.clear()
-            _state.in_place, _state.backups, _state.made = None, [], {}
-
-    transact_write_items._cheap = True  # type: ignore[attr-defined]
-    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    models.copy = _Backup()  # type: ignore[assignment]
-
-
-_dynamodb_lock = threading.RLock()
-
-
-def serialize_dynamodb_requests() -> None:
-    """Run moto's DynamoDB requests one at a time (fix 1)."""
-    from moto.dynamodb.responses import DynamoHandler
-
-    if getattr(DynamoHandler.call_action, "_serialized", False):
-        return
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with _dynamodb_lock:
-            return original(self)
-
-    call_action._serialized = True  # type: ignore[attr-defined]
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 def map_workers_loop() -> None:
@@ -281,7 +138,12 @@ def _watched_worker(worker: Any, env: Any, job_pool: Any) -> None:
 
 
 def _runtime_failure(env: Any, cause: str) -> Exception:
-    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    return _states_failure(env, "StatesRuntime", cause, execution=True)
+
+
+def _states_failure(env: Any, error_type: str, cause: str, execution: bool = False) -> Exception:
+    """A `States.*` error as moto's interpreter raises it: a failed task, or (`execution`) a failed execution."""
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType, TaskFailedEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
         FailureEvent,
         FailureEventException,
@@ -292,17 +154,17 @@ def _runtime_failure(env: Any, cause: str) -> Exception:
     )
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
-    runtime = StatesErrorNameType.StatesRuntime
-    return FailureEventException(
-        failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=runtime),
-            event_type=HistoryEventType.ExecutionFailed,
-            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
-                executionFailedEventDetails=ExecutionFailedEventDetails(error=runtime.to_name(), cause=cause)
-            ),
-        )
-    )
+    typ = getattr(StatesErrorNameType, error_type)
+    if execution:
+        event_type = HistoryEventType.ExecutionFailed
+        details = EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
+            executionFailedEventDetails=ExecutionFailedEventDetails(error=typ.to_name(), cause=cause))
+    else:
+        event_type = HistoryEventType.TaskFailed
+        details = EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
+            taskFailedEventDetails=TaskFailedEventDetails(error=typ.to_name(), cause=cause))
+    return FailureEventException(failure_event=FailureEvent(
+        env=env, error_name=StatesErrorName(typ=typ), event_type=event_type, event_details=details))
 
 
 PAYLOAD_QUOTA_BYTES = STATES_PAYLOAD_BYTES
@@ -323,28 +185,7 @@ def _check_payload(env: Any, value: Any, what: str) -> None:
 
 
 def _data_limit_failure(env: Any, cause: str) -> Exception:
-    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-
-    limit = StatesErrorNameType.StatesStatesDataLimitExceeded
-    return FailureEventException(
-        failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=limit),
-            event_type=HistoryEventType.TaskFailed,
-            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
-                taskFailedEventDetails=TaskFailedEventDetails(error=limit.to_name(), cause=cause)
-            ),
-        )
-    )
+    return _states_failure(env, "StatesStatesDataLimitExceeded", cause)
 
 
 def payload_quota() -> None:
@@ -633,18 +474,6 @@ def tolerated_failures_enforced() -> None:
 
 
 def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, percentage: float | None) -> Exception:
-    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
-    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
-        FailureEvent,
-        FailureEventException,
-    )
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
-    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
-        StatesErrorNameType,
-    )
-    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-
-    threshold = StatesErrorNameType.StatesExceedToleratedFailureThreshold
     tolerated = " and ".join(
         text for text in (
             None if count is None else f"{count} item(s)",
@@ -655,98 +484,7 @@ def _tolerance_failure(env: Any, failed: int, items: int, count: int | None, per
         f"The Map Run failed: {failed} of {items} child executions failed or timed out, "
         f"over the tolerated failure threshold ({tolerated})"
     )
-    return FailureEventException(
-        failure_event=FailureEvent(
-            env=env,
-            error_name=StatesErrorName(typ=threshold),
-            event_type=HistoryEventType.TaskFailed,
-            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto builds it the same way
-                taskFailedEventDetails=TaskFailedEventDetails(error=threshold.to_name(), cause=cause)
-            ),
-        )
-    )
-
-
-def _attribute_bytes(name: str, value: dict[str, Any]) -> int:
-    from moto.dynamodb.models.dynamo_type import DynamoType
-
-    return len(name.encode()) + int(DynamoType(value).size())
-
-
-def _transaction_bytes(transact_items: list[dict[str, Any]]) -> int:
-    """The items a transaction writes, sized as DynamoDB sizes items (names and values)."""
-    total = 0
-    for entry in transact_items:
-        for operation in entry.values():
-            attributes = {**operation.get("Item", {}), **operation.get("Key", {}),
-                          **operation.get("ExpressionAttributeValues", {})}
-            total += sum(_attribute_bytes(name, value) for name, value in attributes.items())
-    return total
-
-
-def dynamodb_request_quotas() -> None:
-    """Fix 10: BatchWriteItem's 25 requests and TransactWriteItems' 4 MB."""
-    from moto.dynamodb.exceptions import MockValidationException
-    from moto.dynamodb.responses import DynamoHandler
-
-    if getattr(DynamoHandler.batch_write_item, "_quota", False):
-        return
-    batch_write_item, transact_write_items = DynamoHandler.batch_write_item, DynamoHandler.transact_write_items
-
-    def checked_batch_write_item(self: Any) -> Any:
-        requests = sum(len(table_requests) for table_requests in self.body.get("RequestItems", {}).values())
-        if requests > DYNAMODB_BATCH_WRITE_ITEMS:
-            raise MockValidationException("Too many items requested for the BatchWriteItem call")
-        return batch_write_item(self)
-
-    def checked_transact_write_items(self: Any) -> Any:
-        if _transaction_bytes(self.body.get("TransactItems", [])) > DYNAMODB_TRANSACTION_BYTES:
-            raise MockValidationException("Transaction request cannot be larger than 4 MB")
-        return transact_write_items(self)
-
-    checked_batch_write_item._quota = True  # type: ignore[attr-defined]
-    DynamoHandler.batch_write_item = checked_batch_write_item  # type: ignore[method-assign]
-    DynamoHandler.transact_write_items = checked_transact_write_items  # type: ignore[method-assign]
-
-
-def _sqs_message_bytes(body: str, attributes: dict[str, Any] | None) -> int:
-    size = len(body.encode())
-    for name, attribute in (attributes or {}).items():
-        value = attribute.get("StringValue") or attribute.get("BinaryValue") or ""
-        size += len(name.encode()) + len(str(attribute.get("DataType", "")).encode())
-        size += len(value) if isinstance(value, bytes) else len(str(value).encode())
-    return size
-
-
-def sqs_message_size() -> None:
-    """Fix 11: a message's body and attributes, in bytes, within the queue's MaximumMessageSize."""
-    from moto.sqs.exceptions import InvalidParameterValue
-    from moto.sqs.models import SQSBackend
-
-    if getattr(SQSBackend.send_message, "_sized", False):
-        return
-    send_message, send_message_batch = SQSBackend.send_message, SQSBackend.send_message_batch
-
-    def check(queue: Any, body: str, attributes: dict[str, Any] | None) -> None:
-        limit = int(queue.maximum_message_size)
-        if _sqs_message_bytes(body, attributes) > limit:
-            raise InvalidParameterValue(
-                f"One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
-            )
-
-    def checked_send_message(self: Any, queue_name: str, message_body: str, *args: Any, **kwargs: Any) -> Any:
-        check(self.get_queue(queue_name), message_body, kwargs.get("message_attributes", args[0] if args else None))
-        return send_message(self, queue_name, message_body, *args, **kwargs)
-
-    def checked_send_message_batch(self: Any, queue_name: str, entries: dict[str, dict[str, Any]]) -> Any:
-        queue = self.get_queue(queue_name)
-        for entry in entries.values():
-            check(queue, entry.get("MessageBody", ""), entry.get("MessageAttributes"))
-        return send_message_batch(self, queue_name, entries)
-
-    checked_send_message._sized = True  # type: ignore[attr-defined]
-    SQSBackend.send_message = checked_send_message  # type: ignore[method-assign]
-    SQSBackend.send_message_batch = checked_send_message_batch  # type: ignore[method-assign]
+    return _states_failure(env, "StatesExceedToleratedFailureThreshold", cause)
 
 
 def result_writer_files() -> None:
@@ -880,115 +618,3 @@ def result_writer_reads_the_state_input() -> None:
 
     _eval_body._state_input = True  # type: ignore[attr-defined]
     ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
-
-
-def sqs_costs_stay_flat_as_a_queue_grows() -> None:
-    """Fix 15: a message's retention check reads one attribute, the counts read the clock once, a delete
-    is one pass over the queue."""
-    from moto.core.utils import unix_time, unix_time_millis
-    from moto.sqs import models
-    from moto.sqs.exceptions import ReceiptHandleIsInvalid
-
-    backend, queue_class = models.SQSBackend, models.Queue
-    if getattr(backend.is_message_valid_based_on_retention_period, "_scaled", False):
-        return
-
-    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
-        retention = int(self.get_queue(queue_name).message_retention_period)
-        return bool(retention + message.sent_timestamp / 1000 > unix_time())
-
-    def messages(self: Any) -> list[Any]:
-        now = unix_time_millis()  # what Message.visible and Message.delayed each read anew
-        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
-
-    def delayed_count(self: Any) -> int:
-        now = unix_time_millis()
-        return sum(1 for m in self._messages if now < m.delayed_until)
-
-    def not_visible_count(self: Any) -> int:
-        now = unix_time_millis()
-        return sum(1 for m in self._messages if not now > m.visible_at)
-
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        if receipt_handle in self.deleted_messages:
-            return  # deleted already: deleting again is not an error
-        kept, found = [], False
-        for message in self._messages:
-            # Message.had_receipt_handle, without building a list of handles for every message.
-            if message.receipt_handle == receipt_handle or receipt_handle in message._old_receipt_handles:
-                found = True
-                self.pending_messages.discard(message)
-                self.deleted_messages.update(message.all_receipt_handles)
-            else:
-                kept.append(message)
-        if not found:
-            raise ReceiptHandleIsInvalid()
-        self._messages = kept
-
-    is_message_valid_based_on_retention_period._scaled = True  # type: ignore[attr-defined]
-    backend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
-        is_message_valid_based_on_retention_period)
-    queue_class.messages = property(messages)  # type: ignore[assignment,method-assign]
-    queue_class.approximate_number_of_messages_delayed = property(delayed_count)  # type: ignore[assignment,method-assign]
-    queue_class.approximate_number_of_messages_not_visible = property(  # type: ignore[assignment,method-assign]
-        not_visible_count)
-    queue_class.delete_message = delete_message  # type: ignore[method-assign]
-
-
-def request_routing_stays_cheap() -> None:
-    """Fix 16: each service's URL map is built once per set of URL bases; the S3 URL module is
-    reloaded only when MOTO_S3_CUSTOM_ENDPOINTS changes."""
-    import importlib
-
-    from moto import settings
-    from moto.core.base_backend import BaseBackend
-    from moto.s3 import urls as s3_urls
-    from moto.s3.models import S3Backend
-
-    build = BaseBackend.__dict__["urls"].fget
-    if getattr(build, "_built_once", False):
-        return
-    maps: dict[tuple[Any, ...], Any] = {}
-    loaded: dict[str, tuple[str, ...] | None] = {"endpoints": None}  # None: reload on first use
-
-    def s3_url_module(self: Any) -> Any:
-        endpoints = tuple(settings.get_s3_custom_endpoints())
-        if loaded["endpoints"] != endpoints:
-            importlib.reload(s3_urls)
-            loaded["endpoints"] = endpoints
-        return s3_urls
-
-    def urls(self: Any) -> Any:
-        key = (type(self), tuple(self.url_bases), settings.enable_iso_regions())
-        found = maps.get(key)
-        if found is None:
-            found = maps[key] = build(self)
-        return found
-
-    urls._built_once = True  # type: ignore[attr-defined]
-    S3Backend._url_module = property(s3_url_module)  # type: ignore[assignment,method-assign]
-    BaseBackend.urls = property(urls)  # type: ignore[assignment,method-assign]
-
-
-# moto's own item limit: AWS's is 400 KB, and moto measured AWS refusing between 409 and 410 KB.
-_MOTO_ITEM_BYTES = 405_000
-
-
-def item_size_checked_once() -> None:
-    """Fix 17: a new item's size is checked once, not once per attribute."""
-    from moto.dynamodb.models import dynamo_type
-
-    if getattr(dynamo_type.Item.__init__, "_sized_once", False):
-        return
-
-    def __init__(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
-        self.hash_key = hash_key
-        self.range_key = range_key
-        values = {key: dynamo_type.DynamoType(value) for key, value in attrs.items()}
-        if sum(dynamo_type.bytesize(key) + value.size() for key, value in values.items()) > _MOTO_ITEM_BYTES:
-            raise dynamo_type.ItemSizeTooLarge
-        self.attrs = dynamo_type.LimitedSizeDict()  # later updates are still checked as they are set
-        dict.update(self.attrs, values)
-
-    __init__._sized_once = True  # type: ignore[attr-defined]
-    dynamo_type.Item.__init__ = __init__  # type: ignore[method-assign]

@@ -1,0 +1,46 @@
+"""A score run under AWS's throughput quotas, scaled down so that they bind: DynamoDB partitions and S3 prefix
+rates throttle, the SDK's retries and the stores' backoff ride them out, and nothing is lost or counted twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine import throttling
+from tests.conftest import counted_rows, output_of, prediction_rows, recount, stored_counts, upload
+
+pytestmark = pytest.mark.workflow
+
+IMAGES = 200
+# A table's 4 partitions at 30 write units a second (of 1,000) and the images' prefix at 60 GETs a second (of
+# 5,500): the run's 200 images need at least 3 seconds of GETs and ~800 write units (7 seconds), so both bind.
+QUOTAS = "dynamodb.partition_writes=30,dynamodb.partition_reads=300,s3.prefix_reads=60,s3.prefix_writes=100"
+
+
+@pytest.fixture
+def throttled_engine(scoring_engine: Any) -> Iterator[Any]:
+    yield scoring_engine
+    throttling.configure(throttling.Quotas())
+
+
+def test_a_score_run_under_dynamodb_and_s3_throttling_loses_nothing(
+        throttled_engine: Any, held_out_digits: list[Any]) -> None:
+    engine = throttled_engine
+    versions = [upload(engine, f"incoming/{n:04d}.png", digit.png, digit.label)
+                for n, digit in enumerate((held_out_digits * 2)[:IMAGES])]
+    throttling.configure(throttling.Quotas.parse(QUOTAS), engine.config.time_scale)
+
+    description = engine.run({"mode": "score"})
+
+    assert description["status"] == "SUCCEEDED", description
+    throttled = engine.throttled()
+    throttling.configure(throttling.Quotas())  # the checks below read freely
+    summary = output_of(description)
+    assert summary["images_scored"] == IMAGES and summary["images_failed"] == 0
+    rows = prediction_rows(engine)
+    assert sorted(r["version_id"] for r in rows) == sorted(versions)  # every version scored, once
+    assert len(counted_rows(engine)) == IMAGES
+    assert stored_counts(engine) == recount(engine) == summary["daily_counts"]
+    assert throttled["dynamodb"] > 0 and throttled["s3"] > 0, throttled
