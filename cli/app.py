@@ -110,7 +110,9 @@ FAULTS_DOC = ("--fault SPEC rehearses a failure. SPEC is FUNCTION:KIND[:WHEN[:TI
               "ClassifyBatch:timeout:batch-00000:1 (engine/faults.py).")
 
 
-QUOTA_HELP = ("Throttle where AWS would (repeatable): aws (every quota at AWS's figure), dynamodb, s3, lambda, or "
+QUOTA_HELP = "Throttle where AWS would (repeatable); SPEC is described below."
+# Printed full width below the options, as FAULTS_DOC is: its tokens are too long for the help column.
+QUOTAS_DOC = ("--quota SPEC throttles where AWS would: aws (every quota at AWS's figure), dynamodb, s3, lambda, or "
               "SERVICE.NAME=VALUE, e.g. dynamodb.partition_writes=50 (engine/throttling.py). Default: none, or "
               "BATCHINFER_ENGINE_QUOTAS.")
 
@@ -170,7 +172,7 @@ def demo(
 
 
 # -- the local stack -------------------------------------------------------------------------------
-@local_app.command("serve", epilog=FAULTS_DOC)
+@local_app.command("serve", epilog=FAULTS_DOC + "\n\n" + QUOTAS_DOC)
 def local_serve(
     ctx: typer.Context,
     port: int = typer.Option(None, min=1024, max=65535,
@@ -179,8 +181,9 @@ def local_serve(
                                    help="Folder that keeps this stack's data (default: the cache's "
                                         "local-state/PORT)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the saved state and start empty."),
-    model: bool = typer.Option(True, help="Publish the demo digits model, if no version serves yet (only "
-                                          "under the model name digits)."),
+    no_model: bool = typer.Option(False, "--no-model", help="Start with no model, instead of publishing the "
+                                                            "demo digits model when no version serves yet (only "
+                                                            "under the model name digits)."),
     model_name: str = typer.Option("digits", "--model-name",
                                    help="The stack's model: its registry is models/NAME in the bucket."),
     pipe_batch_size: int = typer.Option(50, min=1, max=10000, help="Records per pipe-started execution."),
@@ -247,7 +250,7 @@ def local_serve(
                 fail(str(error))
             say(console, f"restored the state saved at {snapshot['saved_at']} from {folder}: {runs} run(s)")
         if not _serving_version(engine):
-            if model and model_name == DEMO_MODEL_NAME:
+            if not no_model and model_name == DEMO_MODEL_NAME:
                 from demo.run import publish_demo_model
 
                 publish_demo_model(engine, console, by="local")

@@ -208,9 +208,9 @@ class PredictionStore:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             old: Any = error.response.get("Item")
-            if old is None:  # an endpoint that does not return it: read it
-                old = self.client.get_item(TableName=self.predictions_table, ConsistentRead=True,
-                                           Key=to_item({"image_id": row["image_id"], "sk": row["sk"]}))["Item"]
+            if old is None:  # DynamoDB returns it with ALL_OLD: without it no decision is safe
+                raise RuntimeError(f"{self.predictions_table}: a conditional put of {row['image_id']} failed without "
+                                   "returning the item it found (ReturnValuesOnConditionCheckFailure)") from None
             return from_item(old)
         return None
 

@@ -143,12 +143,12 @@ class Inference(Construct):
         allow(role, ["s3:GetObjectVersion"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:GetObject"], [bucket.arn_for_objects(f"{MODELS_PREFIX}*")])
         allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
-        # A conditional PutItem per prediction (GetItem reads the item a failed condition found, where the
-        # response does not carry it); the batch's fold marker (PutItem, and Query of its owner's markers
-        # when one is taken) and the shard-count record (UpdateItem) in the counts table; FAILED markers
-        # and failure records with BatchWriteItem; the batch result with PutItem. A retried batch that
-        # finds its own earlier writes asks which run counted them (BatchGetItem).
-        allow(role, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"],
+        # A conditional PutItem per prediction (a failed condition returns the item it found); the
+        # batch's fold marker (PutItem, and Query of its owner's markers when one is taken) and the
+        # shard-count record (UpdateItem) in the counts table; FAILED markers and failure records with
+        # BatchWriteItem; the batch result with PutItem. A retried batch that finds its own earlier writes
+        # asks which run counted them (BatchGetItem).
+        allow(role, ["dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"],
               [storage.table(PREDICTIONS).table_arn])
         allow(role, ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
               [storage.table(DAILY_COUNTS).table_arn])

@@ -89,7 +89,6 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
                 "s3:GetObject",
                 "s3:ListBucket",
                 "dynamodb:PutItem",
-                "dynamodb:GetItem",
                 "dynamodb:Query",
                 "dynamodb:UpdateItem",
                 "dynamodb:BatchWriteItem",

@@ -138,7 +138,9 @@ def _place(resource: Any) -> str | None:
         parts = resource["Fn::Join"][1]
         if isinstance(parts[0], dict) and "Fn::GetAtt" in parts[0] and isinstance(parts[-1], str):
             path = parts[-1]
-            if not path.endswith("*"):  # one object (the registry's pointer): its prefix, as calls are counted
+            # One object (the registry's pointer) or a pattern inside a prefix (runs/*/results/...): its
+            # top prefix, as calls are counted.
+            if not path.endswith("*") or "*" in path[:-1]:
                 path = "/" + path.lstrip("/").split("/", 1)[0] + "/"
             return str(parts[0]["Fn::GetAtt"][0]) + path.rstrip("*")
     return None
@@ -221,39 +223,60 @@ def test_each_role_grants_exactly_the_calls_its_function_makes(
     crashed: list[str] = []
 
     def crash_once(self: PredictionStore, predictions: Any) -> Any:
-        if predictions and predictions[0].batch_id.endswith("-00000") and not crashed:
-            crashed.append(predictions[0].batch_id)
-            original_write(self, list(predictions)[:2])
+        batch = predictions[0].batch_id if predictions else ""
+        if (batch.endswith(("-00000", "-00002")) or batch.startswith("pipe-")) and batch not in crashed:
+            original_write(self, list(predictions)[:1 if batch.startswith("pipe-") else 2])
+            crashed.append(batch)
             raise RuntimeError("killed mid-batch")  # the retry then finds its own earlier writes
+        if batch.startswith("pipe-"):  # the event run's retries never write its last image
+            return original_write(self, list(predictions)[:2])
         return original_write(self, predictions)
 
+    original_fold = PredictionStore.fold
+    fold_deaths: list[str] = []
+
+    def die_before_the_fold(self: PredictionStore, items: Any) -> Any:
+        # A crashed batch's two retries land their items and die before folding them: RecordBatchFailure (the
+        # score run's third batch) or ReconcileBatches (the event run's, whose RecordBatchFailure fails too)
+        # folds what they left, after the first attempt's marker (so it reads its owner's markers first).
+        batch = items[0].batch_id if items else ""
+        if (batch.endswith("-00002") or batch.startswith("pipe-")) and batch in crashed \
+                and fold_deaths.count(batch) < 2:
+            fold_deaths.append(batch)
+            raise RuntimeError("killed before the fold")
+        return original_fold(self, items)
+
     monkeypatch.setattr(PredictionStore, "write", crash_once)
+    monkeypatch.setattr(PredictionStore, "fold", die_before_the_fold)
     config = LocalConfig(name="rel-iam", batch_size=4, max_concurrency=1, faults="ClassifyBatch:error:batch-00001")
     with LocalEngine(config) as engine:
         registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
         registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])
         registry.promote("v1")
-        for digit in held_out_digits[:8]:
+        for digit in held_out_digits[:12]:
             upload(engine, f"incoming/{digit.index:04d}.png", digit.png)
         upload(engine, "incoming/zz-broken.png", b"not an image")
         for message in engine.client("sqs").receive_message(QueueUrl=engine.queue_url,
                                                             MaxNumberOfMessages=10).get("Messages", []):
             engine.client("sqs").delete_message(QueueUrl=engine.queue_url, ReceiptHandle=message["ReceiptHandle"])
         first = engine.run({"mode": "score"}, timeout=300)
-        assert first["status"] == "SUCCEEDED" and crashed
+        assert first["status"] == "SUCCEEDED" and len(crashed) == 2 and len(fold_deaths) == 2
         engine.faults.rules.clear()
         assert engine.run({"mode": "replay", "run": output_of(first)["run_id"]})["status"] == "SUCCEEDED"
-        # The event-started run's one child fails outright (the batch and its RecordBatchFailure):
-        # ReconcileBatches records its item, and the run fails past the tolerated 10%.
+        # The event-started run's one child fails outright (its batch dies on every attempt, and its
+        # RecordBatchFailure too): ReconcileBatches folds what it left and records the image it never wrote,
+        # and the run fails past the tolerated 10%.
         from engine.faults import FaultPlan
 
-        engine.faults.rules.extend(
-            FaultPlan.parse("ClassifyBatch:error:batch-00000:3,RecordBatchFailure:error:batch-00000:1").rules)
+        engine.faults.rules.extend(FaultPlan.parse("RecordBatchFailure:error:batch-00000:1").rules)
         upload(engine, "incoming/from-an-event.png", held_out_digits[20].png)
+        upload(engine, "incoming/from-an-event-2.png", held_out_digits[22].png)
+        upload(engine, "incoming/from-an-event-3.png", held_out_digits[23].png)
         assert engine.pipe is not None
         for arn in engine.pipe.drain():
             description = engine.wait(arn)
             assert (description["status"], description.get("error")) == ("FAILED", "ClassifyFailed")
+        assert [b for b in crashed if b.startswith("pipe-")] and len(fold_deaths) == 4
         engine.faults.rules.clear()
         upload(engine, "incoming/no-event.png", held_out_digits[21].png)
         engine.client("sqs").purge_queue(QueueUrl=config.ingest_queue_url)  # its event lost: the sweep finds it

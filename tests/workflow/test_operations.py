@@ -65,10 +65,11 @@ def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:
     day = prediction_rows(served)[0]["date"]
     listed = cli_json("predictions", "--date", day)
     assert len(listed) == 10 and all(r["date"] == day for r in listed)
-    for row in listed:  # --json carries every field the table keeps for a prediction
+    # --json carries every field the table keeps for a prediction, and which probabilities it keeps
+    for row in listed:
         assert set(row) == {"date", "class", "confidence", "probabilities", "captured_at", "model_version",
                             "runtime", "image", "bucket", "key", "version_id", "run_id", "batch_id",
-                            "prediction_id", "created_at"}
+                            "prediction_id", "created_at", "kept"}
         assert row["batch_id"].startswith(f"{run_id}-") and row["runtime"] == "keras"
         assert row["image"].startswith(f"s3://{row['bucket']}/{row['key']}?versionId=")
         assert max(row["probabilities"], key=row["probabilities"].get) == row["class"]

@@ -14,9 +14,10 @@ from tests.conftest import counted_rows, output_of, prediction_rows, recount, st
 pytestmark = pytest.mark.workflow
 
 IMAGES = 200
-# A table's 4 partitions at 30 write units a second (of 1,000) and the images' prefix at 60 GETs a second (of
-# 5,500): the run's 200 images need at least 3 seconds of GETs and ~800 write units (7 seconds), so both bind.
-QUOTAS = "dynamodb.partition_writes=30,dynamodb.partition_reads=300,s3.prefix_reads=60,s3.prefix_writes=100"
+# A table's 4 partitions at 10 write units a second (of 1,000) and the images' prefix at 20 GETs a second
+# (of 5,500): a batch reads its images at once, and the run's 200 images need at least 10 seconds of GETs and
+# ~240 write units (one conditional put an image, a fold marker a batch: about 6 seconds), so both bind.
+QUOTAS = "dynamodb.partition_writes=10,dynamodb.partition_reads=300,s3.prefix_reads=20,s3.prefix_writes=100"
 
 
 @pytest.fixture
