@@ -13,11 +13,12 @@ from tests.conftest import counted_rows, output_of, prediction_rows, recount, st
 
 pytestmark = pytest.mark.workflow
 
-IMAGES = 200
-# A table's 4 partitions at 10 write units a second (of 1,000) and the images' prefix at 20 GETs a second
-# (of 5,500): a batch reads its images at once, and the run's 200 images need at least 10 seconds of GETs and
-# ~240 write units (one conditional put an image, a fold marker a batch: about 6 seconds), so both bind.
-QUOTAS = "dynamodb.partition_writes=10,dynamodb.partition_reads=300,s3.prefix_reads=20,s3.prefix_writes=100"
+IMAGES = 100
+# A table's 4 partitions at 3 write units a second (of 1,000) and the images' prefix at 20 GETs a second
+# (of 5,500). A bucket holds one second of its rate, and a batch writes its images' puts (one a image) and
+# reads its images at once, so every batch overflows both, however the throttling spaces the batches out;
+# the run's ~120 write units and 100 GETs take at least 10 and 5 seconds.
+QUOTAS = "dynamodb.partition_writes=3,dynamodb.partition_reads=300,s3.prefix_reads=20,s3.prefix_writes=100"
 
 
 @pytest.fixture
