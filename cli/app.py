@@ -312,8 +312,8 @@ def _log_pipe_execution(execution_arn: str, records: int) -> None:
 
 # -- runs ------------------------------------------------------------------------------------------
 def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
-    """Wait for a run, showing what it is doing: for scoring, batches done of those planned once the
-    listing has planned them (one DescribeMapRun a poll, whatever the run's size); for retraining, the
+    """Wait for a run, showing what it is doing: for scoring, its slice, the batches done of those listed
+    and the time left (one DescribeMapRun a poll, whatever the run's size); for retraining, the
     step it is on (collect, train, evaluate, promote)."""
     from operate.operations import RunProgress, wait
     from operate.run_details import current_step
@@ -330,12 +330,12 @@ def _wait_with_progress(target: Any, run_id: str, mode: str) -> dict[str, Any]:
             if mode in ("retrain", "publish"):
                 bar.update(task, description=f"run {run_id}: {step}")
                 return
-            done, planned = progress()
-            if planned is None:  # not listed yet: say so, rather than 0/?
+            now = progress()
+            if now.planned is None:  # not listed yet: say so, rather than 0/?
                 bar.update(task, description=f"run {run_id}: {step}")
             else:
-                bar.update(task, description=f"run {run_id}: {step}, {done}/{planned} batches",
-                           completed=done, total=max(planned, 1))
+                bar.update(task, description=f"run {run_id}: {step}, {now.describe()}",
+                           completed=now.done, total=max(now.planned, 1))
 
         return dict(guarded(wait, target, run_id, poll))
 
@@ -346,18 +346,23 @@ def start(
     mode: str = typer.Option("score", help="score, replay, retrain or reconcile."),
     prefix: str = typer.Option(None, help="Score only versions under this prefix (default incoming/)."),
     run: str = typer.Option(None, help="With --mode replay: the run whose failures to replay."),
+    max_images: int = typer.Option(
+        None, min=1, help="Score at most this many versions in all (default: every waiting one, a slice of "
+        "max_images_per_run at a time); the rest stay in the ledger for the next run."),
     wait_for_it: bool = typer.Option(False, "--wait", help="Wait for the run to end, showing progress."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """Start an execution by hand, as the schedule would."""
+    """Start an execution by hand, as the schedule would: it drains the backlog slice by slice."""
     from operate.operations import MODES, start_run
 
     if mode not in MODES:
         fail(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if mode == "replay" and not run:
         fail("--mode replay needs --run RUN_ID (or use `batchinfer replay RUN_ID`)")
+    if max_images is not None and mode not in ("score", "reconcile"):
+        fail(f"--max-images applies to score and reconcile runs, not {mode}")
     target = target_of(ctx)
-    run_id = guarded(start_run, target, mode, prefix=prefix, replay_of=run)
+    run_id = guarded(start_run, target, mode, prefix=prefix, replay_of=run, max_images=max_images)
     _report_started(target, run_id, wait_for_it, as_json, mode)
 
 
@@ -765,18 +770,26 @@ def _print_run(detail: dict[str, Any]) -> None:
                           Column("seconds", right=True), Column("status", wrap=True)],
                 [[step["state"], step["type"], step["entered"], _blank(step["seconds"]), escape(step["status"])]
                  for step in detail["timeline"]], title="timeline")
-    for map_run in detail["map_runs"]:
+    map_runs = detail["map_runs"]
+    for map_run in map_runs if len(map_runs) <= 5 else []:
         items = map_run["items"]
         say(console, f"map run {map_run['status']}: {items.get('total')} batches, {items.get('succeeded')} "
                      f"succeeded, {items.get('failed')} failed")
+    if len(map_runs) > 1:  # a Map Run a slice: their sum
+        total = {k: sum(int(m["items"].get(k) or 0) for m in map_runs) for k in ("total", "succeeded", "failed")}
+        say(console, f"{len(map_runs)} map runs, one a slice: {total['total']} batches, {total['succeeded']} "
+                     f"succeeded, {total['failed']} failed")
+    if detail.get("progress"):
+        say(console, f"progress: {detail['progress']}")
     if detail.get("retrain"):
         _print_retrain(detail["retrain"])
     if detail.get("publish"):
         _print_publish(detail["publish"])
     output = detail.get("output") or {}
     if output and detail["mode"] not in ("retrain", "publish"):
+        slices = f"   slices: {output['slices']}" if int(output.get("slices") or 1) > 1 else ""
         say(console, f"images scored: {output.get('images_scored')}   failed: {output.get('images_failed')}   "
-                     f"already scored: {output.get('already_scored')}")
+                     f"already scored: {output.get('already_scored')}{slices}")
         added = detail.get("added") or {}
         days = output.get("daily_counts") or {}
         if days:

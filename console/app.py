@@ -270,7 +270,7 @@ def _run_view(target: Target, run_id: str) -> dict[str, Any]:
         for name, count in counts.items():
             added_by_class[name] = added_by_class.get(name, 0) + count
     running = detail["status"] not in TERMINAL
-    done, planned = progress(target, detail["run_id"]) if running else (None, None)
+    now = progress(target, detail["run_id"]) if running else None
     output = detail.get("output") or {}
     return {
         "run": detail,
@@ -280,8 +280,7 @@ def _run_view(target: Target, run_id: str) -> dict[str, Any]:
         "added_chart": {"labels": sorted(added_by_class, key=_class_order),
                         "counts": [added_by_class[c] for c in sorted(added_by_class, key=_class_order)]},
         "running": running,
-        "done": done,
-        "planned": planned,
+        "progress": now.describe() if now else "",
         "retrain": output if output.get("mode") == "retrain" or "outcome" in output else None,
         "events": list(detail["timeline"]),
     }

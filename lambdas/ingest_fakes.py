@@ -38,6 +38,10 @@ class InMemoryIngestLedger(IngestLedger):
         for first in range(0, len(rows), page_size):
             yield [ImageVersion.from_dict(row) for row in rows[first:first + page_size]]
 
+    def approximate_size(self) -> int:
+        with self._lock:
+            return sum(len(rows) for rows in self.rows.values())
+
     def all_entries(self) -> list[dict[str, Any]]:
         return [dict(row) for shard in sorted(self.rows) for _, row in sorted(self.rows[shard].items())]
 

@@ -62,6 +62,11 @@ class IngestLedger:
             if rows:
                 yield [ImageVersion.from_dict(row) for row in rows]
 
+    def approximate_size(self) -> int:
+        """About how many entries the ledger holds: DynamoDB's item count, which AWS refreshes about every
+        six hours (exact on the embedded engine). Enough to say about how many slices a run has left."""
+        return int(self.client.describe_table(TableName=self.table)["Table"].get("ItemCount", 0))
+
     def all_entries(self) -> list[dict[str, Any]]:
         """Every entry, for tests and the CLI: never called by a run."""
         return [row for n in range(self.shards) for row in query_all(

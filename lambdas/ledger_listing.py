@@ -62,46 +62,48 @@ def ingest_upload_events(
 
 
 def drain_ledger(
-    run_id: str, prefix: str, settings: Settings, predictions: PredictionStore, ledger: IngestLedger,
-    pending: PendingVersions,
+    run_id: str, prefix: str, cap: int, predictions: PredictionStore, ledger: IngestLedger, pending: PendingVersions,
 ) -> None:
-    """The ledger's entries under prefix that are neither counted nor failed, up to the run's cap.
+    """The ledger's entries under prefix that are neither counted nor failed, up to `cap` of them.
 
     Entries found counted or failed are removed as they are read, so the ledger holds about one
-    night of uploads. Shards are read from a different one each run, so that a capped run does not
-    always leave the same shards for later.
+    night of uploads. Those this run itself counted or failed, in an earlier slice, are removed without
+    being reported as done before. Shards are read from a different one each run, so that a capped run does
+    not always leave the same shards for later.
     """
     first = zlib.crc32(run_id.encode()) % ledger.shards
     for n in range(ledger.shards):
         shard = f"{(first + n) % ledger.shards:02d}"
         for page in ledger.pages(shard):
             wanted = [v for v in page if v.key.startswith(prefix)]
-            kinds = predictions.ledger([v.image_id for v in wanted])
-            done = [i for i, k in kinds.items() if COUNTED in k]
-            pending.already_done += len(done)
-            pending.failed_before += len(kinds) - len(done)
-            ledger.remove(list(kinds))
+            owners = predictions.ledger_owners([v.image_id for v in wanted])
+            for kinds in owners.values():
+                if run_id in kinds.values():
+                    continue  # an earlier slice of this run scored or failed it
+                if COUNTED in kinds:
+                    pending.already_done += 1
+                else:
+                    pending.failed_before += 1
+            ledger.remove(list(owners))
             for version in wanted:
-                if version.image_id in kinds:
+                if version.image_id in owners:
                     continue
-                if len(pending.versions) >= settings.max_images_per_run:
+                if len(pending.versions) >= cap:
                     pending.more_waiting = True
                     return
                 pending.versions.append(version)
 
 
 def pending_versions(
-    run_id: str, prefix: str, settings: Settings, source: ImageSource, predictions: PredictionStore,
+    run_id: str, prefix: str, cap: int, settings: Settings, source: ImageSource, predictions: PredictionStore,
     ledger: IngestLedger, uploads: UploadEventQueue, clock: Callable[[], float] = time.monotonic,
 ) -> PendingVersions:
+    """Up to `cap` versions waiting under prefix, after moving the queued upload events into the ledger."""
     pending = PendingVersions()
     ingest_upload_events(settings, source, uploads, ledger, pending,
                          deadline=clock() + settings.listing_budget_seconds, clock=clock)
-    drain_ledger(run_id, prefix, settings, predictions, ledger, pending)
+    drain_ledger(run_id, prefix, cap, predictions, ledger, pending)
     if pending.failed_before:
         pending.note(f"{pending.failed_before} version(s) that failed in an earlier run were left out: "
                      "`batchinfer replay RUN` retries a run's failures")
-    if pending.more_waiting:
-        pending.note(f"more than {settings.max_images_per_run} versions are waiting (BATCHINFER_MAX_IMAGES_PER_RUN):"
-                     " this run takes that many, the next run the rest")
     return pending

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contract.settings import Settings
 from lambdas.ingest_stores import IngestLedger, UploadEventQueue
-from lambdas.ledger_listing import pending_versions
+from lambdas.ledger_listing import MAX_NOTES, pending_versions
 from lambdas.manifests import write_manifest
 from lambdas.observability import logger
 from lambdas.records import BadRecord
@@ -37,10 +37,17 @@ def list_new_versions(
     ledger: IngestLedger,
     uploads: UploadEventQueue,
 ) -> ListNewVersionsResult:
-    """An event-started run: the versions its events name. Any other: the ingest ledger's pending ones."""
+    """An event-started run: the versions its events name. Any other: the next slice of the ingest ledger's
+    pending ones, `max_images_per_run` at most, until the ledger holds no more or the run's `max_images`
+    is reached."""
+    previous = request.previous
+    slice_number = previous.slice + 1
     prefix = request.prefix if request.prefix is not None else settings.images_prefix
+    notes = list(request.rejected_events) + list(previous.notes)
+    more, slices = False, slice_number
     if request.objects is not None:
-        candidates, notes = resolve_event_objects(request.objects, settings, source, prefix)
+        candidates, event_notes = resolve_event_objects(request.objects, settings, source, prefix)
+        notes += event_notes
         done = predictions.ledger([c.image_id for c in candidates])
         failed_before = sum(1 for kinds in done.values() if COUNTED not in kinds)
         if failed_before:
@@ -49,18 +56,42 @@ def list_new_versions(
         new = [c for c in candidates if c.image_id not in done]
         already_done = len(candidates) - len(new) - failed_before
     else:
-        pending = pending_versions(request.run_id, prefix, settings, source, predictions, ledger, uploads)
-        new, already_done, notes = pending.versions, pending.already_done, pending.notes
+        left = None if request.max_images is None else request.max_images - previous.run_images
+        cap = settings.max_images_per_run if left is None else max(0, min(settings.max_images_per_run, left))
+        pending = pending_versions(request.run_id, prefix, cap, settings, source, predictions, ledger, uploads)
+        new, already_done = pending.versions, pending.already_done
+        notes += pending.notes
+        reached = left is not None and len(new) >= left
+        more = pending.more_waiting and not reached
+        if more:
+            # The ledger's size includes this slice's versions, which leave it once scored.
+            slices = previous.slice + max(1, -(-ledger.approximate_size() // settings.max_images_per_run))
+        elif pending.more_waiting:
+            notes.append(f"the run stopped at its max_images of {request.max_images}: the versions still waiting "
+                         "stay in the ingest ledger for the next run")
     new.sort(key=lambda c: (c.last_modified, c.key))
-    manifest = write_manifest(request.run_id, new, settings, source)
+    manifest = write_manifest(request.run_id, new, settings, source, slice_number, previous.run_batches)
     logger.info(
         "listed new versions",
-        extra={"run_id": request.run_id, "new": len(new), "already_done": already_done,
-               "batches": manifest["batches"]},
+        extra={"run_id": request.run_id, "slice": slice_number, "new": len(new), "already_done": already_done,
+               "batches": manifest["batches"], "more": more},
     )
     return ListNewVersionsResult(
         **manifest,
-        already_done=already_done,
+        already_done=previous.already_done + already_done,
         checkpoint=None,  # the ledger needs no time checkpoint: entries leave it once scored
-        notes=list(request.rejected_events) + notes,
+        notes=_capped(notes),
+        slice=slice_number,
+        slices=slices,
+        more=more,
+        run_batches=previous.run_batches + manifest["batches"],
+        run_images=previous.run_images + manifest["images"],
     )
+
+
+def _capped(notes: list[str]) -> list[str]:
+    """Notes travel from slice to slice in the state's output (256 KiB): a summary beyond MAX_NOTES."""
+    unique = list(dict.fromkeys(notes))
+    if len(unique) <= MAX_NOTES:
+        return unique
+    return unique[:MAX_NOTES] + ["more notes left out; see the function's logs"]

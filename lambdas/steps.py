@@ -48,11 +48,46 @@ class ObjectRef:
 
 
 @dataclass(frozen=True)
+class SliceProgress:
+    """Where a run that drains the ledger slice by slice stands, as the slice before this one left it."""
+
+    slice: int = 0  # slices listed so far
+    run_batches: int = 0  # batches listed so far, all slices: the next slice's batch ids follow them
+    run_images: int = 0
+    already_done: int = 0  # versions found done by other runs, all slices
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_listing(cls, listing: Any) -> SliceProgress:
+        """The previous slice's listing (the state's `listing`), or none for a run's first slice."""
+        if listing is None:
+            return cls()
+        try:
+            return cls(slice=int(listing["slice"]), run_batches=int(listing["run_batches"]),
+                       run_images=int(listing["run_images"]), already_done=int(listing["already_done"]),
+                       notes=tuple(str(n) for n in listing.get("notes") or ()))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise BadRecord("the previous slice's 'listing' needs whole numbers 'slice', 'run_batches', "
+                            "'run_images' and 'already_done'") from None
+
+
+def _max_images(run_input: dict[str, Any]) -> int | None:
+    value = run_input.get("max_images")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRecord(f"'max_images' must be a whole number above 0, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
 class ListNewVersionsRequest:
     run_id: str
     prefix: str | None = None
     objects: tuple[ObjectRef, ...] | None = None  # set when the run was started by S3 events
     rejected_events: tuple[str, ...] = ()
+    max_images: int | None = None  # the caller's cap on the whole run (all slices); None drains the ledger
+    previous: SliceProgress = field(default_factory=SliceProgress)
 
     @classmethod
     def from_event(cls, event: Any) -> ListNewVersionsRequest:
@@ -65,7 +100,8 @@ class ListNewVersionsRequest:
             raise BadRecord("'prefix' must be a string")
         events = run_input.get("events")
         if events is None:
-            return cls(run_id=str(event["run_id"]), prefix=prefix)
+            return cls(run_id=str(event["run_id"]), prefix=prefix, max_images=_max_images(run_input),
+                       previous=SliceProgress.from_listing(run_input.get("listing")))
         if not isinstance(events, list):
             raise BadRecord("'events' must be a list of S3 event records")
         objects, rejected = parse_s3_events(events)
@@ -139,9 +175,20 @@ class ManifestResult(StepResult):
     batches: int
     images: int
     max_concurrency: int
-    already_done: int
+    already_done: int  # all slices so far
     checkpoint: dict[str, str] | None
-    notes: list[str]
+    notes: list[str]  # all slices so far
+    # A run drains the ledger a slice (one manifest, one Map Run) at a time: this slice's number, about how
+    # many the run will take, whether another follows, and the run's batches and images so far.
+    slice: int = 1
+    slices: int = 1
+    more: bool = False
+    run_batches: int = 0
+    run_images: int = 0
+
+    def __post_init__(self) -> None:
+        self.run_batches = self.run_batches or self.batches
+        self.run_images = self.run_images or self.images
 
 
 ListNewVersionsResult = ManifestResult
@@ -236,6 +283,7 @@ class AggregateDailyCountsRequest:
     checkpoint: dict[str, Any] | None = None
     notes: tuple[str, ...] = ()
     already_done: int = 0
+    slices: int = 1
 
     @classmethod
     def from_event(cls, event: Any) -> AggregateDailyCountsRequest:
@@ -244,12 +292,17 @@ class AggregateDailyCountsRequest:
         notes = event.get("notes") or []
         if (checkpoint is not None and not isinstance(checkpoint, dict)) or not isinstance(notes, list):
             raise BadRecord("AggregateDailyCounts needs 'checkpoint' as an object or null and 'notes' as a list")
-        try:
-            already_done = int(event.get("already_done") or 0)
-        except (TypeError, ValueError):
-            raise BadRecord("AggregateDailyCounts needs 'already_done' as a whole number") from None
+        already_done = _whole_number("AggregateDailyCounts", event, "already_done", 0)
+        slices = _whole_number("AggregateDailyCounts", event, "slices", 1)
         return cls(run_id=str(event["run_id"]), mode=str(event.get("mode") or "score"), checkpoint=checkpoint,
-                   notes=tuple(str(n) for n in notes), already_done=already_done)
+                   notes=tuple(str(n) for n in notes), already_done=already_done, slices=slices)
+
+
+def _whole_number(step: str, event: dict[str, Any], name: str, default: int) -> int:
+    try:
+        return int(event.get(name) or default)
+    except (TypeError, ValueError):
+        raise BadRecord(f"{step} needs {name!r} as a whole number") from None
 
 
 @dataclass
@@ -269,6 +322,7 @@ class AggregateDailyCountsResult(StepResult):
     replay: str = ""  # how to replay the run's failures, when it has some
     # The run's result files ({"predictions": s3:// prefix, "failures": s3:// URI}), when it classified batches.
     results: dict[str, str] = field(default_factory=dict)
+    slices: int = 1  # the ledger's slices the run listed, each its own manifest and Map Run
 
 
 # -- the retraining branch -----------------------------------------------------------------------------

@@ -360,10 +360,14 @@ class PredictionStore:
 
     def ledger(self, image_ids: Sequence[str]) -> dict[str, set[str]]:
         """Which of COUNTED / FAILED each image id has; ids with neither are absent."""
-        found: dict[str, set[str]] = defaultdict(set)
+        return {image_id: set(kinds) for image_id, kinds in self.ledger_owners(image_ids).items()}
+
+    def ledger_owners(self, image_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """COUNTED / FAILED of each image id that has either, each with the run that wrote it."""
+        found: dict[str, dict[str, str]] = defaultdict(dict)
         keys = [{"image_id": i, "sk": s} for i in dict.fromkeys(image_ids) for s in (COUNTED, FAILED)]
-        for row in self._get_raw(keys, "image_id, sk"):
-            found[row["image_id"]].add(row["sk"])
+        for row in self._get_raw(keys, "image_id, sk, run_id"):
+            found[row["image_id"]][row["sk"]] = str(row.get("run_id", ""))
         return dict(found)
 
     def counted_by_run(self, image_ids: Sequence[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ def new_run_name(mode: str) -> str:
 
 
 def start_run(target: Target, mode: str, prefix: str | None = None, replay_of: str | None = None,
-              name: str | None = None) -> str:
+              name: str | None = None, max_images: int | None = None) -> str:
     if mode not in MODES:
         raise TargetError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if prefix is not None and not prefix.startswith(IMAGES_PREFIX):
@@ -39,6 +40,8 @@ def start_run(target: Target, mode: str, prefix: str | None = None, replay_of: s
     run_input: dict[str, Any] = {"mode": mode}
     if prefix is not None:
         run_input["prefix"] = prefix
+    if max_images is not None:
+        run_input["max_images"] = max_images
     if replay_of is not None:
         replay_of = describe(target, replay_of)["name"]  # an unknown run is an error here, not an empty replay
         run_input["run"] = replay_of
@@ -79,53 +82,108 @@ def prediction_store(target: Target) -> PredictionStore:
                                     Settings.count_shards)
 
 
-class RunProgress:
-    """(batches done, batches planned) of a run, at a cost that does not grow with the run.
+@dataclass(frozen=True)
+class Progress:
+    """Where a running run stands: batches done of those listed so far, its slice of about how many, and
+    about how long it has left (None until a batch is done)."""
 
-    Each poll is one DescribeMapRun (the Map Run's item counts), not a read of every batch's result.
-    The plan (the listing step's batch count, in the first events of the history) and the Map Run's ARN
-    are looked up once and kept.
+    done: int = 0
+    planned: int | None = None  # None until the first slice is listed
+    slice: int = 0
+    slices: int = 0
+    seconds_left: float | None = None
+
+    def describe(self) -> str:
+        if self.planned is None:
+            return ""
+        text = f"{self.done}/{self.planned} batches"
+        if self.slices > 1:
+            text = f"slice {self.slice} of {'about ' if self.slice < self.slices else ''}{self.slices}, " + text
+        if self.seconds_left is not None:
+            text += f", about {_duration(self.seconds_left)} left"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class RunProgress:
+    """A run's Progress, at a cost that does not grow with the run: while a slice's Map Run is running, one
+    DescribeMapRun a poll. When it has ended (or has not started), the latest listing is read again from the
+    newest page of the history, and the Map Runs are listed again.
+
+    A run drains the ledger a slice at a time, each slice one Map Run. The batches of the slices before the
+    current one are all done (their Map Runs ended before the next listing), so only the current Map Run is
+    described.
     """
 
-    # The listing step's output is among the first events of a run's history.
-    HISTORY_EVENTS = 25
+    # The latest listing is among the last events of the history whatever the run's length: a slice adds
+    # about 30 events to the parent's history, the Map's children none.
+    HISTORY_EVENTS = 100
 
-    def __init__(self, target: Target, run_id: str):
+    def __init__(self, target: Target, run_id: str, clock: Callable[[], float] = time.time):
         self.target = target
         self.run_id = run_id
-        self.planned: int | None = None
+        self.clock = clock
+        self.listing: dict[str, Any] | None = None
         self.map_run_arn: str | None = None
+        self.started: float | None = None
 
-    def __call__(self) -> tuple[int, int | None]:
+    def __call__(self) -> Progress:
         sfn = self.target.client("stepfunctions")
         execution_arn = self.target.execution_arn(self.run_id)
-        if self.planned is None:
-            self.planned = _planned_batches(sfn, execution_arn, self.HISTORY_EVENTS)
-        if self.map_run_arn is None:
+        counts = sfn.describe_map_run(mapRunArn=self.map_run_arn) if self.map_run_arn else None
+        if counts is None or counts["status"] != "RUNNING":
+            self.listing = _latest_listing(sfn, execution_arn, self.HISTORY_EVENTS)
+            if self.listing is None or "batches" not in self.listing:
+                return Progress()
             try:
-                map_runs = sfn.list_map_runs(executionArn=execution_arn, maxResults=1).get("mapRuns", [])
+                map_runs = list(_map_runs(sfn, execution_arn))
             except ClientError:  # moto answers 500 while the execution's worker is not up yet
                 map_runs = []
-            if not map_runs:
-                return 0, self.planned
-            self.map_run_arn = str(map_runs[0]["mapRunArn"])
-        counts = sfn.describe_map_run(mapRunArn=self.map_run_arn)["itemCounts"]
-        done = sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "timedOut", "aborted"))
-        return done, self.planned
+            slice_number = int(self.listing.get("slice", 1))
+            # The slice's own Map Run, once it has started: a Map Run per slice that had batches.
+            current = max(map_runs, key=lambda m: m["startDate"]) if len(map_runs) >= slice_number else None
+            self.map_run_arn = str(current["mapRunArn"]) if current else None
+            counts = sfn.describe_map_run(mapRunArn=self.map_run_arn) if self.map_run_arn else None
+        if self.started is None:
+            self.started = sfn.describe_execution(executionArn=execution_arn)["startDate"].timestamp()
+        assert self.listing is not None
+        return self._progress(self.listing, counts["itemCounts"] if counts else {})
+
+    def _progress(self, listing: dict[str, Any], counts: dict[str, Any]) -> Progress:
+        slice_number = int(listing.get("slice", 1))
+        planned = int(listing.get("run_batches", listing["batches"]))
+        done = planned - int(listing["batches"])  # every batch of the slices before this one
+        done += sum(int(counts.get(k, 0)) for k in ("succeeded", "failed", "timedOut", "aborted"))
+        slices = max(slice_number, int(listing.get("slices", 1)))
+        # About as many batches in each slice still to come as in this one (a full slice, but for the last).
+        expected = planned + (slices - slice_number) * int(listing["batches"])
+        elapsed = self.clock() - (self.started or self.clock())
+        left = (expected - done) * elapsed / done if done and elapsed > 0 else None
+        return Progress(done=done, planned=planned, slice=slice_number, slices=slices, seconds_left=left)
 
 
-def _planned_batches(sfn: Any, execution_arn: str, events: int) -> int | None:
-    history = sfn.get_execution_history(executionArn=execution_arn, maxResults=events)["events"]
+def _latest_listing(sfn: Any, execution_arn: str, events: int) -> dict[str, Any] | None:
+    history = sfn.get_execution_history(executionArn=execution_arn, maxResults=events, reverseOrder=True)["events"]
     for event in history:
         details = event.get("stateExitedEventDetails") or {}
         if details.get("name") in ("ListNewVersions", "BuildReplayManifest"):
-            listing = json.loads(details.get("output") or "{}").get("listing") or {}
-            return int(listing["batches"]) if "batches" in listing else None
+            listing = json.loads(details.get("output") or "{}").get("listing")
+            return listing if isinstance(listing, dict) else None
     return None
 
 
-def progress(target: Target, run_id: str) -> tuple[int, int | None]:
-    """(batches done, batches planned) of a run: one poll of RunProgress."""
+def _map_runs(sfn: Any, execution_arn: str) -> Any:
+    for page in sfn.get_paginator("list_map_runs").paginate(executionArn=execution_arn):
+        yield from page.get("mapRuns", [])
+
+
+def progress(target: Target, run_id: str) -> Progress:
+    """Where a run stands: one poll of RunProgress."""
     return RunProgress(target, run_id)()
 
 
@@ -223,6 +281,8 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
     elif mode == "publish":
         extra["publish"] = publish_outcome(description["status"], output, description.get("error"),
                                            description.get("cause"))
+    elif description["status"] == "RUNNING":
+        extra["progress"] = progress(target, description["name"]).describe()
     elif output.get("daily_counts"):
         # daily_counts are each day's totals when the run ended; this is what the run itself counted.
         extra["added"] = added_by_run(prediction_store(target), description["name"], sorted(output["daily_counts"]))

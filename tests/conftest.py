@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -161,12 +162,20 @@ def free_port() -> int:
 @pytest.fixture
 def served(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any) -> Iterator[Any]:
     """`batchinfer local serve`, in this process: moto's HTTP API, the bridge, the demo model."""
+    from engine.local_engine import LocalConfig
+
+    with serve(tmp_path, monkeypatch, demo_model, LocalConfig(name="ops", batch_size=8)) as engine:
+        yield engine
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any, config: Any) -> Iterator[Any]:
+    """A stack served on a free port with `config`, the demo model promoted, for the CLI to find."""
     from demo import digits
-    from engine.local_engine import LocalConfig, LocalEngine
+    from engine.local_engine import LocalEngine
     from lambdas.model_registry import ModelRegistry
 
     monkeypatch.setenv("BATCHINFER_CACHE", str(tmp_path))
-    config = LocalConfig(name="ops", batch_size=8)
     with LocalEngine(config, port=free_port()) as engine:
         registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
         registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])

@@ -27,8 +27,9 @@ def test_graph_has_every_state_of_the_definition_and_every_edge_points_down() ->
     for edge in graph.edges:
         if edge.kind != "loop":
             assert graph.node(edge.source).y < graph.node(edge.target).y, edge
-    # The one loop: the reconciliation sweep resuming from its cursor.
-    assert [(e.source, e.target) for e in graph.edges if e.kind == "loop"] == [("SweepDone", "ReconcileVersions")]
+    # The loops: the reconciliation sweep resuming from its cursor, and a run's next slice of the ledger.
+    assert sorted((e.source, e.target) for e in graph.edges if e.kind == "loop") == [
+        ("MoreToScore", "ListNewVersions"), ("SweepDone", "ReconcileVersions")]
     kinds = {(e.source, e.target): e.kind for e in graph.edges}
     assert kinds[("RouteByMode", "RejectInput")] == "default" and kinds[("TrainingHook", "TrainingFailed")] == "catch"
     for row in {n.level for n in graph.nodes}:  # no two states of a row overlap
@@ -39,12 +40,13 @@ def test_graph_has_every_state_of_the_definition_and_every_edge_points_down() ->
 def test_overlay_marks_the_path_statuses_durations_and_the_caught_batches() -> None:
     graph = overlay(layout(definition()),
                     _timeline("RouteByMode", "ListNewVersions", "AnythingToScore", "Classify", "ReconcileBatches",
-                              "ClassifyOutcome", "WriteRunResults", "AggregateDailyCounts"),
+                              "ClassifyOutcome", "WriteRunResults", "MoreToScore", "AggregateDailyCounts"),
                     "SUCCEEDED", [{"status": "SUCCEEDED", "items": {"total": 3, "succeeded": 3, "failed": 0}}],
                     [{"stage": "batch"}, {"stage": "batch"}, {"stage": "decode"}])
     assert graph.path() == ["RouteByMode>ListNewVersions", "ListNewVersions>AnythingToScore",
                             "AnythingToScore>Classify", "Classify>ReconcileBatches", "ReconcileBatches>ClassifyOutcome",
-                            "ClassifyOutcome>WriteRunResults", "WriteRunResults>AggregateDailyCounts"]
+                            "ClassifyOutcome>WriteRunResults", "WriteRunResults>MoreToScore",
+                            "MoreToScore>AggregateDailyCounts"]
     assert graph.node("Classify").status == "succeeded" and graph.node("Classify").seconds == 0.5
     assert graph.node("BuildReplayManifest").status == "not-run"
     assert (graph.node("ClassifyBatch").status, graph.node("ClassifyBatch").note) == ("succeeded", "3/3 batches")

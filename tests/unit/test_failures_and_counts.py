@@ -59,12 +59,12 @@ def test_aggregation_rolls_up_the_days_of_the_run(world: World) -> None:
     world.state.put_batch_result("run-1", "b1", {"counted": 1, "written": 1, "duplicates": 0, "images": 1,
                                                  "dates": ["2026-11-21"]})
     checkpoint = {"scope": "images/incoming/", "last_modified": "2026-11-21T09:00:00+00:00"}
-    request = AggregateDailyCountsRequest("run-1", "score", checkpoint, (), 4)
+    request = AggregateDailyCountsRequest("run-1", "score", checkpoint, (), 4, slices=2)
     summary = aggregate_daily_counts(request, world.predictions, world.failures, world.state).to_dict()
     assert summary == {
         "run_id": "run-1", "mode": "score", "batches": 2, "images_scored": 3, "predictions_written": 3,
         "already_scored": 4, "images_failed": 0,
-        "daily_counts": {"2026-11-20": {"dark": 1, "light": 1}, "2026-11-21": {"dark": 1}},
+        "daily_counts": {"2026-11-20": {"dark": 1, "light": 1}, "2026-11-21": {"dark": 1}}, "slices": 2,
     }
     assert world.predictions.rollups() == summary["daily_counts"]
     # The nightly listing drains the ingest ledger and keeps no time checkpoint: none is written.

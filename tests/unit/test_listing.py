@@ -11,7 +11,7 @@ from engine.s3_events import object_created
 from lambdas.ingest_fakes import InMemoryIngestLedger, InMemoryReconciliationState, InMemoryUploadEventQueue
 from lambdas.listing import list_new_versions
 from lambdas.reconciliation import ReconcileRequest, reconcile_versions
-from lambdas.records import Failure, ImageVersion, Prediction
+from lambdas.records import BadRecord, Failure, ImageVersion, Prediction
 from lambdas.steps import ListNewVersionsRequest as ListRequest
 from lambdas.steps import ObjectRef
 from tests.unit.conftest import BUCKET, World, png
@@ -75,15 +75,56 @@ def test_a_duplicated_event_is_one_version_and_a_late_one_is_scored_by_the_next_
     assert keys == ["incoming/late.png", "incoming/a.png"]  # oldest capture first, however late it came
 
 
-def test_the_run_cap_leaves_the_rest_in_the_ledger(world: World) -> None:
+def _score(world: World, result: dict, run_id: str) -> None:
+    """What the slice's Map does: every version of its manifest counted by `run_id`."""
+    world.predictions.write([
+        Prediction(ImageVersion.from_dict(item), "dark", 0.9, {"dark": 0.9, "light": 0.1}, "v1", run_id,
+                   batch["batch_id"], "2026-01-01")
+        for batch in world.manifest(result) for item in batch["items"]])
+
+
+def _next_slice(run_id: str, previous: dict, **run_input: object) -> ListRequest:
+    return ListRequest.from_event({"run_id": run_id, "input": {"mode": "score", **run_input, "listing": previous}})
+
+
+def test_a_run_drains_the_ledger_a_slice_at_a_time(world: World) -> None:
+    from dataclasses import replace
+
+    world.settings = replace(world.settings, max_images_per_run=3, batch_size=2)
+    for n in range(7):
+        arrive(world, f"incoming/{n}.png", png(n))
+    first = listed(world, ListRequest(run_id="run-1"))
+    assert (first["slice"], first["slices"], first["more"], first["images"]) == (1, 3, True, 3)
+    assert len(world.ingest[0].all_entries()) == 7  # type: ignore[attr-defined]
+    _score(world, first, "run-1")
+    second = listed(world, _next_slice("run-1", first))
+    # The first slice's versions leave the ledger as this run's own, not as done before by another run.
+    assert (second["slice"], second["more"], second["images"], second["already_done"]) == (2, True, 3, 0)
+    assert second["manifest_key"] == "runs/run-1/manifest-0002.json"
+    assert [b["batch_id"] for b in world.manifest(second)] == ["run-1-00002", "run-1-00003"]  # ids run on
+    assert (second["run_batches"], second["run_images"]) == (4, 6)
+    _score(world, second, "run-1")
+    third = listed(world, _next_slice("run-1", second))
+    assert (third["slice"], third["slices"], third["more"], third["images"], third["run_images"]) == (3, 3, False, 1, 7)
+    keys = {i["key"] for r in (first, second, third) for b in world.manifest(r) for i in b["items"]}
+    assert keys == {f"incoming/{n}.png" for n in range(7)}  # each version in one slice
+
+
+def test_max_images_ends_the_run_and_leaves_the_rest_in_the_ledger(world: World) -> None:
     from dataclasses import replace
 
     world.settings = replace(world.settings, max_images_per_run=3)
-    for n in range(5):
+    for n in range(7):
         arrive(world, f"incoming/{n}.png", png(n))
-    result = listed(world, ListRequest(run_id="run-1"))
-    assert result["images"] == 3 and "BATCHINFER_MAX_IMAGES_PER_RUN" in result["notes"][-1]
-    assert len(world.ingest[0].all_entries()) == 5  # type: ignore[attr-defined]
+    first = listed(world, _next_slice("run-1", None, max_images=4))  # type: ignore[arg-type]
+    assert (first["images"], first["more"]) == (3, True)
+    _score(world, first, "run-1")
+    second = listed(world, _next_slice("run-1", first, max_images=4))
+    assert (second["images"], second["more"], second["run_images"]) == (1, False, 4)
+    assert "max_images of 4" in second["notes"][-1]
+    assert len(world.ingest[0].all_entries()) == 4  # type: ignore[attr-defined]  # 1 unscored of slice 2, 3 waiting
+    with pytest.raises(BadRecord, match="max_images"):
+        ListRequest.from_event({"run_id": "r", "input": {"max_images": 0}})
 
 
 def test_the_sweep_finds_versions_without_an_event_and_resumes_from_its_cursor(world: World) -> None:

@@ -101,7 +101,10 @@ def test_well_formed_events_parse() -> None:
 def test_results_become_the_dicts_the_state_machine_reads() -> None:
     manifest = ManifestResult("b", "runs/r/manifest.json", 1, 2, 4, 0, None, [])
     assert list(manifest.to_dict()) == ["manifest_bucket", "manifest_key", "batches", "images", "max_concurrency",
-                                        "already_done", "checkpoint", "notes"]
+                                        "already_done", "checkpoint", "notes", "slice", "slices", "more",
+                                        "run_batches", "run_images"]
+    # A run of one slice (a replay, an event-started run): the run's batches and images are the slice's.
+    assert (manifest.slice, manifest.more, manifest.run_batches, manifest.run_images) == (1, False, 1, 2)
     classify = ClassifyBatchResult("b0", "v1", "litert-int8", 1, 1, 1, 0, 1, 0, ["2026-11-20"], [],
                                    Seconds(0.1, 0.2, 0.3))
     assert classify.to_dict()["seconds"] == {"read_decode": 0.1, "inference": 0.2, "total": 0.3}
