@@ -128,17 +128,17 @@ def run_demo(images: int = 300, batch_size: int = 32, concurrency: int = 2, time
         run_id = arn.rsplit(":", 1)[-1]
         say(console, f"started execution [bold]{run_id}[/] with {{\"mode\": \"score\"}}, as the nightly schedule does")
         expected = images + len(BAD_OBJECTS)
-        run_progress = operations.RunProgress(target, run_id)  # the Map Run's counts: O(1) a poll
+        run_progress = operations.RunProgress(target, run_id)  # the current Map Run's counts: O(1) a poll
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[batches]}"),
                       TimeElapsedColumn(), console=console, transient=False) as bar:
             # Until the listing has planned the batches there is nothing to count: say what runs instead.
             task = bar.add_task("listing the new versions", total=None, batches="")
 
             def poll(_: dict[str, Any]) -> None:
-                done, planned = run_progress()
-                if planned is not None:
-                    bar.update(task, description="classifying", completed=done, total=max(planned, 1),
-                               batches=f"{done}/{planned} batches")
+                now = run_progress()
+                if now.planned is not None:
+                    bar.update(task, description="classifying", completed=now.done, total=max(now.planned, 1),
+                               batches=now.describe())
 
             description = operations.wait(target, run_id, on_poll=poll, timeout=3600, poll_seconds=0.2)
         seconds = time.perf_counter() - started

@@ -80,6 +80,23 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
 
 
+# S3's answers to a prefix's request rate past its quota: SlowDown (a HEAD has no body, so only its status).
+_S3_THROTTLED = frozenset({"SlowDown", "503", "ServiceUnavailable", "RequestLimitExceeded", "Throttling"})
+
+
+def _s3_call(call: Any, **request: Any) -> Any:
+    """One S3 request, backing off while S3 throttles it. The SDK retries throttling too, but a client that has
+    spent its retry quota (a listing that HEADs a slice's worth of versions under SlowDown) stops retrying."""
+    for attempt in range(_MAX_ATTEMPTS):
+        try:
+            return call(**request)
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in _S3_THROTTLED or attempt == _MAX_ATTEMPTS - 1:
+                raise
+            _backoff(attempt)
+    raise AssertionError("unreachable")
+
+
 def chunked(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -647,7 +664,7 @@ class ImageSource:
         raises ObjectUnreadable; throttling and other transient errors propagate as they are."""
         request = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
         try:
-            response = self.client.get_object(**request)
+            response = _s3_call(self.client.get_object, **request)
         except ClientError as error:
             code = error.response["Error"]["Code"]
             if code in ("NoSuchKey", "NoSuchVersion", "404"):
@@ -665,7 +682,7 @@ class ImageSource:
         """The named version, or the key's latest one; None when it is gone (or only a delete marker)."""
         request = {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
         try:
-            response = self.client.head_object(**request)
+            response = _s3_call(self.client.head_object, **request)
         except ClientError as error:
             if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
                 return None

@@ -200,3 +200,23 @@ def test_a_prefix_in_the_request_narrows_the_listing(world: World) -> None:
     result = listed(world, ListRequest(run_id="run-1", prefix="incoming/cam2/"))
     assert [i["key"] for b in world.manifest(result) for i in b["items"]] == ["incoming/cam2/b.png"]
     assert len(world.ingest[0].all_entries()) == 2  # type: ignore[attr-defined]  # cam1 waits for its own run
+
+
+def test_an_s3_request_backs_off_while_s3_says_slow_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    from lambdas import stores
+
+    monkeypatch.setattr(stores, "_backoff", lambda attempt: None)
+    answers = iter([ClientError({"Error": {"Code": "503"}}, "HeadObject"),
+                    ClientError({"Error": {"Code": "SlowDown"}}, "HeadObject"), {"ok": True}])
+
+    def head_object(**_: object) -> object:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert stores._s3_call(head_object, Bucket="b", Key="k") == {"ok": True}
+    with pytest.raises(ClientError, match="AccessDenied"):  # anything else is not retried
+        stores._s3_call(lambda **_: (_ for _ in ()).throw(ClientError({"Error": {"Code": "AccessDenied"}}, "Get")))

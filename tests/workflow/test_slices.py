@@ -18,9 +18,9 @@ pytestmark = pytest.mark.workflow
 CAP = 100  # max_images_per_run: a slice
 IMAGES = 5 * CAP
 BATCH = 25
-# DynamoDB's partitions at 40 write units a second and the images' prefix at 200 GETs a second: every slice's
-# burst of puts and reads overflows its bucket (a bucket holds one second of its rate), so both throttle.
-THROTTLED = "dynamodb.partition_writes=40,dynamodb.partition_reads=2000,s3.prefix_reads=200,s3.prefix_writes=500"
+# DynamoDB's partitions at 20 write units a second and the images' prefix at 20 GETs a second: a bucket holds one
+# second of its rate, and every batch reads its 25 images and puts about 25 items at once, so both throttle.
+THROTTLED = "dynamodb.partition_writes=20,dynamodb.partition_reads=2000,s3.prefix_reads=20,s3.prefix_writes=500"
 
 
 @pytest.mark.parametrize("quotas", ["", THROTTLED], ids=["unthrottled", "throttled"])
