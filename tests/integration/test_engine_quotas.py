@@ -135,9 +135,9 @@ def test_lambda_past_the_account_concurrency_answers_too_many_requests_and_retry
     quotas("lambda.concurrency=1")
     client = boto3.client("lambda", region_name=stack.config.region, config=NO_RETRIES)
     running = threading.Thread(target=client.invoke, kwargs={
-        "FunctionName": "slow", "Payload": json.dumps({"seconds": 0.6}).encode()})
+        "FunctionName": "slow", "Payload": json.dumps({"seconds": 3.0}).encode()})
     running.start()
-    time.sleep(0.2)
+    time.sleep(1.0)  # well inside the first call's 3 s, even on a busy machine
     with pytest.raises(ClientError) as refused:
         client.invoke(FunctionName="slow", Payload=b"{}")
     running.join()
@@ -152,7 +152,7 @@ def test_lambda_past_the_account_concurrency_answers_too_many_requests_and_retry
             "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 3, "End": True,
             "ItemProcessor": {"StartAt": "Slow", "States": {"Slow": {
                 "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
-                "Parameters": {"FunctionName": "slow", "Payload": {"seconds": 0.3}},
+                "Parameters": {"FunctionName": "slow", "Payload": {"seconds": 1.0}},
                 "Retry": [{"ErrorEquals": ["Lambda.TooManyRequestsException"], "IntervalSeconds": 1,
                            "MaxAttempts": 8, "BackoffRate": 1.0, "JitterStrategy": "FULL"}],
                 "ResultSelector": {"ok": True}, "End": True}}},
