@@ -119,11 +119,12 @@ def test_a_duplicated_event_lists_its_version_once(engine: Any) -> None:
     assert [i["version_id"] for i in items] == [version]
 
 
-def test_the_run_cap_leaves_the_rest_for_the_next_run(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_run_cap_makes_a_slice_and_leaves_the_rest_for_the_next(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCHINFER_MAX_IMAGES_PER_RUN", "4")
     versions = {upload(engine, f"incoming/{n}.png", b"x") for n in range(10)}
     first = listing(engine, ListRequest("r1"))
-    assert first["images"] == 4 and any("BATCHINFER_MAX_IMAGES_PER_RUN" in n for n in first["notes"])
+    # 10 waiting at 4 a slice: this one, and about two more (DynamoDB's item count of the ledger).
+    assert (first["images"], first["slice"], first["slices"], first["more"]) == (4, 1, 3, True)
     assert len(ledger_of(engine).all_entries()) == 10  # none lost, none scored yet
     assert {e["version_id"] for e in ledger_of(engine).all_entries()} == versions
 
