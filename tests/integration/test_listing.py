@@ -119,7 +119,8 @@ def test_a_duplicated_event_lists_its_version_once(engine: Any) -> None:
     assert [i["version_id"] for i in items] == [version]
 
 
-def test_the_run_cap_makes_a_slice_and_leaves_the_rest_for_the_next(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_run_cap_makes_a_slice_and_leaves_the_rest_for_the_next(engine: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCHINFER_MAX_IMAGES_PER_RUN", "4")
     versions = {upload(engine, f"incoming/{n}.png", b"x") for n in range(10)}
     first = listing(engine, ListRequest("r1"))
