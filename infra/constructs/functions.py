@@ -182,16 +182,16 @@ class Functions(Construct):
         # a 404, which the code handles, instead of a 403, which fails the step.
 
         # ListNewVersions: upload events from the ingest queue (ReceiveMessage, DeleteMessageBatch),
-        # HeadObject of each event's version, the ingest ledger (BatchWriteItem, Query), the
-        # predictions' COUNTED / FAILED markers (BatchGetItem), and the manifest (PutObject).
-        # It never lists the bucket.
+        # HeadObject of each event's version, the ingest ledger (BatchWriteItem, Query; DescribeTable for
+        # its item count, which says about how many slices a run has left), the predictions' COUNTED /
+        # FAILED markers (BatchGetItem), and the slice's manifest (PutObject). It never lists the bucket.
         role = self.roles["ListNewVersions"]
         allow(role, ["sqs:ReceiveMessage", "sqs:DeleteMessage"], [ingest_queue])
         allow(role, ["s3:ListBucket"], [bucket.bucket_arn])
         allow(role, ["s3:GetObjectVersion"], [bucket.arn_for_objects(f"{IMAGES_PREFIX}*")])
         allow(role, ["s3:PutObject"], [bucket.arn_for_objects(f"{RUNS_PREFIX}*")])
         allow(role, ["dynamodb:BatchGetItem"], [predictions])
-        allow(role, ["dynamodb:BatchWriteItem", "dynamodb:Query"], [ingest_ledger])
+        allow(role, ["dynamodb:BatchWriteItem", "dynamodb:Query", "dynamodb:DescribeTable"], [ingest_ledger])
         # A run with no serving model, or one not approved, fails before listing.
         allow(role, ["s3:GetObject"], [pointer, bucket.arn_for_objects(approvals)])
 

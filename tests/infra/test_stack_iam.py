@@ -70,6 +70,7 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
                 "dynamodb:BatchGetItem",
                 "dynamodb:BatchWriteItem",
                 "dynamodb:Query",
+                "dynamodb:DescribeTable",  # the ledger's item count: about how many slices are left
             },
         ),
         (
