@@ -373,8 +373,14 @@ def _report_started(target: Any, run_id: str, wait_for_it: bool, as_json: bool, 
         else:
             say(console, f"started [bold]{run_id}[/]; follow it with `batchinfer show {run_id}`")
         return
+    from operate.operations import run_output, show_run
+
     description = _wait_with_progress(target, run_id, mode)
-    from operate.operations import show_run
+    # A run past slices_per_execution slices goes on in a new execution: follow it to the run's end.
+    while description["status"] == "SUCCEEDED" and run_output(description).get("continued_in"):
+        run_id = run_output(description)["continued_in"]
+        say(errors, f"the run goes on in [bold]{run_id}[/]")
+        description = _wait_with_progress(target, run_id, mode)
 
     detail = guarded(show_run, target, run_id)
     if as_json:

@@ -210,6 +210,13 @@ FUNCTION_LIMITS: dict[str, FunctionLimits] = {
 STATES_PAYLOAD_BYTES = 256 * 1024
 # An EXPRESS workflow (a Distributed Map's EXPRESS child) ends after this long, whatever its Tasks say.
 EXPRESS_EXECUTION_SECONDS = 5 * 60
+# A STANDARD execution fails once its history reaches this many events (a hard quota). A Distributed Map's
+# children have histories of their own; a run's parent adds about HISTORY_EVENTS_PER_SLICE a slice (measured
+# on the engine: tests/workflow/test_slices.py), so it continues in a new execution every SLICES_PER_EXECUTION
+# slices, well inside the quota: 500 slices of 100,000 images is 50M images an execution.
+STATES_HISTORY_EVENTS = 25_000
+HISTORY_EVENTS_PER_SLICE = 30
+SLICES_PER_EXECUTION = 500
 # Lambda.
 LAMBDA_MAX_TIMEOUT_SECONDS = 15 * 60
 LAMBDA_MIN_MEMORY_MB = 128

@@ -18,6 +18,7 @@ from contract.resource_spec import (
     INGEST_QUEUE_SETTING,
     PREDICTIONS,
     RUN_STATE,
+    SLICES_PER_EXECUTION,
     TABLES,
     TableSpec,
 )
@@ -136,13 +137,16 @@ class Settings:
     read_threads: int = setting("BATCHINFER_READ_THREADS", 8, read=_whole_number, check=_positive())
     checkpoint_overlap_seconds: int = setting("BATCHINFER_CHECKPOINT_OVERLAP_SECONDS", 3600, read=_whole_number,
                                               check=_positive())
-    # The listing: at most this many versions in one run's manifest (the rest wait in the ledger),
-    # and the seconds one listing or reconciliation invocation may spend before handing over. The cap
-    # keeps one run inside its functions' limits: ListNewVersions holds the run's versions (about
+    # The listing: at most this many versions in one slice's manifest (a run takes slice after slice until
+    # the ledger is empty), and the seconds one listing or reconciliation invocation may spend before handing
+    # over. The cap keeps one slice inside its functions' limits: ListNewVersions holds the run's versions (about
     # 240 bytes each, ~90 MB at its peak for 100,000 while writing the manifest, of 512 MB), and
     # ReconcileBatches writes two items per failed image, 25 a call, within its 900 s.
     max_images_per_run: int = setting("BATCHINFER_MAX_IMAGES_PER_RUN", 100_000, read=_whole_number,
                                       check=_positive(at_most=MAX_IMAGES_PER_RUN_LIMIT))
+    # A run continues in a new execution after this many slices, inside Step Functions' 25,000 history events.
+    slices_per_execution: int = setting("BATCHINFER_SLICES_PER_EXECUTION", SLICES_PER_EXECUTION, read=_whole_number,
+                                        check=_positive(at_most=SLICES_PER_EXECUTION))
     listing_budget_seconds: int = setting("BATCHINFER_LISTING_BUDGET_SECONDS", 600, read=_whole_number,
                                           check=_positive(at_most=840))
     reconcile_budget_seconds: int = setting("BATCHINFER_RECONCILE_BUDGET_SECONDS", 600, read=_whole_number,

@@ -24,6 +24,7 @@ from contract.resource_spec import (
     RUN_STATE,
     RUNS_PREFIX,
     SQS_MESSAGE_BYTES,
+    STATES_HISTORY_EVENTS,
     TABLES,
     FunctionLimits,
     function_arn_placeholder,
@@ -76,6 +77,9 @@ class LocalConfig:
     # AWS's throughput quotas the engine enforces (engine/throttling.py): "" (none, the default), "aws" (all at
     # AWS's figures), or services and figures, e.g. "dynamodb.partition_writes=50,s3".
     quotas: str = field(default_factory=throttling.quotas_from_environment)
+    # Events an execution's history may hold before it fails (moto_patches fix 20): AWS's 25,000 unless a
+    # test lowers it to reach it in seconds.
+    history_events: int = STATES_HISTORY_EVENTS
     # Memory and timeout per function: the deployed ones (resource spec) unless overridden here.
     function_limits: dict[str, FunctionLimits] = field(default_factory=lambda: dict(FUNCTION_LIMITS))
 
@@ -199,6 +203,7 @@ class LocalEngine:
         throttling.configure(self.quotas, self.config.time_scale)
         moto_patches.install()
         moto_patches.limits.time_scale = self.config.time_scale
+        moto_patches.limits.history_events = self.config.history_events
         _reset_function_caches()
         lambda_bridge.register(
             self.function_specs,
@@ -237,6 +242,7 @@ class LocalEngine:
             self.pipe.stop()
         lambda_bridge.unregister()
         throttling.configure(throttling.Quotas())  # the next engine starts unthrottled unless it asks
+        moto_patches.limits.history_events = STATES_HISTORY_EVENTS
         _reset_function_caches()
         if self._mock is not None:
             self._mock.stop()

@@ -28,6 +28,7 @@ def aggregate_daily_counts(
         run_id=run_id,
         mode=request.mode,
         slices=request.slices,
+        continued_in=request.continued_in,
         batches=len(results),
         images_scored=sum(int(r.get("counted", 0)) for r in results),
         predictions_written=sum(int(r.get("written", 0)) for r in results),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from contract.settings import Settings
 from lambdas.ingest_stores import IngestLedger, UploadEventQueue
 from lambdas.ledger_listing import MAX_NOTES, pending_versions
@@ -69,6 +71,13 @@ def list_new_versions(
         elif pending.more_waiting:
             notes.append(f"the run stopped at its max_images of {request.max_images}: the versions still waiting "
                          "stay in the ingest ledger for the next run")
+    if request.continues and slice_number == 1:
+        notes.insert(0, f"part {request.continues[1]} of run {request.continues[0]}, which went on in this execution")
+    next_execution = {}
+    if more and slice_number >= settings.slices_per_execution:
+        next_execution = _continuation(request, prefix, previous.run_images + len(new))
+        notes.append(f"the run goes on in execution {next_execution['name']} after {slice_number} slices, inside "
+                     "Step Functions' 25,000 history events")
     new.sort(key=lambda c: (c.last_modified, c.key))
     manifest = write_manifest(request.run_id, new, settings, source, slice_number, previous.run_batches)
     logger.info(
@@ -86,7 +95,17 @@ def list_new_versions(
         more=more,
         run_batches=previous.run_batches + manifest["batches"],
         run_images=previous.run_images + manifest["images"],
+        next_execution=next_execution,
     )
+
+
+def _continuation(request: ListNewVersionsRequest, prefix: str, listed: int) -> dict[str, Any]:
+    """The execution a run goes on in: the same prefix, what is left of max_images, and its part number."""
+    first, part = request.continues or (request.run_id, 1)
+    run_input: dict[str, Any] = {"mode": "score", "prefix": prefix, "continues": {"run": first, "part": part + 1}}
+    if request.max_images is not None:
+        run_input["max_images"] = request.max_images - listed  # above 0: the cap was not reached
+    return {"name": f"{first[:68]}-part{part + 1:03d}", "input": run_input}
 
 
 def _capped(notes: list[str]) -> list[str]:

@@ -80,6 +80,15 @@ def _max_images(run_input: dict[str, Any]) -> int | None:
     return value
 
 
+def _continues(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or not isinstance(value.get("run"), str) or not value["run"]
+            or isinstance(value.get("part"), bool) or not isinstance(value.get("part"), int)):
+        raise BadRecord("'continues' must be {\"run\": \"<first run id>\", \"part\": <whole number>}")
+    return value["run"], value["part"]
+
+
 @dataclass(frozen=True)
 class ListNewVersionsRequest:
     run_id: str
@@ -88,6 +97,9 @@ class ListNewVersionsRequest:
     rejected_events: tuple[str, ...] = ()
     max_images: int | None = None  # the caller's cap on the whole run (all slices); None drains the ledger
     previous: SliceProgress = field(default_factory=SliceProgress)
+    # A run that continues another in a new execution (Step Functions' history quota): the first execution's
+    # run id and this one's part number.
+    continues: tuple[str, int] | None = None
 
     @classmethod
     def from_event(cls, event: Any) -> ListNewVersionsRequest:
@@ -101,7 +113,8 @@ class ListNewVersionsRequest:
         events = run_input.get("events")
         if events is None:
             return cls(run_id=str(event["run_id"]), prefix=prefix, max_images=_max_images(run_input),
-                       previous=SliceProgress.from_listing(run_input.get("listing")))
+                       previous=SliceProgress.from_listing(run_input.get("listing")),
+                       continues=_continues(run_input.get("continues")))
         if not isinstance(events, list):
             raise BadRecord("'events' must be a list of S3 event records")
         objects, rejected = parse_s3_events(events)
@@ -185,6 +198,8 @@ class ManifestResult(StepResult):
     more: bool = False
     run_batches: int = 0
     run_images: int = 0
+    # Set when the run goes on in a new execution after this slice: {"name": ..., "input": ...}.
+    next_execution: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_batches = self.run_batches or self.batches
@@ -284,6 +299,7 @@ class AggregateDailyCountsRequest:
     notes: tuple[str, ...] = ()
     already_done: int = 0
     slices: int = 1
+    continued_in: str = ""  # the execution the run goes on in, when it continues
 
     @classmethod
     def from_event(cls, event: Any) -> AggregateDailyCountsRequest:
@@ -294,8 +310,12 @@ class AggregateDailyCountsRequest:
             raise BadRecord("AggregateDailyCounts needs 'checkpoint' as an object or null and 'notes' as a list")
         already_done = _whole_number("AggregateDailyCounts", event, "already_done", 0)
         slices = _whole_number("AggregateDailyCounts", event, "slices", 1)
+        next_execution = event.get("next_execution") or {}
+        if not isinstance(next_execution, dict):
+            raise BadRecord("AggregateDailyCounts needs 'next_execution' as an object")
         return cls(run_id=str(event["run_id"]), mode=str(event.get("mode") or "score"), checkpoint=checkpoint,
-                   notes=tuple(str(n) for n in notes), already_done=already_done, slices=slices)
+                   notes=tuple(str(n) for n in notes), already_done=already_done, slices=slices,
+                   continued_in=str(next_execution.get("name") or ""))
 
 
 def _whole_number(step: str, event: dict[str, Any], name: str, default: int) -> int:
@@ -307,7 +327,7 @@ def _whole_number(step: str, event: dict[str, Any], name: str, default: int) -> 
 
 @dataclass
 class AggregateDailyCountsResult(StepResult):
-    OMIT_WHEN_EMPTY = ("notes", "replay", "results")
+    OMIT_WHEN_EMPTY = ("notes", "replay", "results", "continued_in")
 
     run_id: str
     mode: str
@@ -323,6 +343,7 @@ class AggregateDailyCountsResult(StepResult):
     # The run's result files ({"predictions": s3:// prefix, "failures": s3:// URI}), when it classified batches.
     results: dict[str, str] = field(default_factory=dict)
     slices: int = 1  # the ledger's slices the run listed, each its own manifest and Map Run
+    continued_in: str = ""  # the run goes on in this execution (Step Functions' history quota)
 
 
 # -- the retraining branch -----------------------------------------------------------------------------

@@ -37,6 +37,15 @@
 14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
+20. An execution's history holds at most 25,000 events, AWS's hard quota (`limits.history_events`, lower in
+    tests): a state about to start in an execution whose history has reached it fails the execution with
+    `States.Runtime`, as AWS fails it. moto let a history grow without end. A Distributed Map's children have
+    histories of their own, as in AWS: their events do not count against the parent's.
+21. The `arn:aws:states:::states:startExecution` task passes its parameters (`StateMachineArn`, `Name`,
+    `Input`, as the integration names them) to the SDK under the API's own names (`stateMachineArn`, ...).
+    moto passed them as written, which the SDK refuses (KeyError), so every such task failed with
+    States.Runtime. Its result is under the integration's names too (`ExecutionArn`, `StartDate`), the date
+    as ISO 8601 text rather than the SDK's datetime, which no later read of the state could serialise.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from typing import Any
 
 from contract.resource_spec import (
     EXPRESS_EXECUTION_SECONDS,
+    STATES_HISTORY_EVENTS,
     STATES_PAYLOAD_BYTES,
 )
 
@@ -300,6 +310,7 @@ class EngineLimits:
 
     time_scale: float = 1.0
     express_children: dict[str, set[str]] = field(default_factory=dict)  # state machine ARN -> Map names
+    history_events: int = STATES_HISTORY_EVENTS  # fix 20
 
 
 limits = EngineLimits()
@@ -618,3 +629,59 @@ def result_writer_reads_the_state_input() -> None:
 
     _eval_body._state_input = True  # type: ignore[attr-defined]
     ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
+
+
+_EXECUTION_HISTORY = "_batchinfer_execution_history"
+
+
+def history_quota() -> None:
+    """Fix 20: an execution fails once its history reaches `limits.history_events` events."""
+    from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+
+    if getattr(CommonStateField._eval_body, "_history_limited", False):
+        return
+    original_init = Environment.__init__
+    original_eval = CommonStateField._eval_body
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        # An execution's own history; a Distributed Map's children get a new EventManager of their own.
+        setattr(self.event_manager, _EXECUTION_HISTORY, True)
+
+    def eval_body(self: Any, env: Any) -> None:
+        manager = env.event_manager
+        if getattr(manager, _EXECUTION_HISTORY, False):
+            events = manager._event_id_gen._next_id - 1
+            if events >= limits.history_events:
+                raise _runtime_failure(env, (
+                    f"the execution's history reached {limits.history_events} events, Step Functions' quota for "
+                    f"a STANDARD execution, before state {self.name!r}: continue in a new execution before it"))
+        original_eval(self, env)
+
+    eval_body._history_limited = True  # type: ignore[attr-defined]
+    Environment.__init__ = init  # type: ignore[method-assign]
+    CommonStateField._eval_body = eval_body  # type: ignore[method-assign]
+
+
+def start_execution_task_parameters() -> None:
+    """Fix 21: the startExecution task's parameters under the Step Functions API's names."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+        StateTaskServiceSfn,
+    )
+
+    original = StateTaskServiceSfn._eval_service_task
+    if getattr(original, "_api_names", False):
+        return
+
+    def eval_service_task(self: Any, env: Any, resource_runtime_part: Any, normalised_parameters: dict[str, Any],
+                          state_credentials: Any) -> None:
+        renamed = {key[:1].lower() + key[1:]: value for key, value in normalised_parameters.items()}
+        original(self, env, resource_runtime_part, renamed, state_credentials)
+        response = env.stack[-1]
+        if isinstance(response, dict):  # the integration's names; the SDK's datetime would fail later reads
+            env.stack[-1] = {k[:1].upper() + k[1:]: v.isoformat() if hasattr(v, "isoformat") else v
+                             for k, v in response.items()}
+
+    eval_service_task._api_names = True  # type: ignore[attr-defined]
+    StateTaskServiceSfn._eval_service_task = eval_service_task  # type: ignore[method-assign]

@@ -3,10 +3,14 @@ changes nothing, a committed one changes exactly its items."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
+from contract.resource_spec import STATES_HISTORY_EVENTS
+from tests.integration.small_machines import run_small_machine
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +76,39 @@ def test_map_runs_of_an_execution_that_is_just_starting(scoring_engine: Any) -> 
         assert described["status"] == "SUCCEEDED" and described["itemCounts"]["total"] == 1
     finally:
         starting.exec_worker.env = built
+
+
+def test_an_execution_fails_once_its_history_reaches_the_quota(engine: Any) -> None:
+    """Fix 20: AWS fails a STANDARD execution at 25,000 history events (here lowered to 40)."""
+    from engine import moto_patches
+
+    loop = {"StartAt": "Count", "States": {
+        "Count": {"Type": "Pass", "Parameters": {"n.$": "States.MathAdd($.n, 1)"}, "Next": "Again"},
+        "Again": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericLessThan": 15, "Next": "Count"}],
+                  "Default": "Done"},
+        "Done": {"Type": "Succeed"}}}
+    moto_patches.limits.history_events = 40
+    try:
+        failed = run_small_machine(engine, loop, {"n": 0}, timeout=60)  # 15 rounds of 4 events: 60 and more
+        short = run_small_machine(engine, loop, {"n": 8}, timeout=60)  # 7 rounds: 28 and more
+    finally:
+        moto_patches.limits.history_events = STATES_HISTORY_EVENTS
+    assert failed["status"] == "FAILED" and failed["error"] == "States.Runtime", failed
+    assert "history reached 40 events" in failed["cause"]
+    assert short["status"] == "SUCCEEDED", short
+
+
+def test_a_start_execution_task_starts_the_execution_it_names(engine: Any) -> None:
+    """Fix 21: the task's StateMachineArn, Name and Input reach StartExecution; its StartDate is text."""
+    machine = {"StartAt": "Go", "States": {
+        "Go": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericGreaterThan": 0, "Next": "Done"}],
+               "Default": "Again"},
+        "Again": {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution", "End": True,
+                  "Parameters": {"StateMachineArn.$": "$$.StateMachine.Id", "Name": "next-part", "Input": {"n": 1}}},
+        "Done": {"Type": "Succeed"}}}
+    first = run_small_machine(engine, machine, {"n": 0}, timeout=60)
+    assert first["status"] == "SUCCEEDED", first
+    started = json.loads(first["output"])
+    assert started["ExecutionArn"].endswith(":next-part") and isinstance(started["StartDate"], str)
+    child = engine.wait(started["ExecutionArn"], timeout=60)
+    assert child["status"] == "SUCCEEDED" and json.loads(child["input"])["n"] == 1

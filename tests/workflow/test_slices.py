@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from contract.resource_spec import HISTORY_EVENTS_PER_SLICE
 from engine import throttling
 from engine.local_engine import LocalConfig
 from tests.conftest import cli, counted_rows, prediction_rows, recount, serve, stored_counts, upload
@@ -46,6 +47,11 @@ def test_one_start_drains_a_backlog_of_five_slices(tmp_path: Any, monkeypatch: p
         assert summary["batches"] == IMAGES // BATCH and summary["already_scored"] == 0
         assert len(detail["map_runs"]) == 5 and all(m["items"]["total"] == CAP // BATCH for m in detail["map_runs"])
         assert [s["state"] for s in detail["timeline"]].count("ListNewVersions") == 5
+        history = engine.client("stepfunctions").get_execution_history(
+            executionArn=engine.target().execution_arn(detail["run_id"]), maxResults=1000)["events"]
+        # The figure the continuation is planned by: a slice's events in the parent's history, and a few more.
+        print(f"history: {len(history)} events for 5 slices")
+        assert len(history) <= 5 * HISTORY_EVENTS_PER_SLICE + 12, len(history)
         rows = prediction_rows(engine)
         assert sorted(r["version_id"] for r in rows) == sorted(versions)  # every version scored, once
         assert len(counted_rows(engine)) == IMAGES
@@ -56,3 +62,34 @@ def test_one_start_drains_a_backlog_of_five_slices(tmp_path: Any, monkeypatch: p
         # The ledger is empty: the next run finds nothing, and says so in one slice.
         again = json.loads(cli("start", "--wait", "--json").stdout)["output"]
         assert (again["images_scored"], again["slices"]) == (0, 1)
+
+
+def test_a_run_past_its_slices_per_execution_goes_on_in_new_executions(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any, held_out_digits: list[Any]) -> None:
+    """One slice an execution, and an engine whose histories hold too few events for two: without going on
+    in a new execution the run would fail (moto_patches fix 20); with it, three parts score every version once."""
+    images, cap = 90, 30
+    config = LocalConfig(name="parts", batch_size=BATCH, max_concurrency=4,
+                         history_events=HISTORY_EVENTS_PER_SLICE + 12,
+                         extra_settings={"BATCHINFER_MAX_IMAGES_PER_RUN": str(cap),
+                                         "BATCHINFER_SLICES_PER_EXECUTION": "1"})
+    with serve(tmp_path, monkeypatch, demo_model, config) as engine:
+        versions = [upload(engine, f"incoming/{n:04d}.png", digit.png)
+                    for n, digit in enumerate(held_out_digits[:images])]
+        started = cli("start", "--wait", "--json")
+        assert started.exit_code == 0, started.output
+        last = json.loads(started.stdout)
+        assert last["status"] == "SUCCEEDED" and last["run_id"].endswith("-part003"), last["run_id"]
+        first_run = last["run_id"].removesuffix("-part003")
+        parts = [json.loads(cli("show", run, "--json").stdout) for run in
+                 (first_run, f"{first_run}-part002", last["run_id"])]
+        assert [p["status"] for p in parts] == ["SUCCEEDED"] * 3
+        assert [p["output"].get("continued_in", "") for p in parts] == [parts[1]["run_id"], parts[2]["run_id"], ""]
+        assert [p["output"]["images_scored"] for p in parts] == [cap] * 3
+        assert f"part 2 of run {first_run}" in parts[1]["output"]["notes"][0]
+        events = len(engine.client("stepfunctions").get_execution_history(
+            executionArn=engine.target().execution_arn(first_run), maxResults=1000)["events"])
+        assert events <= HISTORY_EVENTS_PER_SLICE + 12, events  # one slice and the roll-up fit the budget
+        rows = prediction_rows(engine)
+        assert sorted(r["version_id"] for r in rows) == sorted(versions)
+        assert stored_counts(engine) == recount(engine)
