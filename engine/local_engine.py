@@ -77,7 +77,7 @@ class LocalConfig:
     # AWS's throughput quotas the engine enforces (engine/throttling.py): "" (none, the default), "aws" (all at
     # AWS's figures), or services and figures, e.g. "dynamodb.partition_writes=50,s3".
     quotas: str = field(default_factory=throttling.quotas_from_environment)
-    # Events an execution's history may hold before it fails (moto_patches fix 20): AWS's 25,000 unless a
+    # Events an execution's history may hold before it fails (moto_patches fix 21): AWS's 25,000 unless a
     # test lowers it to reach it in seconds.
     history_events: int = STATES_HISTORY_EVENTS
     # Memory and timeout per function: the deployed ones (resource spec) unless overridden here.

@@ -37,11 +37,11 @@
 14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
-20. An execution's history holds at most 25,000 events, AWS's hard quota (`limits.history_events`, lower in
+21. An execution's history holds at most 25,000 events, AWS's hard quota (`limits.history_events`, lower in
     tests): a state about to start in an execution whose history has reached it fails the execution with
     `States.Runtime`, as AWS fails it. moto let a history grow without end. A Distributed Map's children have
     histories of their own, as in AWS: their events do not count against the parent's.
-21. The `arn:aws:states:::states:startExecution` task passes its parameters (`StateMachineArn`, `Name`,
+22. The `arn:aws:states:::states:startExecution` task passes its parameters (`StateMachineArn`, `Name`,
     `Input`, as the integration names them) to the SDK under the API's own names (`stateMachineArn`, ...).
     moto passed them as written, which the SDK refuses (KeyError), so every such task failed with
     States.Runtime. Its result is under the integration's names too (`ExecutionArn`, `StartDate`), the date
@@ -310,7 +310,7 @@ class EngineLimits:
 
     time_scale: float = 1.0
     express_children: dict[str, set[str]] = field(default_factory=dict)  # state machine ARN -> Map names
-    history_events: int = STATES_HISTORY_EVENTS  # fix 20
+    history_events: int = STATES_HISTORY_EVENTS  # fix 21
 
 
 limits = EngineLimits()
@@ -635,7 +635,7 @@ _EXECUTION_HISTORY = "_batchinfer_execution_history"
 
 
 def history_quota() -> None:
-    """Fix 20: an execution fails once its history reaches `limits.history_events` events."""
+    """Fix 21: an execution fails once its history reaches `limits.history_events` events."""
     from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
     from moto.stepfunctions.parser.asl.eval.environment import Environment
 
@@ -665,7 +665,7 @@ def history_quota() -> None:
 
 
 def start_execution_task_parameters() -> None:
-    """Fix 21: the startExecution task's parameters under the Step Functions API's names."""
+    """Fix 22: the startExecution task's parameters under the Step Functions API's names."""
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
         StateTaskServiceSfn,
     )

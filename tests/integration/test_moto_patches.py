@@ -79,7 +79,7 @@ def test_map_runs_of_an_execution_that_is_just_starting(scoring_engine: Any) -> 
 
 
 def test_an_execution_fails_once_its_history_reaches_the_quota(engine: Any) -> None:
-    """Fix 20: AWS fails a STANDARD execution at 25,000 history events (here lowered to 40)."""
+    """Fix 21: AWS fails a STANDARD execution at 25,000 history events (here lowered to 40)."""
     from engine import moto_patches
 
     loop = {"StartAt": "Count", "States": {
@@ -99,7 +99,7 @@ def test_an_execution_fails_once_its_history_reaches_the_quota(engine: Any) -> N
 
 
 def test_a_start_execution_task_starts_the_execution_it_names(engine: Any) -> None:
-    """Fix 21: the task's StateMachineArn, Name and Input reach StartExecution; its StartDate is text."""
+    """Fix 22: the task's StateMachineArn, Name and Input reach StartExecution; its StartDate is text."""
     machine = {"StartAt": "Go", "States": {
         "Go": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericGreaterThan": 0, "Next": "Done"}],
                "Default": "Again"},

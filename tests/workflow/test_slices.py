@@ -67,7 +67,7 @@ def test_one_start_drains_a_backlog_of_five_slices(tmp_path: Any, monkeypatch: p
 def test_a_run_past_its_slices_per_execution_goes_on_in_new_executions(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch, demo_model: Any, held_out_digits: list[Any]) -> None:
     """One slice an execution, and an engine whose histories hold too few events for two: without going on
-    in a new execution the run would fail (moto_patches fix 20); with it, three parts score every version once."""
+    in a new execution the run would fail (moto_patches fix 21); with it, three parts score every version once."""
     images, cap = 90, 30
     config = LocalConfig(name="parts", batch_size=BATCH, max_concurrency=4,
                          history_events=HISTORY_EVENTS_PER_SLICE + 12,
