@@ -123,7 +123,7 @@ def write_counting_retries(batch_predictions: list[Prediction], run_id: str,
     this run counted it). A retried batch finds its own earlier writes: they are still this run's work."""
     outcome = predictions.write(batch_predictions)
     counted_ids = {p.image.image_id for p in outcome.counted}
-    return outcome, batch_lines(run_id, outcome.written, counted_ids, outcome.duplicates, predictions)
+    return outcome, batch_lines(outcome.written, counted_ids, outcome.duplicates, outcome.own)
 
 
 def classify_batch(

@@ -91,16 +91,12 @@ def write_batch_predictions(source: ImageSource, bucket: str, run_id: str, batch
     return key
 
 
-def batch_lines(run_id: str, written: list[Prediction], counted_ids: set[str], duplicates: list[Prediction],
-                predictions: PredictionStore) -> list[tuple[Prediction, bool]]:
+def batch_lines(written: list[Prediction], counted_ids: set[str], duplicates: list[Prediction],
+                own: dict[str, bool]) -> list[tuple[Prediction, bool]]:
     """The batch's predictions that are this run's: those it wrote now, and those a retry finds it wrote
-    before (a duplicate another run wrote is that run's line, not this one's)."""
+    before, with whether each counted (a duplicate another run wrote is that run's line, not this one's)."""
     lines = [(p, p.image.image_id in counted_ids) for p in written]
-    if duplicates:
-        ours = predictions.made_by(run_id, duplicates)
-        counted_by = predictions.counted_by_run([p.image.image_id for p in duplicates if p.image.image_id in ours])
-        lines += [(p, counted_by.get(p.image.image_id) == run_id) for p in duplicates if p.image.image_id in ours]
-    return lines
+    return lines + [(p, own[p.image.image_id]) for p in duplicates if p.image.image_id in own]
 
 
 def result_links(bucket: str, run_id: str) -> dict[str, str]:

@@ -107,6 +107,9 @@ class WriteOutcome:
     written: list[Prediction] = field(default_factory=list)  # new prediction rows
     counted: list[Prediction] = field(default_factory=list)  # of those, the ones that entered counts
     duplicates: list[Prediction] = field(default_factory=list)  # already written by this model version
+    # Of the duplicates, those this batch wrote in an earlier attempt (a retry), each with whether it counted:
+    # still this run's work, told apart from other runs' by the item each conditional put found.
+    own: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,8 @@ class PredictionStore:
         # The batch's own items, new or left by its earlier attempt, enter the counts before it returns.
         self.fold([CountedItem.of(p) for p, kind in zip(predictions, kinds, strict=True) if kind in ("written", "own")])
         outcome.counted.extend(p for p, kind in zip(predictions, kinds, strict=True) if kind == "written")
+        outcome.own = {p.image.image_id: kind == "own" for p, kind in zip(predictions, kinds, strict=True)
+                       if kind in ("own", "own-rescored")}
         return outcome
 
     def _each(self, put: Any, predictions: list[Prediction]) -> list[str]:
@@ -201,7 +206,8 @@ class PredictionStore:
 
     def _put_prediction(self, p: Prediction, now: str, writer: str) -> str:
         """written (the image version's COUNTED item), own (left by this batch's earlier attempt),
-        rescored (a later model version's row, not counted) or duplicate."""
+        rescored (a later model version's row, not counted), own-rescored (that row, left by this batch's
+        earlier attempt) or duplicate."""
         existing = self._put_new({**self.counted_item(p, now), "writer": writer})
         if existing is None:
             return "written"
@@ -213,7 +219,10 @@ class PredictionStore:
             return "own" if own else "duplicate"
         # Another model version's prediction counts for this image version; this one is kept beside it.
         existing = self._put_new({**self.prediction_row(p, now), "writer": writer})
-        return "rescored" if existing is None or existing.get("writer") == writer else "duplicate"
+        if existing is None or existing.get("writer") == writer:
+            return "rescored"
+        own = existing.get("run_id") == p.run_id and existing.get("batch_id") == p.batch_id
+        return "own-rescored" if own else "duplicate"
 
     def _put_new(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """Put the row unless its key exists: None when written, else the item that was there."""
@@ -386,16 +395,6 @@ class PredictionStore:
         for row in self._get_raw(keys, "image_id, sk, run_id"):
             found[row["image_id"]][row["sk"]] = str(row.get("run_id", ""))
         return dict(found)
-
-    def counted_by_run(self, image_ids: Sequence[str]) -> dict[str, str]:
-        """The run that counted each image id, for those that have been counted."""
-        keys = [{"image_id": i, "sk": COUNTED} for i in dict.fromkeys(image_ids)]
-        return {row["image_id"]: row["run_id"] for row in self._get_raw(keys, "image_id, run_id")}
-
-    def made_by(self, run_id: str, predictions: Sequence[Prediction]) -> set[str]:
-        """The image ids among `predictions` whose stored prediction (same model version) `run_id` wrote."""
-        keys = [{"image_id": p.image.image_id, "sk": MODEL_PREFIX + p.model_version} for p in predictions]
-        return {row["image_id"] for row in self.get_many(keys, "image_id, run_id") if row.get("run_id") == run_id}
 
     def run_predictions(self, run_id: str, images: Sequence[ImageVersion]) -> list[tuple[Prediction, bool]]:
         """The predictions `run_id` wrote for these image versions, each with whether it entered the counts

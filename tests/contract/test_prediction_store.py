@@ -75,11 +75,23 @@ def test_ledger_tells_counted_from_failed(store: PredictionStore) -> None:
         image(1).image_id: {COUNTED}, image(2).image_id: {FAILED}}
 
 
-def test_counted_by_run_names_the_run_that_counted(store: PredictionStore) -> None:
+def test_ledger_owners_names_the_run_that_counted_or_failed(store: PredictionStore) -> None:
     store.write([prediction(1, run="run-a")])
     store.write([prediction(1, run="run-b"), prediction(2, run="run-b")])
-    assert store.counted_by_run([image(1).image_id, image(2).image_id, image(3).image_id]) == {
-        image(1).image_id: "run-a", image(2).image_id: "run-b"}
+    store.mark_failed([Failure(image(3), "decode", "not an image", "UnidentifiedImageError", "run-c", "b0")])
+    assert store.ledger_owners([image(n).image_id for n in (1, 2, 3, 4)]) == {
+        image(1).image_id: {COUNTED: "run-a"}, image(2).image_id: {COUNTED: "run-b"},
+        image(3).image_id: {FAILED: "run-c"}}
+
+
+def test_a_retried_batch_tells_its_own_earlier_writes_from_another_runs(store: PredictionStore) -> None:
+    first = store.write([prediction(1), prediction(2, model="v0")])
+    store.write([prediction(2)])  # image 2: v0 counted, v1's row written beside it by this run's batch b0
+    retry = store.write([prediction(1), prediction(2)])  # the same batch again: both are its own
+    assert (len(first.written), retry.written, len(retry.duplicates)) == (2, [], 2)
+    assert retry.own == {image(1).image_id: True, image(2).image_id: False}  # counted / kept beside
+    other = store.write([prediction(1, run="run-2"), prediction(2, run="run-2")])
+    assert len(other.duplicates) == 2 and other.own == {}  # another run's batch owns none
 
 
 def test_get_many_returns_only_the_projection(store: PredictionStore) -> None:

@@ -102,7 +102,7 @@ def test_results_become_the_dicts_the_state_machine_reads() -> None:
     manifest = ManifestResult("b", "runs/r/manifest.json", 1, 2, 4, 0, None, [])
     assert list(manifest.to_dict()) == ["manifest_bucket", "manifest_key", "batches", "images", "max_concurrency",
                                         "already_done", "checkpoint", "notes", "slice", "slices", "more",
-                                        "run_batches", "run_images"]
+                                        "run_batches", "run_images", "next_execution"]
     # A run of one slice (a replay, an event-started run): the run's batches and images are the slice's.
     assert (manifest.slice, manifest.more, manifest.run_batches, manifest.run_images) == (1, False, 1, 2)
     classify = ClassifyBatchResult("b0", "v1", "litert-int8", 1, 1, 1, 0, 1, 0, ["2026-11-20"], [],
