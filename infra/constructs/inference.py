@@ -146,10 +146,9 @@ class Inference(Construct):
         # A conditional PutItem per prediction (a failed condition returns the item it found); the
         # batch's fold marker (PutItem, and Query of its owner's markers when one is taken) and the
         # shard-count record (UpdateItem) in the counts table; FAILED markers and failure records with
-        # BatchWriteItem; the batch result with PutItem. A retried batch that finds its own earlier writes
-        # asks which run counted them (BatchGetItem).
-        allow(role, ["dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"],
-              [storage.table(PREDICTIONS).table_arn])
+        # BatchWriteItem; the batch result with PutItem. A retried batch tells its own earlier writes from
+        # the item each failed condition returns, with no read.
+        allow(role, ["dynamodb:PutItem", "dynamodb:BatchWriteItem"], [storage.table(PREDICTIONS).table_arn])
         allow(role, ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
               [storage.table(DAILY_COUNTS).table_arn])
         allow(role, ["dynamodb:BatchWriteItem"], [storage.table(FAILURES).table_arn])

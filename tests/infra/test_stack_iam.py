@@ -93,7 +93,6 @@ LOGGING_AND_TRACING = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTra
                 "dynamodb:Query",
                 "dynamodb:UpdateItem",
                 "dynamodb:BatchWriteItem",
-                "dynamodb:BatchGetItem",
                 "s3:PutObject",  # the batch's result file
             },
         ),

@@ -248,7 +248,9 @@ def test_each_role_grants_exactly_the_calls_its_function_makes(
 
     monkeypatch.setattr(PredictionStore, "write", crash_once)
     monkeypatch.setattr(PredictionStore, "fold", die_before_the_fold)
-    config = LocalConfig(name="rel-iam", batch_size=4, max_concurrency=1, faults="ClassifyBatch:error:batch-00001")
+    # Slices of 8 images: the first score run lists twice, so the ledger's item count is read (DescribeTable).
+    config = LocalConfig(name="rel-iam", batch_size=4, max_concurrency=1, faults="ClassifyBatch:error:batch-00001",
+                         extra_settings={"BATCHINFER_MAX_IMAGES_PER_RUN": "8"})
     with LocalEngine(config) as engine:
         registry = ModelRegistry(config.model_registry, s3_client=engine.client("s3"))
         registry.publish("v1", demo_model[0], digits.LABELS, demo_model[1])

@@ -32,7 +32,7 @@ def test_start_runs_show(served: Any, held_out_digits: list[Any]) -> None:
     detail = cli_json("show", run_id)
     states = [step["state"] for step in detail["timeline"]]
     assert states == ["RouteByMode", "ListNewVersions", "AnythingToScore", "Classify", "ReconcileBatches",
-                      "ClassifyOutcome", "WriteRunResults", "AggregateDailyCounts"]
+                      "ClassifyOutcome", "WriteRunResults", "MoreToScore", "AggregateDailyCounts"]
     assert all(step["seconds"] is not None for step in detail["timeline"])
     assert detail["map_runs"][0]["items"]["total"] == 2 and detail["map_runs"][0]["items"]["succeeded"] == 2
     assert detail["failures"] == [] and detail["console_url"] is None
