@@ -116,7 +116,7 @@ def _existing_parts(source: ImageSource, bucket: str, run_id: str) -> Iterator[s
 def write_run_results(request: WriteRunResultsRequest, bucket: str, source: ImageSource,
                       predictions: PredictionStore, failures: FailureStore) -> WriteRunResultsResult:
     run_id = request.run_id
-    # One key per batch of the run: at most max_images_per_run / batch size names (a few thousand).
+    # One key per batch of the run so far: a few thousand names a slice (max_images_per_run / batch size).
     existing = set(_existing_parts(source, bucket, run_id))
     part_keys: list[str] = []
     filled = 0
@@ -128,8 +128,9 @@ def write_run_results(request: WriteRunResultsRequest, bucket: str, source: Imag
                                         predictions.run_predictions(run_id, batch.items))
                 filled += 1
             part_keys.append(key)
+    # The index lists every file of the run: the earlier slices' (found above) and this slice's.
     source.write_text(bucket, index_key(PREDICTIONS_TABLE, run_id),
-                      "".join(f"s3://{bucket}/{key}\n" for key in part_keys), "text/plain")
+                      "".join(f"s3://{bucket}/{key}\n" for key in sorted(existing | set(part_keys))), "text/plain")
 
     lines = 0
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from contract.resource_spec import HISTORY_EVENTS_PER_SLICE
+from contract.results import PREDICTIONS_TABLE, index_key
 from engine import throttling
 from engine.local_engine import LocalConfig
 from tests.conftest import cli, counted_rows, prediction_rows, recount, serve, stored_counts, upload
@@ -58,6 +59,10 @@ def test_one_start_drains_a_backlog_of_five_slices(tmp_path: Any, monkeypatch: p
         assert stored_counts(engine) == recount(engine) == summary["daily_counts"]
         if quotas:
             assert throttled["dynamodb"] > 0 and throttled["s3"] > 0, throttled
+        # The run's result files: one a batch of every slice, all in the index Athena and DuckDB read.
+        index = engine.client("s3").get_object(Bucket=engine.config.bucket,
+                                               Key=index_key(PREDICTIONS_TABLE, detail["run_id"]))
+        assert len(index["Body"].read().decode().split()) == IMAGES // BATCH
 
         # The ledger is empty: the next run finds nothing, and says so in one slice.
         again = json.loads(cli("start", "--wait", "--json").stdout)["output"]
