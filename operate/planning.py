@@ -93,8 +93,13 @@ def stack_facts(target: Target) -> StackFacts:
         settings: Settings = load_settings(function.get("Environment", {}).get("Variables", {}))
     except SettingsError as error:
         raise TargetError(f"{CLASSIFY_STATE}'s settings cannot be read: {error}") from None
-    account = lambda_.get_account_settings()["AccountLimit"]
-    concurrency = int(account.get("UnreservedConcurrentExecutions") or account["ConcurrentExecutions"])
+    try:
+        account = lambda_.get_account_settings()["AccountLimit"]
+        concurrency = int(account.get("UnreservedConcurrentExecutions") or account["ConcurrentExecutions"])
+    except (ClientError, BotoCoreError, NotImplementedError, KeyError) as error:
+        concurrency = capacity.LAMBDA_ACCOUNT_CONCURRENCY
+        notes.append(f"the account's Lambda concurrency cannot be read ({type(error).__name__}): planned at "
+                     f"AWS's default {concurrency:,}")
     warm: dict[str, int] = {}
     for spec in PLANNED_TABLES:
         table = dynamodb.describe_table(TableName=target.tables[spec.logical_id])["Table"]
