@@ -144,13 +144,16 @@ class Deployment:
     children: str = "EXPRESS"
     # Write units a second each table serves at once (by logical id): its warm throughput when set or read from
     # the table, else what a new on-demand table sustains.
-    warm_writes: dict[str, int] = field(default_factory=dict)
+    warm_writes: dict[str, float] = field(default_factory=dict)
     # The account's Lambda concurrency left for ClassifyBatch (GetAccountSettings' UnreservedConcurrentExecutions).
     account_concurrency: int = LAMBDA_ACCOUNT_CONCURRENCY
     # Partitioned prefixes the images are read from (S3 partitions a busy prefix by itself, over 30-60 minutes).
     image_prefixes: int = 1
+    # AWS's per-partition and per-prefix figures; the bench plans the embedded engine's scaled-down quotas here.
+    partition_writes: float = DYNAMODB_PARTITION_WRITE_UNITS
+    prefix_reads: float = S3_PREFIX_READS
 
-    def table_writes(self, logical_id: str) -> int:
+    def table_writes(self, logical_id: str) -> float:
         return self.warm_writes.get(logical_id) or NEW_TABLE_WRITES
 
 
@@ -165,6 +168,7 @@ class Ceiling:
     kind: str  # "setting" or "quota"
     images_per_second: float
     limit: str  # the figure it comes from, in words
+    service: str = ""  # the AWS service whose quota it is (lambda, stepfunctions, s3, dynamodb); "" for a setting
 
 
 @dataclass(frozen=True)
@@ -250,34 +254,35 @@ def ceilings(deployment: Deployment, seconds_per_batch: float) -> list[Ceiling]:
     d, batch = deployment, deployment.batch_size
     per_child = batch / seconds_per_batch  # images a second one running batch scores
     units = table_write_units_per_image(batch)
+    shards = d.count_shards * d.partition_writes
     found = [
         Ceiling("max_concurrency", "setting", d.max_concurrency * per_child,
                 f"{d.max_concurrency:,} batches of {batch} at {seconds_per_batch:g} s each"),
         Ceiling("Lambda account concurrency", "quota", d.account_concurrency * per_child,
-                f"{d.account_concurrency:,} ClassifyBatch environments at once"),
+                f"{d.account_concurrency:,} ClassifyBatch environments at once", "lambda"),
         Ceiling("Distributed Map children", "quota", MAP_MAX_CHILDREN * per_child,
-                f"{MAP_MAX_CHILDREN:,} child executions at once"),
-        Ceiling("S3 GET per prefix", "quota", d.image_prefixes * S3_PREFIX_READS / S3_GETS_PER_IMAGE,
-                f"{S3_PREFIX_READS:,} GET/s per partitioned prefix x {d.image_prefixes}"),
+                f"{MAP_MAX_CHILDREN:,} child executions at once", "stepfunctions"),
+        Ceiling("S3 GET per prefix", "quota", d.image_prefixes * d.prefix_reads / S3_GETS_PER_IMAGE,
+                f"{d.prefix_reads:,g} GET/s per partitioned prefix x {d.image_prefixes}", "s3"),
         # The by_date index's partition key is "<date>#<shard>": a backlog captured on one day writes count_shards
         # partitions of the index, whatever the table's throughput.
-        Ceiling("DynamoDB by_date index partitions (one day)", "quota",
-                d.count_shards * DYNAMODB_PARTITION_WRITE_UNITS / units[PREDICTIONS.logical_id],
-                f"{d.count_shards} count shards x {DYNAMODB_PARTITION_WRITE_UNITS:,} write units/s"),
-        Ceiling("DynamoDB counts partitions (one day)", "quota",
-                d.count_shards * DYNAMODB_PARTITION_WRITE_UNITS / units[DAILY_COUNTS.logical_id],
-                f"{d.count_shards} count shards x {DYNAMODB_PARTITION_WRITE_UNITS:,} write units/s, "
-                f"{units[DAILY_COUNTS.logical_id]:.3f} an image"),
+        Ceiling("DynamoDB by_date index partitions (one day)", "quota", shards / units[PREDICTIONS.logical_id],
+                f"{d.count_shards} count shards x {d.partition_writes:,g} write units/s", "dynamodb"),
+        Ceiling("DynamoDB counts partitions (one day)", "quota", shards / units[DAILY_COUNTS.logical_id],
+                f"{d.count_shards} count shards x {d.partition_writes:,g} write units/s, "
+                f"{units[DAILY_COUNTS.logical_id]:.3f} an image", "dynamodb"),
     ]
     for spec in (PREDICTIONS, DAILY_COUNTS, RUN_STATE):
         writes = min(d.table_writes(spec.logical_id), DYNAMODB_TABLE_UNITS)
         warm = "warm throughput" if spec.logical_id in d.warm_writes else "a new on-demand table"
         found.append(Ceiling(table_ceiling_name(spec.logical_id), "quota", writes / units[spec.logical_id],
-                             f"{writes:,} write units/s ({warm}), {units[spec.logical_id]:.3f} an image"))
+                             f"{writes:,g} write units/s ({warm}), {units[spec.logical_id]:.3f} an image",
+                             "dynamodb"))
     if d.children == "STANDARD":
         found.append(Ceiling("Step Functions state transitions", "quota",
                              STATE_TRANSITIONS_PER_SECOND / TRANSITIONS_PER_CHILD * batch,
-                             f"{STATE_TRANSITIONS_PER_SECOND:,} transitions/s, {TRANSITIONS_PER_CHILD} a child"))
+                             f"{STATE_TRANSITIONS_PER_SECOND:,} transitions/s, {TRANSITIONS_PER_CHILD} a child",
+                             "stepfunctions"))
     return sorted(found, key=lambda c: c.images_per_second)
 
 
@@ -322,7 +327,7 @@ def warnings_of(p: Plan) -> list[str]:
         others = min(c.images_per_second for c in p.ceilings if c.name != name)
         if others > ceiling:
             needed = math.ceil(others * table_write_units_per_image(d.batch_size)[spec.logical_id])
-            found.append(f"{spec.logical_id} sustains {d.table_writes(spec.logical_id):,} write units/s at first, "
+            found.append(f"{spec.logical_id} sustains {d.table_writes(spec.logical_id):,g} write units/s at first, "
                          f"below the {needed:,} this deployment would write: a first backlog is throttled until "
                          f"the table scales (twice its peak within 30 minutes); pre-warm it with a warm throughput "
                          f"of {needed:,}")

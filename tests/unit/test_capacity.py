@@ -127,3 +127,22 @@ def test_a_plan_needs_images_and_a_positive_time() -> None:
         capacity.plan(Deployment(), 0)
     with pytest.raises(ValueError, match="seconds per batch"):
         capacity.plan(Deployment(), 10, seconds_per_batch=0)
+
+
+def test_the_bench_holds_the_plan_when_it_names_the_engines_bound_quota_within_a_quarter() -> None:
+    from benchmarks import plan_check
+    from engine.throttling import Quotas
+
+    quotas = Quotas.parse("dynamodb.partition_writes=12")
+    deployment = plan_check.engine_deployment(quotas, batch_size=16, max_concurrency=4)
+    plan = capacity.plan(deployment, 720, seconds_per_batch=0.2)
+    assert plan.binding.name == "DynamoDB PredictionsTable writes" and plan.images_per_second == 48
+    holds = plan_check.compare(plan, 40.0, {"dynamodb": 300, "s3": 0, "lambda": 0})
+    assert holds["names_the_quota"] and holds["within_tolerance"] and holds["holds"]
+    too_slow = plan_check.compare(plan, 30.0, {"dynamodb": 300, "s3": 0, "lambda": 0})
+    assert too_slow["names_the_quota"] and not too_slow["within_tolerance"] and not too_slow["holds"]
+    wrong = plan_check.compare(plan, 47.0, {"dynamodb": 0, "s3": 90, "lambda": 0})
+    assert wrong["engine_bound"] == "s3" and not wrong["holds"]
+    assert plan_check.target(holds)["holds"] and not plan_check.target(wrong)["holds"]
+    unthrottled = plan_check.engine_deployment(Quotas(), batch_size=16, max_concurrency=4)
+    assert capacity.plan(unthrottled, 720, seconds_per_batch=0.2).binding.name == "max_concurrency"
