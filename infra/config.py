@@ -126,6 +126,7 @@ class DeployConfig:
     batch_size: int = Settings.batch_size
     # Shards of each day's counters and of the predictions' by_date index: each shard is one DynamoDB partition
     # of a day (1,000 write units/s). 8 carry a new table's 4,000 write units/s (capacity.recommended_count_shards).
+    # Raise it, never lower it: readers read shards 0 to count_shards - 1.
     count_shards: int = Settings.count_shards
     # Write units a second the predictions table and its by_date index serve from the start (DynamoDB warm
     # throughput, which has a one-time charge); null leaves a new on-demand table's 4,000, which scales by

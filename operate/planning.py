@@ -40,8 +40,8 @@ def seconds_per_batch(target: Target | None, batch_size: int) -> tuple[float, st
     """ClassifyBatch's seconds per batch of `batch_size` for the served version: its forward pass timed at
     publish, times what ClassifyBatch spends beyond its forward passes; else the documented default."""
     default = (capacity.DEFAULT_SECONDS_PER_BATCH * batch_size / capacity.BENCH_BATCH_SIZE,
-               f"default ({capacity.DEFAULT_SECONDS_PER_BATCH} s per {capacity.BENCH_BATCH_SIZE} images: "
-               "ClassifyBatch on ResNet-50 int8 in make bench)")
+               f"the default: ClassifyBatch on ResNet-50 int8, {capacity.DEFAULT_SECONDS_PER_BATCH} s per "
+               f"{capacity.BENCH_BATCH_SIZE} images in make bench")
     if target is None:
         return default
     try:
