@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class Deployment:
     children: str = "EXPRESS"
     # Write units a second each table serves at once (by logical id): its warm throughput when set or read from
     # the table, else what a new on-demand table sustains.
-    warm_writes: dict[str, float] = field(default_factory=dict)
+    warm_writes: Mapping[str, float] = field(default_factory=dict)
     # The account's Lambda concurrency left for ClassifyBatch (GetAccountSettings' UnreservedConcurrentExecutions).
     account_concurrency: int = LAMBDA_ACCOUNT_CONCURRENCY
     # Partitioned prefixes the images are read from (S3 partitions a busy prefix by itself, over 30-60 minutes).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
@@ -33,7 +35,7 @@ class Storage(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, runs_expire_days: int = 30,
-                 warm_writes: dict[str, int] | None = None) -> None:
+                 warm_writes: Mapping[str, float] | None = None) -> None:
         super().__init__(scope, construct_id)
 
         self.access_logs = s3.Bucket(
@@ -112,7 +114,7 @@ class Storage(Construct):
         )
         _pin_logical_id(self.ingest_queue, INGEST_QUEUE_LOGICAL_ID)
 
-    def _table(self, spec: TableSpec, warm_writes: int | None = None) -> dynamodb.Table:
+    def _table(self, spec: TableSpec, warm_writes: float | None = None) -> dynamodb.Table:
         # Pre-warmed (the deploy config's warm throughput, from the capacity plan): the table and its indexes
         # serve that many write units a second from the start; else a new on-demand table's 4,000.
         warm = dynamodb.WarmThroughput(write_units_per_second=warm_writes) if warm_writes else None
