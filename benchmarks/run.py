@@ -698,7 +698,7 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
         log("7. the listing at scale")
         results["scale"] = scale.measure(smoke=workload.smoke)
         log(f"8. the capacity plan against the engine, under {plan_check.BOUND_QUOTAS}")
-        results["plan_check"] = plan_check.run(smoke=workload.smoke)
+        results["plan_check"] = plan_check.measure(smoke=workload.smoke)
         results["cost"] = cost_figures(workload, results)
         results["figures"] = figures_not_targets(workload, results)
         results["targets"] = (targets(workload, results) + scale.targets(results["scale"])

@@ -144,5 +144,7 @@ def test_the_bench_holds_the_plan_when_it_names_the_engines_bound_quota_within_a
     wrong = plan_check.compare(plan, 47.0, {"dynamodb": 0, "s3": 90, "lambda": 0})
     assert wrong["engine_bound"] == "s3" and not wrong["holds"]
     assert plan_check.target(holds)["holds"] and not plan_check.target(wrong)["holds"]
+    failed = plan_check.target({"error": "RuntimeError: boom", "holds": False})
+    assert not failed["holds"] and "boom" in failed["measured"]
     unthrottled = plan_check.engine_deployment(Quotas(), batch_size=16, max_concurrency=4)
     assert capacity.plan(unthrottled, 720, seconds_per_batch=0.2).binding.name == "max_concurrency"
