@@ -9,18 +9,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-PRICES_FILE = Path(__file__).with_name("prices.json")
-MILLION = 1_000_000
+from contract import capacity
+
+PRICES_FILE = capacity.PRICES_FILE
+MILLION = capacity.MILLION
 # The memory sizes ClassifyBatch is costed at, with the vCPUs (threads) Lambda gives them: one full
 # vCPU at 1,769 MB, about 1.7 at 3,008 MB (measured here with two threads on two cores).
 MEMORY_THREADS = {1769: 1, 3008: 2}
 SEED_MEMORY_MB = 3008
 # A Distributed Map child runs ClassifyBatch (a Task) and ends: the execution start and the Task
 # count as transitions; a retry or a caught failure adds more, which is not modelled here.
-TRANSITIONS_PER_CHILD = 2
-PARENT_TRANSITIONS_PER_RUN = 6  # RouteByMode, ListNewVersions, AnythingToScore, Classify, Aggregate, end
+TRANSITIONS_PER_CHILD = capacity.TRANSITIONS_PER_CHILD
+PARENT_TRANSITIONS_PER_RUN = capacity.PARENT_TRANSITIONS_PER_SLICE  # route, list, check, map, aggregate, end
 IMAGES_PER_RUN = 10_000  # a nightly run's size, to spread the parent's transitions over images
-WRITE_UNIT_BYTES = 1024  # DynamoDB: a plain write costs 1 WRU per KB of the item (2 in a transaction)
+WRITE_UNIT_BYTES = capacity.WRITE_UNIT_BYTES  # DynamoDB: a plain write costs 1 WRU per KB (2 in a transaction)
 
 
 def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
@@ -94,28 +96,10 @@ def ours(
     """One million images in batches of `batch_size`; `children` is STANDARD or EXPRESS.
 
     `writes`: the write units measured from the items written, per image (its COUNTED item, one plain
-    conditional put) and per batch (its fold marker and its result row, plain puts)."""
-    batches = math.ceil(MILLION / batch_size)
-    cost = _lambda(prices, seconds_per_image * MILLION, memory_mb, batches)
+    conditional put) and per batch (its fold marker and its result row, plain puts). The model itself is
+    the capacity plan's (contract/capacity.py), which `batchinfer plan` applies to any number of images."""
     parent = PARENT_TRANSITIONS_PER_RUN * MILLION / IMAGES_PER_RUN
-    standard = prices["stepfunctions_standard"]["per_thousand_state_transitions"] / 1000
-    if children == "STANDARD":
-        cost["stepfunctions"] = (parent + batches * TRANSITIONS_PER_CHILD) * standard
-    else:
-        express = prices["stepfunctions_express"]
-        child_seconds = seconds_per_image * batch_size
-        gb_seconds = batches * child_seconds * express["memory_billing_mb"] / 1024
-        cost["stepfunctions"] = (
-            parent * standard
-            + batches / MILLION * express["per_million_requests"]
-            + gb_seconds * express["per_gb_second"]
-        )
-    wru = MILLION * writes["per_image"] + batches * writes["per_batch"]
-    cost["dynamodb"] = wru / MILLION * prices["dynamodb_on_demand"]["per_million_write_request_units"]
-    cost["s3"] = MILLION / 1000 * prices["s3_standard"]["per_thousand_get_requests"]
-    return _total(cost, {"lambda_requests": batches, "write_request_units": round(wru),
-                         "write_units_per_image": round(wru / MILLION, 3), "memory_mb": memory_mb,
-                         "children": children})
+    return capacity.run_cost(prices, MILLION, seconds_per_image, memory_mb, batch_size, writes, children, parent)
 
 
 def seed(prices: dict[str, Any], seconds_per_image: float, counts_rows: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import cold_start, cost, image_size, memory, scale
+from benchmarks import cold_start, cost, image_size, memory, plan_check, scale
 from benchmarks.workload import FULL, LABELS, SMOKE, PhotoMaker, Workload, save_model
 
 # Fractions of the compute ceiling measured in the same run: ClassifyBatch's own work (the photos in
@@ -702,9 +702,12 @@ def run(workload: Workload, out: Path) -> dict[str, Any]:
         }
         log("7. the listing at scale")
         results["scale"] = scale.measure(smoke=workload.smoke)
+        log(f"8. the capacity plan against the engine, under {plan_check.BOUND_QUOTAS}")
+        results["plan_check"] = plan_check.measure(smoke=workload.smoke)
         results["cost"] = cost_figures(workload, results)
         results["figures"] = figures_not_targets(workload, results)
-        results["targets"] = targets(workload, results) + scale.targets(results["scale"])
+        results["targets"] = (targets(workload, results) + scale.targets(results["scale"])
+                              + [plan_check.target(results["plan_check"])])
         results["meta"]["load_at_end"] = machine_load()
         seconds = results["meta"]["seconds"] = round(time.perf_counter() - wall, 1)
         results["targets"].append({

@@ -414,6 +414,70 @@ def runs(
 
 
 @app.command()
+def plan(
+    ctx: typer.Context,
+    images: int = typer.Option(10_000_000, "--images", min=1, help="The backlog to plan for, in images."),
+    seconds_per_batch: float = typer.Option(
+        None, "--seconds-per-batch", min=0.001,
+        help="ClassifyBatch's seconds per batch (default: the served version's, measured at publish)."),
+    max_concurrency: int = typer.Option(None, "--max-concurrency", min=1, max=100_000,
+                                        help="Plan for this many batches at once instead of the deployment's."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, max=1000,
+                                   help="Plan for batches of this many images instead of the deployment's."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """The capacity plan: images/s and wall time for a backlog, every AWS quota's ceiling, the one that binds
+    first, and the cost. With --stack, read from the deployed stack and its account; else the default
+    deployment (cdk.json) with the local stack's served model when it runs."""
+    from operate.planning import local_facts, make_plan, stack_facts
+    from operate.targets import TargetError, local_target
+
+    options: Options = ctx.obj
+    if options.stack:
+        facts = guarded(stack_facts, target_of(ctx))
+    else:
+        try:
+            local = local_target(options.port)
+        except TargetError:
+            local = None
+        facts = guarded(local_facts, local)
+    try:
+        result = make_plan(facts, images, seconds=seconds_per_batch, max_concurrency=max_concurrency,
+                           batch_size=batch_size)
+    except ValueError as error:
+        fail(str(error))
+    if as_json:
+        emit_json({**result.to_dict(), "notes": facts.notes})
+        return
+    _print_plan(result, facts.notes)
+
+
+def _print_plan(result: Any, notes: list[str]) -> None:
+    from contract.capacity import HISTORY_EVENTS_LIMIT, SLICES_PER_EXECUTION, duration_text
+
+    d = result.deployment
+    say(console, f"plan for [bold]{result.images:,}[/] images: max_concurrency {d.max_concurrency:,}, batches of "
+                 f"{d.batch_size}, {result.seconds_per_batch:.3g} s a batch ({result.seconds_source})")
+    say(console, f"[bold]{result.images_per_second:,.0f} images/s[/], wall time "
+                 f"[bold]{duration_text(result.wall_seconds)}[/] (Lambda's ramp-up {result.ramp_seconds:.0f} s)")
+    headroom = f", {result.headroom:.2f}x below the next ({result.next_ceiling.name})" if result.next_ceiling else ""
+    say(console, f"binds first: [bold]{result.binding.name}[/] ({result.binding.kind}){headroom}")
+    columns = [Column("limit", key=True), Column("kind"), Column("images/s", right=True), Column("from", wrap=True)]
+    print_table(console, columns, [
+        [c.name, c.kind, f"{c.images_per_second:,.0f}", c.limit] for c in result.ceilings])
+    cost = result.cost
+    say(console, f"cost: [bold]${cost['total_usd']:,.2f}[/] ("
+                 + ", ".join(f"{k} ${v:,.2f}" for k, v in cost["usd"].items()) + f"); {result.prices}")
+    say(console, f"slices: {result.slices:,} of {d.max_images_per_run:,} images; {result.history_events:,} of "
+                 f"{HISTORY_EVENTS_LIMIT:,} history events per execution ({SLICES_PER_EXECUTION} slices at most, "
+                 f"{result.executions} execution(s))")
+    for warning in result.warnings:
+        say(console, f"[yellow]warning:[/] {escape(warning)}")
+    for note in notes:
+        say(console, f"note: {escape(note)}")
+
+
+@app.command()
 def show(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., help="The run id (execution name) or execution ARN."),

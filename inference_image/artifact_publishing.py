@@ -17,7 +17,7 @@ from contract.settings import Settings
 from inference_image.classifier import Classifier, LiteRTForward, available_cpus, load_version
 from inference_image.labelled_sets import LabelledSet, labelled_under, load_labelled_items
 from inference_image.model_formats import PREPROCESSING, load_tf_model, load_tflite
-from inference_image.publishing import prepare_forms, representative_sample
+from inference_image.publishing import prepare_forms, representative_sample, timed
 from lambdas.model_artifacts import (
     artifact_format,
     check_size,
@@ -132,8 +132,9 @@ def _publish(request: PublishModelRequest, settings: Settings, source: ImageSour
         _require_images(held, request.held_out, labels)
         right = _accuracy_right(tflite.data, held.images, held.targets)
         files = {tflite.file: tflite.data}
-        serving = {"runtime": "litert", "form": tflite.form, "held_out": int(len(held.targets)),
-                   "reason": f"published as a {tflite.form} .tflite file, served as given"}
+        serving = timed({"runtime": "litert", "form": tflite.form, "held_out": int(len(held.targets)),
+                         "reason": f"published as a {tflite.form} .tflite file, served as given"},
+                        tflite.data, held.images)
         metrics["softmax"] = "applied when serving, where the outputs do not sum to 1"
     else:
         loaded = load_tf_model(path, kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP_POINTS = 0.5
 # Enough images for the calibrator to see each activation's range; more only costs conversion time.
 CALIBRATION_IMAGES = 128
+# The served form's forward pass is timed on a batch of this many held-out images when a version is published:
+# the capacity plan (`batchinfer plan`, contract/capacity.py) takes its seconds per batch from there.
+TIMED_BATCH = 32
+TIMED_ROUNDS = 3
 
 
 @dataclass
@@ -136,16 +141,42 @@ def prepare_forms(model_file: Path | Converter, calibration: np.ndarray | None, 
     fp32 = compile_model(model_file)
     if calibration is None or len(calibration) == 0:
         serving = choose_form(fp32, None, np.zeros((0,)), None, 0, "no training images to calibrate on")
-        return Forms(fp32, None, serving)
+        return Forms(fp32, None, timed(serving, fp32, held_out))
     sample = representative_sample(calibration)
     try:
         int8 = quantize_model(model_file, sample)
     except Exception as error:  # the converter raises many types for an op it cannot quantize
         serving = choose_form(fp32, None, np.zeros((0,)), None, len(sample),
                               f"conversion failed: {type(error).__name__}: {str(error)[:200]}")
-        return Forms(fp32, None, serving)
+        return Forms(fp32, None, timed(serving, fp32, held_out))
     held = held_out if held_out is not None else np.zeros((0,))
-    return Forms(fp32, int8, choose_form(fp32, int8, held, targets, len(sample)))
+    serving = choose_form(fp32, int8, held, targets, len(sample))
+    served = int8 if serving["form"] == "int8" else fp32
+    return Forms(fp32, int8, timed(serving, served, held_out))
+
+
+def forward_seconds(model: bytes, images: np.ndarray, batch: int = TIMED_BATCH) -> float | None:
+    """Seconds of one forward pass of `model` over `batch` images (the held-out ones, repeated to fill it),
+    the best of TIMED_ROUNDS after a warm-up, through LiteRT on this machine's CPUs; None without images."""
+    if len(images) == 0:
+        return None
+    sample = np.resize(images, (batch, *images.shape[1:])).astype(np.float32)
+    forward = LiteRTForward(model, available_cpus())
+    forward(sample)
+    best = float("inf")
+    for _ in range(TIMED_ROUNDS):
+        started = time.perf_counter()
+        forward(sample)
+        best = min(best, time.perf_counter() - started)
+    return round(best, 4)
+
+
+def timed(serving: dict[str, Any], served: bytes, images: np.ndarray | None) -> dict[str, Any]:
+    """The serving decision with the served form's forward seconds per batch, when there are images to time."""
+    seconds = forward_seconds(served, images) if images is not None else None
+    if seconds is None:
+        return serving
+    return {**serving, "forward_seconds_per_batch": seconds, "timed_batch": TIMED_BATCH}
 
 
 def publish_forms(registry: ModelRegistry, version: str, model_file: Path, labels: list[str],

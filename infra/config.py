@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from contract import capacity
 from contract.resource_spec import (
     EXPRESS_EXECUTION_SECONDS,
     FUNCTION_LIMITS,
@@ -14,6 +15,7 @@ from contract.resource_spec import (
     LAMBDA_MAX_TIMEOUT_SECONDS,
     PIPE_BATCH_SIZE,
     PIPE_WINDOW_SECONDS,
+    PREDICTIONS,
     STATES_PAYLOAD_BYTES,
     function_arn_placeholder,
 )
@@ -117,9 +119,21 @@ class DeployConfig:
     classify_timeout_seconds: int = FUNCTION_LIMITS["ClassifyBatch"].timeout_seconds
     # None leaves the function on the account's unreserved pool (new accounts cannot reserve).
     classify_reserved_concurrency: int | None = None
-    # Batches classified at once by the Distributed Map, and images per batch.
-    max_concurrency: int = Settings.max_concurrency
+    # Batches classified at once by the Distributed Map, and images per batch. The deployed default is the
+    # capacity plan's (contract/capacity.py): the most batches at once that keep a new stack, with no warm
+    # throughput and Lambda's default account concurrency, at 80 % of its first AWS quota (68 at 0.685 s a batch).
+    max_concurrency: int = capacity.recommended_max_concurrency()
     batch_size: int = Settings.batch_size
+    # Shards of each day's counters and of the predictions' by_date index: each shard is one DynamoDB partition
+    # of a day (1,000 write units/s). 8 carry a new table's 4,000 write units/s (capacity.recommended_count_shards).
+    # Raise it, never lower it: readers read shards 0 to count_shards - 1.
+    count_shards: int = Settings.count_shards
+    # Write units a second the predictions table and its by_date index serve from the start (DynamoDB warm
+    # throughput, which has a one-time charge); null leaves a new on-demand table's 4,000, which scales by
+    # itself (twice its peak within 30 minutes). `batchinfer plan` says when a backlog needs more.
+    predictions_warm_writes: int | None = None
+    # The backlog (images) that `cdk synth` plans for: it prints the plan and warns when a setting falls short.
+    plan_images: int = 10_000_000
     # Image versions one score run takes from the ingest ledger (the rest wait for the next run).
     max_images_per_run: int = Settings.max_images_per_run
     # IANA zone for the date of a prediction (from the capture time) and for the schedules.
@@ -163,6 +177,13 @@ class DeployConfig:
         """batchinfer-<stage>: the stack name and the start of every name batchinfer sets."""
         return f"batchinfer-{self.stage}"
 
+    def deployment(self) -> capacity.Deployment:
+        """This deployment as the capacity plan sees it (an account at AWS's default figures)."""
+        warm = {PREDICTIONS.logical_id: self.predictions_warm_writes} if self.predictions_warm_writes else {}
+        return capacity.Deployment(max_concurrency=self.max_concurrency, batch_size=self.batch_size,
+                                   classify_memory_mb=self.classify_memory_mb, count_shards=self.count_shards,
+                                   max_images_per_run=self.max_images_per_run, warm_writes=warm)
+
     def function_settings(self) -> dict[str, Any]:
         """The values of the settings this config shares with the functions, by setting name."""
         return {name: getattr(self, name) for name in SHARED_SETTINGS}
@@ -188,7 +209,7 @@ class DeployConfig:
             default = getattr(defaults, f.name)
             if isinstance(default, float):
                 parsed[f.name] = _number(f.name, raw)
-            elif isinstance(default, int) or f.name == "classify_reserved_concurrency":
+            elif isinstance(default, int) or f.name in _OPTIONAL_WHOLE_NUMBERS:
                 parsed[f.name] = _whole_number(f.name, raw)
             else:
                 parsed[f.name] = str(raw).strip() or None
@@ -261,6 +282,12 @@ class DeployConfig:
                 f"can exceed the {PAYLOAD_BYTES // 1024} KiB input (and result) of a Classify child; "
                 f"at most {MAX_BATCH_SIZE}"
             )
+        if self.predictions_warm_writes is not None and self.predictions_warm_writes < 1:
+            raise ConfigError("bad context value: predictions_warm_writes must be at least 1, or null")
+        if self.plan_images < 1:
+            raise ConfigError(f"bad context value: plan_images={self.plan_images} must be at least 1")
+        for problem in capacity.deployment_errors(self.deployment()):
+            raise ConfigError(f"bad context value: {problem}")
         reserved = self.classify_reserved_concurrency
         if reserved is not None and reserved < self.max_concurrency:
             raise ConfigError(
@@ -305,6 +332,8 @@ class DeployConfig:
             )
 
 
+# Whole numbers whose default is null.
+_OPTIONAL_WHOLE_NUMBERS = ("classify_reserved_concurrency", "predictions_warm_writes")
 # The keys that are settings of the functions too (time_zone, batch_size, the retraining settings, ...).
 SHARED_SETTINGS = tuple(f.name for f in fields(DeployConfig) if f.name in setting_names())
 

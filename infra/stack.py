@@ -23,7 +23,7 @@ from infra.constructs.workflow import Workflow
 class BatchinferStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: DeployConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        storage = Storage(self, "Storage")
+        storage = Storage(self, "Storage", warm_writes=config.deployment().warm_writes)
         inference = Inference(self, "Inference", config=config, storage=storage)
         functions = Functions(self, "Functions", config=config, storage=storage)
         retraining = Retraining(self, "Retraining", config=config, storage=storage)

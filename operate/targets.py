@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from contract.resource_spec import DAILY_COUNTS, FAILURES, PREDICTIONS, RUN_STATE, TABLES
 
 # The AWS services batchinfer calls. boto3's type stubs know each client by its literal name.
-AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation", "sts", "athena"]
+AwsService = Literal["s3", "dynamodb", "stepfunctions", "sqs", "events", "cloudformation", "sts", "athena", "lambda"]
 
 
 class TargetError(RuntimeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
@@ -32,7 +34,8 @@ class Storage(Construct):
     construct tree never replaces them.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, runs_expire_days: int = 30) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, runs_expire_days: int = 30,
+                 warm_writes: Mapping[str, float] | None = None) -> None:
         super().__init__(scope, construct_id)
 
         self.access_logs = s3.Bucket(
@@ -89,7 +92,7 @@ class Storage(Construct):
 
         self.tables: dict[str, dynamodb.Table] = {}
         for spec in TABLES:
-            self.tables[spec.logical_id] = self._table(spec)
+            self.tables[spec.logical_id] = self._table(spec, (warm_writes or {}).get(spec.logical_id))
 
         # The ingest ledger's feed: every upload event, kept until a score run has moved it into the
         # ledger. 14 days (SQS's most) so that a week of failed nightly runs loses no event.
@@ -111,7 +114,10 @@ class Storage(Construct):
         )
         _pin_logical_id(self.ingest_queue, INGEST_QUEUE_LOGICAL_ID)
 
-    def _table(self, spec: TableSpec) -> dynamodb.Table:
+    def _table(self, spec: TableSpec, warm_writes: float | None = None) -> dynamodb.Table:
+        # Pre-warmed (the deploy config's warm throughput, from the capacity plan): the table and its indexes
+        # serve that many write units a second from the start; else a new on-demand table's 4,000.
+        warm = dynamodb.WarmThroughput(write_units_per_second=warm_writes) if warm_writes else None
         table = dynamodb.Table(
             self,
             spec.logical_id,
@@ -122,6 +128,7 @@ class Storage(Construct):
                 point_in_time_recovery_enabled=True
             ),
             removal_policy=cdk.RemovalPolicy.RETAIN,
+            warm_throughput=warm,
         )
         for index in spec.indexes:
             table.add_global_secondary_index(
@@ -129,6 +136,7 @@ class Storage(Construct):
                 partition_key=_attribute(index.partition_key),
                 sort_key=_attribute(index.sort_key) if index.sort_key else None,
                 projection_type=dynamodb.ProjectionType.ALL,
+                warm_throughput=warm,
             )
         _pin_logical_id(table, spec.logical_id)
         return table

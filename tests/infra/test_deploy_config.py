@@ -19,7 +19,8 @@ def test_cdk_json_holds_every_setting_with_its_default(cdk_context: dict[str, An
 
 
 def test_context_strings_become_typed_values() -> None:
-    config = DeployConfig.from_values({"stage": "prod", "batch_size": "64", "classify_reserved_concurrency": "10"})
+    config = DeployConfig.from_values({"stage": "prod", "batch_size": "64", "classify_reserved_concurrency": "10",
+                                       "max_concurrency": "10"})
     assert (config.prefix, config.batch_size, config.classify_reserved_concurrency) == ("batchinfer-prod", 64, 10)
 
 
@@ -127,7 +128,8 @@ def test_values_aws_would_reject_at_run_time_are_refused(values: dict[str, Any],
 
 
 def test_the_largest_values_that_fit_are_accepted() -> None:
-    config = DeployConfig.from_values({"pipe_batch_size": 85, "batch_size": 112, "classify_reserved_concurrency": 4})
+    config = DeployConfig.from_values({"pipe_batch_size": 85, "batch_size": 112, "classify_reserved_concurrency": 4,
+                                       "max_concurrency": 4})
     assert (config.pipe_batch_size, config.batch_size) == (85, 112)
     assert DeployConfig().training_memory_mb == 3008  # what accounts capped at 3,008 MB can deploy
 
