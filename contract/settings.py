@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from contract.capacity import recommended_max_concurrency
 from contract.resource_spec import (
     DAILY_COUNTS,
     FAILURES,
@@ -127,7 +128,8 @@ class Settings:
     images_prefix: str = setting("BATCHINFER_IMAGES_PREFIX", IMAGES_PREFIX, verbatim=True)
     time_zone: str = setting("BATCHINFER_TIME_ZONE", "UTC", check=_time_zone)
     batch_size: int = setting("BATCHINFER_BATCH_SIZE", 32, read=_whole_number, check=_positive(at_most=1000))
-    max_concurrency: int = setting("BATCHINFER_MAX_CONCURRENCY", 4, read=_whole_number,
+    # The capacity plan's: the most batches at once that keep a new stack below its first AWS quota.
+    max_concurrency: int = setting("BATCHINFER_MAX_CONCURRENCY", recommended_max_concurrency(), read=_whole_number,
                                    check=_positive(at_most=10_000))
     count_shards: int = setting("BATCHINFER_COUNT_SHARDS", 8, read=_whole_number, check=_positive())
     max_image_bytes: int = setting("BATCHINFER_MAX_IMAGE_BYTES", 25 * 1024 * 1024, read=_whole_number,

@@ -24,6 +24,7 @@ CUSTOM_CONTEXT = {
     "time_zone": "Africa/Lagos",
     "batch_size": 16,
     "max_concurrency": 9,
+    "count_shards": 16,
     "max_images_per_run": 20_000,
     "min_new_labels": 7,
     "promotion_margin": 0.05,

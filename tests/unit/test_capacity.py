@@ -13,6 +13,7 @@ from contract import capacity
 from contract.capacity import Deployment
 from contract.resource_spec import PREDICTIONS
 from contract.settings import Settings
+from engine.local_engine import LocalConfig
 from infra.config import ConfigError, DeployConfig
 
 pytestmark = pytest.mark.unit
@@ -116,8 +117,8 @@ def test_settings_that_cannot_work_are_errors() -> None:
 
 def test_the_deployed_defaults_come_from_the_plan() -> None:
     assert DeployConfig().max_concurrency == capacity.recommended_max_concurrency() == 68
-    # The local engine keeps its own small default (threads on one machine).
-    assert Settings.max_concurrency == 4
+    # The functions' default is the deployment's; the local engine keeps its own small one (threads on one machine).
+    assert Settings.max_concurrency == 68 and LocalConfig().max_concurrency == 2
     assert DeployConfig().count_shards >= capacity.recommended_count_shards()
     assert capacity.recommended_count_shards(12_000) == 15
 
