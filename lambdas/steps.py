@@ -169,6 +169,8 @@ class Seconds:
 
 @dataclass
 class ClassifyBatchResult(StepResult):
+    OMIT_WHEN_EMPTY = ("throttled",)
+
     batch_id: str
     model_version: str
     runtime: str  # what ran the forward pass: litert-int8, litert-fp32 or keras
@@ -181,6 +183,8 @@ class ClassifyBatchResult(StepResult):
     dates: list[str]
     failures: list[dict[str, str]]  # {"image_id", "stage", "reason"}
     seconds: Seconds
+    # AWS requests the batch made that were throttled (and retried by the SDK), by service: {"dynamodb": n, ...}
+    throttled: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ class AggregateDailyCountsRequest:
 
 @dataclass
 class AggregateDailyCountsResult(StepResult):
-    OMIT_WHEN_EMPTY = ("notes", "replay", "results")
+    OMIT_WHEN_EMPTY = ("notes", "replay", "results", "throttled")
 
     run_id: str
     mode: str
@@ -269,6 +273,8 @@ class AggregateDailyCountsResult(StepResult):
     replay: str = ""  # how to replay the run's failures, when it has some
     # The run's result files ({"predictions": s3:// prefix, "failures": s3:// URI}), when it classified batches.
     results: dict[str, str] = field(default_factory=dict)
+    # The run's batches' AWS requests that were throttled (and retried), by service: {"dynamodb": n, "s3": n}.
+    throttled: dict[str, int] = field(default_factory=dict)
 
 
 # -- the retraining branch -----------------------------------------------------------------------------
