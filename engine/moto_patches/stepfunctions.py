@@ -37,6 +37,8 @@
 14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
+20. StopExecution keeps its `error` and `cause`: DescribeExecution of the aborted execution returns them, as in
+    AWS (`batchinfer stop` says there who stopped the run, and why). moto dropped both.
 """
 
 from __future__ import annotations
@@ -618,3 +620,24 @@ def result_writer_reads_the_state_input() -> None:
 
     _eval_body._state_input = True  # type: ignore[attr-defined]
     ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
+
+
+def stop_execution_keeps_its_cause() -> None:
+    """Fix 20: the error and cause given to StopExecution are the aborted execution's."""
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    if getattr(StepFunctionResponse.stop_execution, "_patched", False):
+        return
+    stop_execution = StepFunctionResponse.stop_execution
+
+    def patched(self: Any) -> Any:
+        error, cause = self._get_param("error"), self._get_param("cause")
+        execution = self.stepfunction_backend.describe_execution(self._get_param("executionArn"))
+        running = execution.status == "RUNNING"  # moto's ExecutionStatus is a str enum
+        response = stop_execution(self)
+        if running:  # an execution that has already ended keeps its own outcome
+            execution.error, execution.cause = error, cause
+        return response
+
+    patched._patched = True  # type: ignore[attr-defined]
+    StepFunctionResponse.stop_execution = patched  # type: ignore[method-assign]
