@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from contract.resource_spec import RUN_STATE
+from contract.results import PREDICTIONS_TABLE, index_key
 from engine import lambda_bridge
 from lambdas.stores import RunStateStore
 from tests.conftest import cli, cli_json, counted_rows, prediction_rows, recount, stored_counts, upload
@@ -62,6 +63,8 @@ def test_a_stopped_run_keeps_what_it_scored_and_the_next_run_scores_the_rest(
     assert stored_counts(engine) == recount(engine) == summary["daily_counts"]
     assert sum(sum(day.values()) for day in stored_counts(engine).values()) == len(counted)
     assert summary["results"]["predictions"].endswith(f"runs/{run_id}/results/predictions/")
+    index = engine.client("s3").get_object(Bucket=engine.config.bucket, Key=index_key(PREDICTIONS_TABLE, run_id))
+    assert len(index["Body"].read().decode().splitlines()) == stopped["batches_run"]  # the files of the batches run
     assert any("stay in the ingest ledger" in note for note in summary["notes"])
 
     # show and runs say it was stopped, and what it scored.
