@@ -430,6 +430,7 @@ def tolerated_failures_enforced() -> None:
         ToleratedFailureCountDecl,
         ToleratedFailurePercentageDecl,
     )
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
     if getattr(DistributedIterationComponent._map_run, "_tolerance", False):
@@ -449,6 +450,8 @@ def tolerated_failures_enforced() -> None:
     def checked_map_run(self: Any, env: Any, eval_input: Any) -> None:
         items = len(env.stack[-1]) if env.stack and isinstance(env.stack[-1], list) else 0
         map_run(self, env, eval_input)
+        if isinstance(env.program_state(), ProgramStopped):
+            return  # a stopped execution's Map Run is aborted, as in AWS: its unfinished children are not failures
         record = eval_input.map_run_record
         failed = record.item_counter.failed.get() + record.item_counter.timed_out.get()
         state = (getattr(_current_map, "states", None) or [None])[-1]
