@@ -276,7 +276,7 @@ def local_serve(
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
-            stopped.wait()
+            _report_throttles_until(stopped, engine)
         except KeyboardInterrupt:
             pass
     finally:
@@ -291,6 +291,23 @@ def local_serve(
                 keeper.release()
         finally:
             engine.stop()
+
+
+THROTTLE_REPORT_SECONDS = 5.0
+
+
+def _report_throttles_until(stopped: Any, engine: Any) -> None:
+    """Wait for `stopped`; with quotas on, print the requests the engine has throttled whenever they grow."""
+    from datetime import datetime, timezone
+
+    reported: dict[str, int] = {}
+    while not stopped.wait(THROTTLE_REPORT_SECONDS if engine.quotas else None):
+        throttled = engine.throttled()
+        if any(throttled.values()) and throttled != reported:
+            stamp = datetime.now(tz=timezone.utc).isoformat(timespec="seconds")
+            console.print(f"{stamp} throttled so far: " + ", ".join(f"{n} {service}" for service, n in
+                                                                     throttled.items()), highlight=False)
+            reported = throttled
 
 
 def _serving_version(engine: Any) -> str | None:
@@ -506,6 +523,38 @@ def replay(
     target = target_of(ctx)
     new_run = guarded(replay_run, target, run_id)
     _report_started(target, new_run, wait_for_it, as_json, "replay")
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="The running run to stop (its id or execution ARN)."),
+    reason: str = typer.Option(None, "--reason", help="Why: kept in the execution's cause and the run's summary."),
+    settle: float = typer.Option(10.0, "--settle", min=0.0,
+                                 help="Seconds without a new batch result before its batches count as settled."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Stop a running run. What it scored stays counted: once its batches in flight have settled, the days it
+    touched are rolled up and its result files written, as its last steps would have; the versions it did not
+    reach stay in the ingest ledger for the next run."""
+    from operate.stopping import stop_run
+
+    target = target_of(ctx)
+    with errors.status(f"stopping {escape(run_id)}") as status:
+        record = guarded(stop_run, target, run_id, reason, settle,
+                         on_progress=lambda text: status.update(escape(text)))
+    if as_json:
+        emit_json(record)
+        return
+    summary = record.get("summary") or {}
+    say(console, f"run [bold]{record['run_id']}[/] {_status('ABORTED')}: stopped by {escape(record['stopped_by'])}"
+                 + (f" ({escape(record['reason'])})" if record.get("reason") else ""))
+    if "batches_planned" in record:
+        say(console, f"{record['batches_run']} of {record['batches_planned']} batch(es) ran: images scored "
+                     f"{summary.get('images_scored')}, failed {summary.get('images_failed')}, already scored "
+                     f"{summary.get('already_scored')}; the days they touched are rolled up")
+        if record["batches_run"] < record["batches_planned"]:
+            say(console, "the versions it did not reach stay in the ingest ledger: the next run takes them")
 
 
 @app.command()
@@ -869,6 +918,9 @@ def _print_run(detail: dict[str, Any]) -> None:
             say(console, "day totals when it ended (every run so far):")
             for day, counts in days.items():
                 say(console, f"  {day}: {_counts(counts)}")
+        if output.get("throttled"):
+            say(console, "throttled AWS requests (retried, nothing lost): "
+                         + ", ".join(f"{service} {n}" for service, n in output["throttled"].items()))
         for note in output.get("notes") or []:
             say(console, f"  note: {escape(note)}")
         if output.get("results"):

@@ -175,6 +175,29 @@ def create_app(resolve_target: Callable[[], Target], stack_label: str) -> Flask:
         new_run = replay_run(target(), run_id)
         return redirect(url_for("run_page", run_id=new_run), code=303)
 
+    @app.get("/runs/<run_id>/stop")
+    def confirm_stop(run_id: str) -> Any:
+        from operate.operations import describe
+
+        name = describe(target(), run_id)["name"]  # an unknown run is a 404 before any confirmation
+        return render_template("confirm.html", action=url_for("stop", run_id=name), mode="stop", replay_of=name,
+                               failures=None)
+
+    @app.post("/runs/<run_id>/stop")
+    def stop(run_id: str) -> Any:
+        """Stop the run and close it as `batchinfer stop` does; a run that is not running is a 409."""
+        from operate import stopping
+
+        check_csrf()
+        reason = (request.form.get("reason") or "").strip() or None
+        try:
+            stopping.stop_run(target(), run_id, reason, stopping.DEFAULT_SETTLE_SECONDS)
+        except TargetError as error:
+            if str(error).startswith("unknown run id"):
+                raise
+            return render_template("error.html", title="The run cannot be stopped", message=str(error)), 409
+        return redirect(url_for("run_page", run_id=run_id), code=303)
+
     @app.get("/predictions")
     def predictions_page() -> Any:
         from operate.views import prediction_days, predictions_page

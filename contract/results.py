@@ -8,6 +8,7 @@ Layout in the bucket:
     runs/<run>/results/failures.jsonl                 one line per image version the run failed
     results-index/predictions/<run>.txt               the run's prediction files, one s3:// URI a line
     results-index/failures/<run>.txt                  the run's failures file
+    runs/<run>/stopped.json                           a stopped run's summary: who stopped it, why, what it scored
 The index files are Hive symlink manifests: the Glue tables read them (SymlinkTextInputFormat), so that
 Athena reads only result files, never the manifests and ResultWriter files beside them under runs/<run>/,
 with no crawler and no per-run DDL.
@@ -95,3 +96,8 @@ def index_prefix(table: str) -> str:
 
 def index_key(table: str, run_id: str) -> str:
     return f"{index_prefix(table)}{run_id}.txt"
+
+
+def stop_record_key(run_id: str) -> str:
+    """Where `batchinfer stop` keeps a stopped run's summary (an aborted execution has no output)."""
+    return f"{RUNS_PREFIX}{run_id}/stopped.json"

@@ -24,6 +24,7 @@ from lambdas.stores import (
     RunStateStore,
     WriteOutcome,
 )
+from lambdas.throttles import carrying_context, current
 
 # Images per forward pass inside a batch: small enough that reading the next sub-batch overlaps
 # the model, large enough to keep the forward pass as fast per image as a whole batch.
@@ -75,7 +76,8 @@ def read_and_predict(items: list[ImageVersion], settings: Settings, model: Model
     parts: list[np.ndarray] = []
     read_seconds = inference_seconds = 0.0
     with ThreadPoolExecutor(max_workers=min(settings.read_threads, max(1, len(items)))) as pool:
-        futures = [pool.submit(_load, image, source, model, settings) for image in items]
+        load = carrying_context(_load)  # its reads count in the invocation's throttle tally
+        futures = [pool.submit(load, image, source, model, settings) for image in items]
         # Each sub-batch goes through the model as soon as its images are in, while the pool
         # goes on reading and decoding the next ones (the forward pass releases the GIL).
         for start in range(0, len(items), SUB_BATCH):
@@ -168,6 +170,7 @@ def classify_batch(
             inference=round(done.inference_seconds, 4),
             total=round(time.perf_counter() - started, 4),
         ),
+        throttled=current(),  # AggregateDailyCounts sums them into the run's summary
     )
     state.put_batch_result(request.run_id, request.batch.batch_id, result.to_dict())
     return result

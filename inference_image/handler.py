@@ -15,6 +15,7 @@ from lambdas.observability import (
     RUN_ID_PATH,
     count,
     count_failures_by_stage,
+    counts_throttles,
     logger,
     metrics,
     tracer,
@@ -35,6 +36,7 @@ def reset() -> None:
 @logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@counts_throttles
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ClassifyBatchRequest.from_event(event)
     logger.append_keys(batch_id=request.batch.batch_id)
@@ -51,5 +53,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     count(DuplicatesSkipped=result.duplicates)
     count_failures_by_stage(failure["stage"] for failure in result.failures)
     logger.info("batch classified", extra={"scored": result.scored, "failed": result.failed,
-                                           "counted": result.counted, "duplicates": result.duplicates})
+                                           "counted": result.counted, "duplicates": result.duplicates,
+                                           "throttled": result.throttled})
     return result.to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lambdas.results import result_links
 from lambdas.steps import AggregateDailyCountsRequest, AggregateDailyCountsResult
 from lambdas.stores import FailureStore, PredictionStore, RunStateStore
+from lambdas.throttles import total
 
 
 def aggregate_daily_counts(
@@ -43,4 +44,5 @@ def aggregate_daily_counts(
         notes=list(request.notes),
         replay=f"batchinfer replay {run_id}" if failed else "",
         results=result_links(bucket, run_id) if bucket and results else {},
+        throttled=total(results),
     )

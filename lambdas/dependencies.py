@@ -15,6 +15,7 @@ from contract.settings import Settings, cached_settings
 from lambdas.ingest_stores import IngestLedger, ReconciliationState, UploadEventQueue
 from lambdas.model_registry import ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore, RunStateStore
+from lambdas.throttles import watch
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)
 
@@ -40,8 +41,9 @@ class Stores:
 
 def make_stores(settings: Settings, session: Any = None) -> Stores:
     session = session or boto3.session.Session()
-    dynamodb = session.client("dynamodb", config=_CLIENT_CONFIG)
-    s3 = session.client("s3", config=_CLIENT_CONFIG)
+    # Each client counts its throttled responses into the running invocation's tally (lambdas/throttles.py).
+    dynamodb = watch(session.client("dynamodb", config=_CLIENT_CONFIG))
+    s3 = watch(session.client("s3", config=_CLIENT_CONFIG))
     return Stores(
         settings=settings,
         source=ImageSource(s3),
@@ -51,7 +53,7 @@ def make_stores(settings: Settings, session: Any = None) -> Stores:
         failures=FailureStore(dynamodb, settings.failures_table),
         state=RunStateStore(dynamodb, settings.state_table),
         ledger=IngestLedger(dynamodb, settings.ledger_table),
-        uploads=UploadEventQueue(session.client("sqs", config=_CLIENT_CONFIG), settings.ingest_queue_url),
+        uploads=UploadEventQueue(watch(session.client("sqs", config=_CLIENT_CONFIG)), settings.ingest_queue_url),
         sweeps=ReconciliationState(dynamodb, settings.state_table),
         open_registry=lambda location: ModelRegistry(location, s3_client=s3),
     )

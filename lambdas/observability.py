@@ -3,15 +3,18 @@ ids), X-Ray traces with every AWS call of the stores as a sub-segment, EMF metri
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+from lambdas import throttles
 
 SERVICE = "batchinfer"
 NAMESPACE = "batchinfer"
@@ -26,6 +29,8 @@ BATCH_SECONDS = "BatchSeconds"
 BATCHES_FAILED = "BatchesFailed"  # batches that still failed after their retries (caught in the Map)
 COLD_START = "ColdStart"  # Powertools' own, with a function_name dimension
 FAILURE_STAGES = ("read", "decode", "batch")
+# AWS requests throttled (and retried by the SDK) during an invocation, with an `aws_service` dimension.
+THROTTLED_REQUESTS = "ThrottledRequests"
 
 
 class _EMFProvider(AmazonCloudWatchEMFProvider):
@@ -79,3 +84,35 @@ def count_failures_by_stage(stages: Iterable[str]) -> None:
         with single_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=n, namespace=NAMESPACE,
                            default_dimensions={"service": SERVICE}) as metric:
             metric.add_dimension(name="stage", value=stage)
+
+
+def report_throttled(counts: Mapping[str, int]) -> None:
+    """An invocation's throttled AWS requests: a log line and a ThrottledRequests data point per service."""
+    if not counts:
+        return
+    logger.warning("AWS requests throttled (retried)", extra={"throttled": dict(counts)})
+    if is_metrics_disabled():
+        return
+    for service, n in counts.items():
+        with single_metric(name=THROTTLED_REQUESTS, unit=MetricUnit.Count, value=n, namespace=NAMESPACE,
+                           default_dimensions={"service": SERVICE}) as metric:
+            metric.add_dimension(name="aws_service", value=service)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def counts_throttles(handler: Handler) -> Handler:
+    """Count the invocation's throttled AWS requests (lambdas/throttles.py) and report them when it ends, failed
+    or not. Goes under the logger's and the metrics' decorators: the log line carries the run id, and the metric
+    is flushed with the others."""
+
+    @functools.wraps(handler)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with throttles.counting() as tally:
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                report_throttled(tally.counts())
+
+    return counted  # type: ignore[return-value]

@@ -129,9 +129,21 @@ def write_run_results(request: WriteRunResultsRequest, bucket: str, source: Imag
                 filled += 1
             part_keys.append(key)
     # The index lists every file of the run: the earlier slices' (found above) and this slice's.
-    source.write_text(bucket, index_key(PREDICTIONS_TABLE, run_id),
-                      "".join(f"s3://{bucket}/{key}\n" for key in sorted(existing | set(part_keys))), "text/plain")
+    return _index_with_failures(bucket, run_id, source, failures, sorted(existing | set(part_keys)), filled)
 
+
+def write_stopped_run_results(bucket: str, run_id: str, source: ImageSource,
+                              failures: FailureStore) -> WriteRunResultsResult:
+    """A stopped run's result files: the files its batches wrote, indexed, and its failures. No batch file is
+    filled from the table: the batches the run did not reach are not its own, their versions wait in the ledger."""
+    return _index_with_failures(bucket, run_id, source, failures, sorted(_existing_parts(source, bucket, run_id)), 0)
+
+
+def _index_with_failures(bucket: str, run_id: str, source: ImageSource, failures: FailureStore,
+                         part_keys: list[str], filled: int) -> WriteRunResultsResult:
+    """The run's index of prediction files, its failures.jsonl and that file's index."""
+    source.write_text(bucket, index_key(PREDICTIONS_TABLE, run_id),
+                      "".join(f"s3://{bucket}/{key}\n" for key in part_keys), "text/plain")
     lines = 0
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
         for row in failures.each_for_run(run_id):

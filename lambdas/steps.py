@@ -231,6 +231,8 @@ class Seconds:
 
 @dataclass
 class ClassifyBatchResult(StepResult):
+    OMIT_WHEN_EMPTY = ("throttled",)
+
     batch_id: str
     model_version: str
     runtime: str  # what ran the forward pass: litert-int8, litert-fp32 or keras
@@ -243,6 +245,8 @@ class ClassifyBatchResult(StepResult):
     dates: list[str]
     failures: list[dict[str, str]]  # {"image_id", "stage", "reason"}
     seconds: Seconds
+    # AWS requests the batch made that were throttled (and retried by the SDK), by service: {"dynamodb": n, ...}
+    throttled: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -327,7 +331,7 @@ def _whole_number(step: str, event: dict[str, Any], name: str, default: int) -> 
 
 @dataclass
 class AggregateDailyCountsResult(StepResult):
-    OMIT_WHEN_EMPTY = ("notes", "replay", "results", "continued_in")
+    OMIT_WHEN_EMPTY = ("notes", "replay", "results", "throttled", "continued_in")
 
     run_id: str
     mode: str
@@ -342,6 +346,8 @@ class AggregateDailyCountsResult(StepResult):
     replay: str = ""  # how to replay the run's failures, when it has some
     # The run's result files ({"predictions": s3:// prefix, "failures": s3:// URI}), when it classified batches.
     results: dict[str, str] = field(default_factory=dict)
+    # The run's batches' AWS requests that were throttled (and retried), by service: {"dynamodb": n, "s3": n}.
+    throttled: dict[str, int] = field(default_factory=dict)
     slices: int = 1  # the ledger's slices the run listed, each its own manifest and Map Run
     continued_in: str = ""  # the run goes on in this execution (Step Functions' history quota)
 

@@ -18,6 +18,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from lambdas.records import Failure, ImageVersion, Prediction, kept_probabilities, utc_now
+from lambdas.throttles import carrying_context
 
 COUNTED = "COUNTED"
 FAILED = "FAILED"
@@ -202,7 +203,7 @@ class PredictionStore:
         if len(predictions) == 1:
             return [put(predictions[0])]
         with ThreadPoolExecutor(max_workers=min(_WRITER_THREADS, len(predictions))) as pool:
-            return list(pool.map(put, predictions))
+            return list(pool.map(carrying_context(put), predictions))
 
     def _put_prediction(self, p: Prediction, now: str, writer: str) -> str:
         """written (the image version's COUNTED item), own (left by this batch's earlier attempt),

@@ -8,6 +8,7 @@ from contract.settings import Settings
 from lambdas.records import ImageVersion
 from lambdas.steps import ObjectRef
 from lambdas.stores import ImageSource
+from lambdas.throttles import carrying_context
 
 # HeadObject waits on the network, not the CPU: a small function can keep this many in flight.
 HEAD_THREADS = 32
@@ -32,7 +33,7 @@ def resolve_event_objects(
 
     found: list[ImageVersion] = []
     with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
-        for result in pool.map(head, wanted):
+        for result in pool.map(carrying_context(head), wanted):
             if isinstance(result, str):
                 notes.append(result)
             else:

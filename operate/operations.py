@@ -17,7 +17,7 @@ from contract.resource_spec import IMAGES_PREFIX, MODELS_PREFIX, SHARED_EVALUATI
 from contract.settings import Settings
 from lambdas.model_registry import ModelError, ModelRegistry
 from lambdas.stores import FailureStore, ImageSource, PredictionStore
-from operate.run_details import added_by_run, publish_outcome, retrain_outcome
+from operate.run_details import added_by_run, publish_outcome, retrain_outcome, stopped_output
 from operate.targets import Target, TargetError
 
 MODES = ("score", "replay", "retrain", "reconcile")
@@ -195,7 +195,7 @@ def run_output(description: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _mode(description: dict[str, Any]) -> str:
+def run_mode(description: dict[str, Any]) -> str:
     try:
         run_input = json.loads(description.get("input") or "{}")
     except ValueError:
@@ -216,8 +216,8 @@ def list_runs(target: Target, limit: int = 20) -> list[dict[str, Any]]:
     runs = []
     for execution in executions[:limit]:
         description = sfn.describe_execution(executionArn=execution["executionArn"])
-        output = run_output(description)
-        mode = _mode(description)
+        output = run_output(description) or stopped_output(target, execution["name"], execution["status"])[0]
+        mode = run_mode(description)
         retrain = retrain_outcome(execution["status"], output, description.get("error"),
                                   description.get("cause")) if mode == "retrain" else None
         if mode == "publish":
@@ -273,8 +273,12 @@ def show_run(target: Target, run_id: str) -> dict[str, Any]:
             map_runs.append({"status": detail["status"], "items": detail["itemCounts"]})
     except Exception:  # older engines have no map runs
         pass
-    mode, output = _mode(description), run_output(description)
+    mode, output = run_mode(description), run_output(description)
     extra: dict[str, Any] = {}
+    if not output:  # a run `batchinfer stop` stopped: the summary it closed the run with
+        output, stopped = stopped_output(target, description["name"], description["status"])
+        if stopped:
+            extra["stopped"] = stopped
     if mode == "retrain":
         extra["retrain"] = retrain_outcome(description["status"], output, description.get("error"),
                                             description.get("cause"))

@@ -7,6 +7,9 @@ import json
 from collections import Counter
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from contract.results import stop_record_key
 from lambdas.stores import PredictionStore
 from operate.targets import Target
 
@@ -94,3 +97,24 @@ def current_step(target: Target, run_id: str) -> str | None:
         if event["type"].endswith("StateEntered"):
             return str(event["stateEnteredEventDetails"]["name"])
     return None
+
+
+def stop_record(target: Target, run_id: str) -> dict[str, Any] | None:
+    """What `batchinfer stop` kept of a run it stopped (operate/stopping.py): who, why, the summary; else None."""
+    try:
+        body = target.client("s3").get_object(Bucket=target.bucket, Key=stop_record_key(run_id))["Body"].read()
+    except ClientError as error:
+        if error.response["Error"].get("Code") in ("NoSuchKey", "404", "AccessDenied"):
+            return None
+        raise
+    value = json.loads(body)
+    return value if isinstance(value, dict) else None
+
+
+def stopped_output(target: Target, run_id: str, status: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """An aborted run's summary as `stop` closed it, and the stop (by, why, when, batches run); ({}, None) else."""
+    record = stop_record(target, run_id) if status == "ABORTED" else None
+    if record is None:
+        return {}, None
+    stop = {k: record.get(k) for k in ("stopped_by", "reason", "stopped_at", "batches_run", "batches_planned")}
+    return dict(record.get("summary") or {}), stop

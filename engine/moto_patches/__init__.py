@@ -8,8 +8,8 @@ patches is generated from them):
 - `stepfunctions.py`: Map workers that loop (3) and fail the Map when they die (4), the 256 KiB payload quota (5),
   terminal errors out of `States.ALL` (6), `States.*` errors through branches (7), the EXPRESS child's 5 minutes
   (8), tolerated failures (9), the ResultWriter's files (12), Map Runs of a starting execution (13), the
-  ResultWriter's paths read from the state's input (14), the 25,000 events of an execution's history (21), the
-  startExecution task's parameters (22).
+  ResultWriter's paths read from the state's input (14), StopExecution's error and cause kept (20), the 25,000
+  events of an execution's history (21), the startExecution task's parameters (22).
 - `sqs.py`: a message's attributes count against its size (11), costs flat as a queue grows (15).
 - `routing.py`: a request finds its handler without rebuilding moto's URL map (16).
 - `s3.py`: a prefix's request rates (19).
@@ -45,6 +45,7 @@ from engine.moto_patches.stepfunctions import (
     set_express_children,
     start_execution_task_parameters,
     states_errors_pass_through_branches,
+    stop_execution_keeps_its_cause,
     terminal_errors_escape_states_all,
     tolerated_failures_enforced,
 )
@@ -73,5 +74,6 @@ def install() -> None:
     request_routing_stays_cheap()
     item_size_checked_once()
     prefix_request_rates()
+    stop_execution_keeps_its_cause()
     history_quota()
     start_execution_task_parameters()

@@ -37,6 +37,8 @@
 14. A Distributed Map's ResultWriter reads its Parameters' paths (`"Bucket.$"`, `"Prefix.$"`) from the
     Map state's input, as in AWS; moto read them from the list of the children's results, so a path
     into the state's input failed the Map with States.Runtime.
+20. StopExecution keeps its `error` and `cause`: DescribeExecution of the aborted execution returns them, as in
+    AWS (`batchinfer stop` says there who stopped the run, and why). moto dropped both.
 21. An execution's history holds at most 25,000 events, AWS's hard quota (`limits.history_events`, lower in
     tests): a state about to start in an execution whose history has reached it fails the execution with
     `States.Runtime`, as AWS fails it. moto let a history grow without end. A Distributed Map's children have
@@ -439,6 +441,7 @@ def tolerated_failures_enforced() -> None:
         ToleratedFailureCountDecl,
         ToleratedFailurePercentageDecl,
     )
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
     if getattr(DistributedIterationComponent._map_run, "_tolerance", False):
@@ -458,6 +461,8 @@ def tolerated_failures_enforced() -> None:
     def checked_map_run(self: Any, env: Any, eval_input: Any) -> None:
         items = len(env.stack[-1]) if env.stack and isinstance(env.stack[-1], list) else 0
         map_run(self, env, eval_input)
+        if isinstance(env.program_state(), ProgramStopped):
+            return  # a stopped execution's Map Run is aborted, as in AWS: its unfinished children are not failures
         record = eval_input.map_run_record
         failed = record.item_counter.failed.get() + record.item_counter.timed_out.get()
         state = (getattr(_current_map, "states", None) or [None])[-1]
@@ -629,6 +634,27 @@ def result_writer_reads_the_state_input() -> None:
 
     _eval_body._state_input = True  # type: ignore[attr-defined]
     ResultWriter._eval_body = _eval_body  # type: ignore[method-assign]
+
+
+def stop_execution_keeps_its_cause() -> None:
+    """Fix 20: the error and cause given to StopExecution are the aborted execution's."""
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    if getattr(StepFunctionResponse.stop_execution, "_patched", False):
+        return
+    stop_execution = StepFunctionResponse.stop_execution
+
+    def patched(self: Any) -> Any:
+        error, cause = self._get_param("error"), self._get_param("cause")
+        execution = self.stepfunction_backend.describe_execution(self._get_param("executionArn"))
+        running = execution.status == "RUNNING"  # moto's ExecutionStatus is a str enum
+        response = stop_execution(self)
+        if running:  # an execution that has already ended keeps its own outcome
+            execution.error, execution.cause = error, cause
+        return response
+
+    patched._patched = True  # type: ignore[attr-defined]
+    StepFunctionResponse.stop_execution = patched  # type: ignore[method-assign]
 
 
 _EXECUTION_HISTORY = "_batchinfer_execution_history"

@@ -4,7 +4,7 @@ from typing import Any
 
 from lambdas.dependencies import stores
 from lambdas.model_registry import require_serving_model
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
+from lambdas.observability import RUN_ID_PATH, count, counts_throttles, logger, metrics, tracer
 from lambdas.replay import build_replay_manifest
 from lambdas.steps import BuildReplayManifestRequest
 
@@ -12,6 +12,7 @@ from lambdas.steps import BuildReplayManifestRequest
 @logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@counts_throttles
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = BuildReplayManifestRequest.from_event(event)
     s = stores()

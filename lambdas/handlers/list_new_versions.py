@@ -5,13 +5,14 @@ from typing import Any
 from lambdas.dependencies import stores
 from lambdas.listing import check_prefix, list_new_versions
 from lambdas.model_registry import require_serving_model
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
+from lambdas.observability import RUN_ID_PATH, count, counts_throttles, logger, metrics, tracer
 from lambdas.steps import ListNewVersionsRequest
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@counts_throttles
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ListNewVersionsRequest.from_event(event)
     s = stores()

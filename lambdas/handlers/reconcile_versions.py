@@ -3,11 +3,12 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.observability import logger
+from lambdas.observability import counts_throttles, logger
 from lambdas.reconciliation import ReconcileRequest, reconcile_versions
 
 
 @logger.inject_lambda_context(clear_state=True)
+@counts_throttles
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = ReconcileRequest.from_event(event)
     logger.append_keys(run_id=request.run_id)

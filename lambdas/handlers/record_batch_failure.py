@@ -8,6 +8,7 @@ from lambdas.observability import (
     BATCHES_FAILED,
     RUN_ID_PATH,
     count_failures_by_stage,
+    counts_throttles,
     logger,
     metrics,
     tracer,
@@ -18,6 +19,7 @@ from lambdas.steps import RecordBatchFailureRequest
 @logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@counts_throttles
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = RecordBatchFailureRequest.from_event(event)
     logger.append_keys(batch_id=request.batch.batch_id)

@@ -3,7 +3,7 @@
 from typing import Any
 
 from lambdas.dependencies import stores
-from lambdas.observability import RUN_ID_PATH, count, logger, metrics, tracer
+from lambdas.observability import RUN_ID_PATH, count, counts_throttles, logger, metrics, tracer
 from lambdas.results import write_run_results
 from lambdas.steps import WriteRunResultsRequest
 
@@ -11,6 +11,7 @@ from lambdas.steps import WriteRunResultsRequest
 @logger.inject_lambda_context(clear_state=True, correlation_id_path=RUN_ID_PATH)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
+@counts_throttles
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = WriteRunResultsRequest.from_event(event)
     s = stores()

@@ -97,6 +97,7 @@ def test_writes_need_this_sessions_csrf_token() -> None:
     assert client.post("/start", data={"mode": "score"}).status_code == 400
     assert client.post("/start", data={"mode": "score", "csrf_token": "guessed"}).status_code == 400
     assert client.post("/runs/score-1/replay", data={"csrf_token": ""}).status_code == 400
+    assert client.post("/runs/score-1/stop", data={"reason": "r"}).status_code == 400
     for action in ("approve", "reject", "promote"):
         assert client.post(f"/models/digits/v2/{action}", data={"reason": "r"}).status_code == 400
     assert calls == []  # nothing reached the stack

@@ -46,3 +46,9 @@ def test_a_score_run_under_dynamodb_and_s3_throttling_loses_nothing(
     assert len(counted_rows(engine)) == IMAGES
     assert stored_counts(engine) == recount(engine) == summary["daily_counts"]
     assert throttled["dynamodb"] > 0 and throttled["s3"] > 0, throttled
+    # The run's summary counts what its batches saw throttled (the SDK retried them): some of what the engine
+    # answered, never more (the listing, the other steps and the batches' failed attempts saw the rest).
+    counted = summary["throttled"]
+    assert set(counted) == {"dynamodb", "s3"}, counted
+    assert 0 < counted["dynamodb"] <= throttled["dynamodb"] and 0 < counted["s3"] <= throttled["s3"], (
+        counted, throttled)
