@@ -60,9 +60,9 @@ def test_score_run_with_a_broken_image_then_replay_and_review(
     assert _state(page, "ClassifyBatch") == "succeeded"
     assert page.locator('#graph path.taken[data-edge="RouteByMode>ListNewVersions"]').count() == 1
     for edge in ("Classify>ReconcileBatches", "ReconcileBatches>ClassifyOutcome",
-                 "ClassifyOutcome>WriteRunResults", "WriteRunResults>AggregateDailyCounts"):
+                 "ClassifyOutcome>WriteRunResults", "WriteRunResults>MoreToScore", "MoreToScore>AggregateDailyCounts"):
         assert page.locator(f'#graph path.taken[data-edge="{edge}"]').count() == 1
-    assert page.locator("#graph path.taken").count() == 7
+    assert page.locator("#graph path.taken").count() == 8
 
     # The run's predictions as CSV, from its result files: a header and one row per image scored.
     with page.expect_download() as download:
