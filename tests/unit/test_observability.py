@@ -50,7 +50,9 @@ def _dynamodb_answering(answers: list[tuple[int, str]]) -> Any:
     from botocore.config import Config
 
     client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s",
-                          config=Config(retries={"mode": "standard", "max_attempts": 4}))
+                          # More attempts than any test has throttled answers: however threads interleave, one
+                          # request may take them all and still get its answer.
+                          config=Config(retries={"mode": "standard", "max_attempts": 8}))
     lock = threading.Lock()
 
     def answer(request: Any, **_: Any) -> AWSResponse:
