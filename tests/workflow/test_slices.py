@@ -61,10 +61,11 @@ def test_one_start_drains_a_backlog_of_five_slices(tmp_path: Any, monkeypatch: p
             assert throttled["dynamodb"] > 0 and throttled["s3"] > 0, throttled
             # The run's summary counts what its batches saw throttled (the SDK retried them): some of what the
             # engine answered, never more (the listing, the other steps and failed attempts saw the rest).
+            # The batches' S3 reads always overflow (80 at once); their puts may be spaced out by that throttling
+            # enough to pass, in which case only the listing's DynamoDB requests were throttled.
             counted = summary["throttled"]
-            assert set(counted) == {"dynamodb", "s3"}, counted
-            assert 0 < counted["dynamodb"] <= throttled["dynamodb"] and 0 < counted["s3"] <= throttled["s3"], (
-                counted, throttled)
+            assert set(counted) <= {"dynamodb", "s3"} and 0 < counted["s3"] <= throttled["s3"], (counted, throttled)
+            assert counted.get("dynamodb", 0) <= throttled["dynamodb"], (counted, throttled)
         # The run's result files: one a batch of every slice, all in the index Athena and DuckDB read.
         index = engine.client("s3").get_object(Bucket=engine.config.bucket,
                                                Key=index_key(PREDICTIONS_TABLE, detail["run_id"]))
