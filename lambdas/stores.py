@@ -18,7 +18,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from lambdas.records import Failure, ImageVersion, Prediction, kept_probabilities, utc_now
-from lambdas.throttles import carrying_context
+from lambdas.throttles import THROTTLE_CODES, carrying_context
 
 COUNTED = "COUNTED"
 FAILED = "FAILED"
@@ -81,8 +81,8 @@ def _backoff(attempt: int) -> None:
     time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
 
 
-# S3's answers to a prefix's request rate past its quota: SlowDown (a HEAD has no body, so only its status).
-_S3_THROTTLED = frozenset({"SlowDown", "503", "ServiceUnavailable", "RequestLimitExceeded", "Throttling"})
+# S3's answers to a prefix's request rate past its quota: SlowDown, or for a HEAD (no body) only its status.
+_S3_THROTTLED = THROTTLE_CODES | {"503", "ServiceUnavailable"}
 
 
 def _s3_call(call: Any, **request: Any) -> Any:
